@@ -1,0 +1,181 @@
+"""The Python API under the CLI: ``inspector.load(path)`` and what a Model can do.
+
+Everything returns plain NumPy arrays keyed by layer name; pictures are made
+separately (``inspector.render``) from these arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import metadata as md
+from .errors import InspectorError
+from .execution import FeatureMapSession, ModelInput, model_input
+from .graph import Graph, Layer
+from .onnxfile import OnnxFile
+from .preprocess import Preprocess, from_metadata, load_image, preset
+
+DEFAULT_SIZE = (224, 224)
+
+
+def load(path: str | os.PathLike, layout: str | None = None) -> "Model":
+    """Open an ONNX model (weights stay on disk until asked for)."""
+    return Model(path, layout=layout)
+
+
+class Model:
+    def __init__(self, path: str | os.PathLike, layout: str | None = None):
+        self.file = OnnxFile(path)
+        self.path = self.file.path
+        self.graph = Graph(self.file)
+        self.metadata: dict[str, str] = {p.key: p.value for p in self.file.model.metadata_props}
+        self._layout_hint = layout or self.metadata.get(md.INPUT_LAYOUT)
+        self._input: ModelInput | None = None
+
+    # ------------------------------------------------------------ structure
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get(md.MODEL_NAME) or os.path.splitext(os.path.basename(self.path))[0]
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.graph.layers
+
+    @property
+    def untrained(self) -> bool:
+        return md.weights_untrained(self.metadata)
+
+    def require_layers(self) -> list[Layer]:
+        if not self.layers:
+            raise InspectorError(
+                f"no conv layers in {os.path.basename(self.path)} (looked for "
+                "Conv, ConvTranspose, QLinearConv and DequantizeLinear-fed Conv nodes)")
+        return self.layers
+
+    def layer(self, selector: str | int) -> Layer:
+        self.require_layers()
+        return self.graph.select(selector)
+
+    def select(self, selectors: Sequence[str | int] | None = None, all_layers: bool = False) -> list[Layer]:
+        """Layers for a command: all, the given ones (graph order, no repeats), or the first."""
+        layers = self.require_layers()
+        if all_layers:
+            return list(layers)
+        if not selectors:
+            return [layers[0]]
+        chosen = {self.graph.select(s).index: None for s in selectors}
+        return [layers[i] for i in sorted(chosen)]
+
+    @property
+    def input(self) -> ModelInput:
+        if self._input is None:
+            self._input = model_input(self.file.model, self._layout_hint)
+        return self._input
+
+    # -------------------------------------------------------------- filters
+
+    def filters(self, selector: str | int | Layer) -> np.ndarray:
+        """Weights of one layer as (filters, in_channels_per_group, kH, kW), float32.
+
+        Conv weights are already filters-first in ONNX; ConvTranspose weights
+        (C_in, C_out/groups, kH, kW) are regrouped so that index 0 is again
+        the output channel. 1-D convs get a height of 1.
+        """
+        return self.filters_and_bias(selector)[0]
+
+    def filters_and_bias(self, selector) -> tuple[np.ndarray, np.ndarray | None]:
+        layer = selector if isinstance(selector, Layer) else self.layer(selector)
+        weights, bias = self.graph.weights(layer)
+        if weights.ndim == 3:
+            weights = weights[:, :, None, :]
+        if weights.ndim != 4:
+            raise InspectorError(
+                f"layer '{layer.name}' has {weights.ndim}-D weights {weights.shape}; "
+                "only 1-D and 2-D convolutions can be drawn")
+        if layer.op == "ConvTranspose":
+            c_in, c_out_g, kh, kw = weights.shape
+            g = layer.groups
+            weights = (weights.reshape(g, c_in // g, c_out_g, kh, kw)
+                       .transpose(0, 2, 1, 3, 4).reshape(g * c_out_g, c_in // g, kh, kw))
+        return np.ascontiguousarray(weights, dtype=np.float32), bias
+
+    # ------------------------------------------------------- preprocessing
+
+    def preprocessing(self, override: str | Preprocess | None = None) -> Preprocess:
+        if isinstance(override, Preprocess):
+            return override
+        if override:
+            return preset(override)
+        spec = from_metadata(self.metadata)
+        if spec is None:
+            said = " says it is unknown" if md.PREPROCESS in self.metadata else " is not in the model's metadata"
+            raise InspectorError(
+                f"the preprocessing for {os.path.basename(self.path)}{said}; pass --preprocess "
+                "caffe|torch|tf|raw (caffe: Keras VGG/ResNet50, torch: torchvision, tf: MobileNet/Inception, raw: /255)")
+        return spec
+
+    def input_size(self, size: tuple[int, int] | None = None, spec: Preprocess | None = None) -> tuple[int, int]:
+        fixed_h, fixed_w = self.input.spatial
+        if fixed_h and fixed_w:
+            if size and tuple(size) != (fixed_h, fixed_w):
+                raise InspectorError(
+                    f"--size {size[0]}x{size[1]} does not fit: the model's input is fixed at {fixed_h}x{fixed_w}")
+            return fixed_h, fixed_w
+        if size:
+            return tuple(size)
+        if spec is not None and spec.input_size:
+            return spec.input_size
+        return fixed_h or DEFAULT_SIZE[0], fixed_w or DEFAULT_SIZE[1]
+
+    def image_batch(self, images: Iterable[str | os.PathLike | np.ndarray], preprocess=None,
+                    size: tuple[int, int] | None = None) -> np.ndarray:
+        """Preprocessed images stacked in the model's own layout and dtype."""
+        spec = self.preprocessing(preprocess)
+        height, width = self.input_size(size, spec)
+        channels = self.input.channels or 3
+        if channels not in (1, 3):
+            raise InspectorError(f"model input takes {channels} channels; only 1 (gray) or 3 (colour) images can be fed")
+        arrays = []
+        for image in images:
+            pixels = image if isinstance(image, np.ndarray) else load_image(image, (height, width), channels)
+            x = spec.apply(pixels)
+            arrays.append(x.transpose(2, 0, 1) if self.input.layout == "NCHW" else x)
+        return np.stack(arrays).astype(self.input.dtype, copy=False)
+
+    # ------------------------------------------------------------ execution
+
+    def session(self, layers: Sequence[Layer] | None = None, device: str = "auto",
+                verbose: bool = False) -> FeatureMapSession:
+        layers = list(layers) if layers is not None else self.require_layers()
+        return FeatureMapSession(self.file, layers, self.input, device, verbose, self._dequantizers(layers))
+
+    def run(self, batch: np.ndarray, layers: Sequence[str | int | Layer] | None = None,
+            device: str = "auto") -> dict[str, np.ndarray]:
+        """Feature maps (N, C, H, W) of already-preprocessed inputs in the model's layout."""
+        chosen = self._as_layers(layers)
+        return self.session(chosen, device).run(batch)
+
+    def maps(self, image: str | os.PathLike | np.ndarray, layers: Sequence[str | int | Layer] | None = None,
+             preprocess=None, size: tuple[int, int] | None = None, device: str = "auto") -> dict[str, np.ndarray]:
+        """Feature maps (C, H, W) of one image for the given layers (default: all)."""
+        batch = self.image_batch([image], preprocess, size)
+        return {name: value[0] for name, value in self.run(batch, layers, device).items()}
+
+    def _as_layers(self, layers) -> list[Layer]:
+        if layers is None:
+            return list(self.require_layers())
+        return [layer if isinstance(layer, Layer) else self.layer(layer) for layer in layers]
+
+    def _dequantizers(self, layers: Sequence[Layer]) -> dict:
+        out = {}
+        for layer in layers:
+            if layer.op == "QLinearConv" and layer.output == layer.conv_output:
+                node = self.graph.nodes[layer.node_index]
+                scale = np.float32(self.graph.constant(node.input[6]))
+                zero = np.float32(self.graph.constant(node.input[7])) if node.input[7] else np.float32(0)
+                out[layer.name] = (scale, zero)
+        return out

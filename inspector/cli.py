@@ -1,0 +1,187 @@
+"""Command line: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 success; 1 a check failed (audit gate, parity check); 2 usage
+or input error; 130 interrupted. Nothing heavy is imported until a command
+runs, so ``inspector --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import CheckFailed, InspectorError
+
+# name -> module in inspector.commands; each module defines COMMAND (a Command).
+COMMANDS = ("layers", "filters", "maps", "convert")
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Command:
+    """One subcommand: declares its arguments, runs with parsed args, returns an exit code."""
+
+    name = ""
+    help = ""
+    description = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, args: argparse.Namespace) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------ shared option groups
+
+def size_arg(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        if len(parts) == 1:
+            height = width = int(parts[0])
+        elif len(parts) == 2:
+            height, width = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size; use HxW, e.g. 224x224") from None
+    if not (1 <= height <= 16384 and 1 <= width <= 16384):
+        raise argparse.ArgumentTypeError(f"size {text} out of range (1..16384 per side)")
+    return height, width
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_model(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="ONNX model file (.onnx)")
+
+
+def add_selection(parser, default_max: int = 64, what: str = "tiles") -> None:
+    group = parser.add_argument_group("layer selection")
+    group.add_argument("--layer", "-l", action="append", metavar="SEL", dest="layers",
+                       help="layer by index, name, node name, output tensor or unique substring "
+                            "(repeat for several; default: the first conv layer)")
+    group.add_argument("--all", action="store_true", dest="all_layers", help="every conv layer")
+    group.add_argument("--max", type=positive_int, default=default_max, metavar="N",
+                       help=f"at most N {what} per layer (default {default_max})")
+
+
+def add_preprocessing(parser) -> None:
+    group = parser.add_argument_group("input")
+    group.add_argument("--preprocess", choices=("caffe", "torch", "tf", "raw"),
+                       help="pixel preprocessing (default: from the model's metadata). caffe: RGB->BGR minus "
+                            "ImageNet mean; torch: /255 then mean/std; tf: [-1, 1]; raw: /255")
+    group.add_argument("--size", type=size_arg, metavar="HxW",
+                       help="input size when the model leaves it open (default 224x224 or the metadata's)")
+    group.add_argument("--layout", choices=("nchw", "nhwc"),
+                       help="input layout when it cannot be told from the model (default: detected)")
+
+
+def add_device(parser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider: cuda never falls back to CPU silently (default auto)")
+
+
+def add_output_dir(parser) -> None:
+    parser.add_argument("-o", "--output", default="inspector-out", metavar="DIR",
+                        help="folder for the pictures (default ./inspector-out)")
+
+
+# --------------------------------------------------------------------- main
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="inspector",
+        description="See inside any CNN, whatever framework trained it: filters, feature maps and "
+                    "audits from an ONNX file.",
+        epilog="Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted. "
+               "'inspector COMMAND --help' for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"inspector {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show onnxruntime's log and tracebacks of unexpected errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, Command] = {}
+    for name in COMMANDS:
+        command = importlib.import_module(f".commands.{name}", __package__).COMMAND
+        sub = subparsers.add_parser(name, help=command.help, description=command.description or command.help)
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show onnxruntime's log and tracebacks of unexpected errors")
+        command.add_arguments(sub)
+        commands[name] = command
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "convert":
+        # The converters own their arguments; import them (and TensorFlow/torch) only now.
+        return _guarded(lambda: _convert(argv[1:]), verbose="-v" in argv or "--verbose" in argv)
+    parser, commands = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, errors exit 2
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return _guarded(lambda: commands[args.command].run(args), verbose=getattr(args, "verbose", False))
+
+
+def _convert(argv: list[str]) -> int:
+    try:
+        from converters.cli import main as convert_main
+    except ImportError as exc:
+        raise InspectorError(f"the converters are not installed ({exc}); install inspector from its source tree") from None
+    return convert_main(argv)
+
+
+def _guarded(run, verbose: bool = False) -> int:
+    try:
+        return run()
+    except InspectorError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except CheckFailed as exc:
+        _say(f"check failed: {exc}")
+        return EXIT_CHECK_FAILED
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): not an error of ours.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        except OSError:
+            pass
+        return EXIT_OK
+    except MemoryError:
+        _say("error: out of memory; select fewer layers (--layer) or lower --max")
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        _say(f"error: unexpected {exc.__class__.__name__}: {exc} (rerun with --verbose for details; "
+             "please report it if the input looks valid)")
+        return EXIT_USAGE
+
+
+def _say(message: str) -> None:
+    print(f"inspector: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

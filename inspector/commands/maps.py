@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+import sys
+
+from ..cli import Command, add_device, add_model, add_output_dir, add_preprocessing, add_selection
+
+
+class Maps(Command):
+    name = "maps"
+    help = "draw every selected layer's feature maps for one image, from one inference"
+    description = ("Run the model once on an image with every selected conv layer's output added as a "
+                   "graph output, and draw each layer's feature maps. One PNG per layer.")
+
+    def add_arguments(self, parser):
+        add_model(parser)
+        parser.add_argument("image", metavar="IMAGE", help="image file (any format Pillow reads)")
+        add_selection(parser, default_max=64, what="channels")
+        add_preprocessing(parser)
+        add_device(parser)
+        parser.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colour map (default viridis)")
+        parser.add_argument("--norm", choices=("map", "layer"), default="map",
+                            help="scale colours per channel or over the whole layer (default map)")
+        parser.add_argument("--npz", metavar="FILE",
+                            help="also save the raw maps: one (C, H, W) float32 array per layer name")
+        parser.add_argument("--no-png", action="store_true", help="skip the pictures (with --npz)")
+        add_output_dir(parser)
+
+    def run(self, args) -> int:
+        import numpy as np
+
+        from ..api import load
+        from ..atomic import atomic_path, ensure_dir, ensure_parent, safe_name
+        from ..progress import progress
+        from ..render import colormap_lut, map_grid, save_maps_png
+
+        model = load(args.model, layout=args.layout)
+        layers = model.select(args.layers, args.all_layers)
+        spec = model.preprocessing(args.preprocess)
+        if not args.no_png:
+            colormap_lut(args.cmap)
+            out_dir = ensure_dir(args.output)
+        if args.npz:
+            ensure_parent(args.npz)
+        batch = model.image_batch([args.image], spec, args.size)
+        session = model.session(layers, device=args.device, verbose=args.verbose)
+        if args.device == "auto" or args.verbose:
+            print(f"inspector: ran on {session.provider}", file=sys.stderr)
+        maps = {name: value[0] for name, value in session.run(batch).items()}
+        if args.npz:
+            with atomic_path(args.npz) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **maps)
+            print(f"{args.npz}  ({len(maps)} layers, channel-first arrays)")
+        if args.no_png:
+            return 0
+        image_name = os.path.basename(args.image)
+        for layer in progress(layers, total=len(layers), desc="maps", unit="layer"):
+            grid = map_grid(maps[layer.name], layer, model.name, image_name=image_name,
+                            preprocess=spec.mode, cmap=args.cmap, max_maps=args.max, norm=args.norm,
+                            untrained=model.untrained)
+            path = os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png")
+            width, height = save_maps_png(grid, path)
+            shape = "x".join(map(str, maps[layer.name].shape))
+            print(f"{path}  ({layer.name}, {shape}, {width}x{height})")
+        return 0
+
+
+COMMAND = Maps()

@@ -1,0 +1,205 @@
+"""One onnxruntime session that returns every requested feature map at once.
+
+The requested layers' output tensors are appended to the graph's outputs of
+the light model (weights stay in the file, see ``onnxfile``), so one run
+gives them all. Providers are chosen explicitly: ``cuda`` never falls back
+to the CPU in silence.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InspectorError
+
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+@dataclass
+class ModelInput:
+    name: str
+    shape: tuple  # ints, or None/str for dynamic dims
+    layout: str  # "NCHW" | "NHWC"
+    dtype: np.dtype
+
+    @property
+    def channels(self) -> int | None:
+        dim = self.shape[1] if self.layout == "NCHW" else self.shape[3]
+        return dim if isinstance(dim, int) else None
+
+    @property
+    def spatial(self) -> tuple[int | None, int | None]:
+        h, w = (self.shape[2], self.shape[3]) if self.layout == "NCHW" else (self.shape[1], self.shape[2])
+        return (h if isinstance(h, int) else None, w if isinstance(w, int) else None)
+
+    @property
+    def batch(self) -> int | None:
+        return self.shape[0] if isinstance(self.shape[0], int) else None
+
+
+def model_input(model, layout_hint: str | None = None) -> ModelInput:
+    """The image input of a model: first graph input that is not an initializer."""
+    from onnx import helper
+
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs:
+        raise InspectorError("the model has no inputs to feed an image to")
+    first = inputs[0]
+    tensor_type = first.type.tensor_type
+    dims = []
+    for d in tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or None)
+    if len(dims) != 4:
+        raise InspectorError(
+            f"model input '{first.name}' is {len(dims)}-D {tuple(dims)}; an image model takes a "
+            "4-D input (N, C, H, W) or (N, H, W, C)")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    except (KeyError, TypeError, ValueError):
+        dtype = np.dtype(np.float32)
+    layout = (layout_hint or "").upper() or _guess_layout(dims, graph, first.name)
+    if layout not in ("NCHW", "NHWC"):
+        raise InspectorError(f"unknown layout '{layout_hint}': use nchw or nhwc")
+    return ModelInput(first.name, tuple(dims), layout, dtype)
+
+
+def _guess_layout(dims, graph, name: str) -> str:
+    c_first, c_last = dims[1], dims[3]
+    small = (1, 3, 4)
+    if c_first in small and c_last not in small:
+        return "NCHW"
+    if c_last in small and c_first not in small:
+        return "NHWC"
+    # Both open or both small: tf2onnx graphs start with a Transpose NHWC->NCHW.
+    for node in graph.node:
+        if name in node.input:
+            if node.op_type == "Transpose":
+                perm = next((tuple(a.ints) for a in node.attribute if a.name == "perm"), ())
+                if perm == (0, 3, 1, 2):
+                    return "NHWC"
+            break
+    return "NCHW"
+
+
+def _log_severity(verbose: bool) -> int:
+    # 0 verbose .. 4 fatal. Quiet by default: a failed CUDA provider logs an
+    # error that we turn into our own, clearer message.
+    return 1 if verbose else 4
+
+
+def session_options(folder: str, verbose: bool = False):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = _log_severity(verbose)
+    # Light models refer to their weights by path; resolve them next to the model.
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+    return options
+
+
+def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbose: bool = False):
+    """(session, provider name). ``cuda`` fails loudly instead of falling back."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise InspectorError(f"unknown device '{device}': use {', '.join(DEVICES)}")
+    ort.set_default_logger_severity(_log_severity(verbose))
+    available = ort.get_available_providers()
+    if device == "cuda" and _CUDA not in available:
+        raise InspectorError(
+            "--device cuda: this onnxruntime has no CUDAExecutionProvider "
+            f"(installed providers: {', '.join(available)}); install onnxruntime-gpu "
+            "(and uninstall onnxruntime) on a machine with CUDA 12 and cuDNN 9, or use --device cpu")
+    want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
+    providers = [_CUDA, _CPU] if want_cuda else [_CPU]
+    try:
+        session = ort.InferenceSession(model_bytes, session_options(folder, verbose), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
+        raise InspectorError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+    active = session.get_providers()
+    if want_cuda and _CUDA not in active:
+        if device == "cuda":
+            raise InspectorError(
+                "--device cuda: CUDAExecutionProvider is installed but failed to start (CUDA or cuDNN "
+                "libraries missing or no GPU visible); rerun with --verbose to see onnxruntime's "
+                "reason, or use --device cpu")
+        print("inspector: CUDA is not usable here; running on CPUExecutionProvider", file=sys.stderr)
+    return session, active[0]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def add_outputs(model, tensors: list[str]):
+    """A copy of the (light) model whose graph also outputs ``tensors``."""
+    import onnx
+    from onnx import helper
+
+    modified = onnx.ModelProto()
+    modified.CopyFrom(model)
+    present = {o.name for o in modified.graph.output}
+    for name in tensors:
+        if name not in present:
+            # No type: onnxruntime infers it, and the dtype may be anything (uint8 for QLinearConv).
+            modified.graph.output.append(helper.make_empty_tensor_value_info(name))
+            present.add(name)
+    return modified
+
+
+def to_channel_first(array: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
+    """Undo the layout Transposes between a conv (NCHW) and the tensor shown."""
+    if perm is None:
+        return array
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return np.ascontiguousarray(np.transpose(array, inverse))
+
+
+def run(session, feeds: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+    try:
+        values = session.run(outputs, feeds)
+    except Exception as exc:  # onnxruntime's own exception types
+        raise InspectorError(f"onnxruntime failed to run the model: {_first_line(exc)}") from None
+    return dict(zip(outputs, values))
+
+
+class FeatureMapSession:
+    """A session over the light model with every requested layer's output added.
+
+    ``run(batch)`` returns ``{layer name: (N, C, H, W) float32}`` from ONE
+    onnxruntime run, channel-first whatever the model's layout.
+    """
+
+    def __init__(self, onnx_file, layers, model_input: ModelInput, device="auto", verbose=False,
+                 dequantizers: dict | None = None):
+        self.layers = list(layers)
+        self.input = model_input
+        self.outputs = list(dict.fromkeys(layer.output for layer in self.layers))
+        model = add_outputs(onnx_file.model, self.outputs)
+        self.session, self.provider = create_session(
+            onnx_file.serialized(model), onnx_file.folder, device, verbose)
+        self.dequantizers = dequantizers or {}
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
+        values = run(self.session, feeds, self.outputs)
+        result = {}
+        for layer in self.layers:
+            array = values[layer.output]
+            if layer.name in self.dequantizers:
+                scale, zero = self.dequantizers[layer.name]
+                array = (array.astype(np.float32) - zero) * scale
+            array = to_channel_first(array, layer.output_perm)
+            result[layer.name] = np.asarray(array, dtype=np.float32)
+        return result

@@ -1,0 +1,352 @@
+"""Conv layers of an ONNX graph: which tensors they are, what they are called, where their weights live.
+
+One pass over the graph builds a list of ``Layer`` objects that every command
+uses. Weights are not read here, only located; ``Graph.weights`` reads them on
+demand from initializers, ``Constant`` nodes, ``DequantizeLinear`` chains or
+external data.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InspectorError
+
+CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+
+# Single-input elementwise activations whose output Keras calls the layer's output.
+ACTIVATIONS = {
+    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
+    "Selu", "PRelu", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Celu",
+}
+# x * gate(x) activations (Swish/SiLU, hard-swish written out).
+GATES = {"Sigmoid", "HardSigmoid"}
+
+
+@dataclass
+class Layer:
+    index: int
+    name: str
+    op: str
+    node_name: str
+    weight_shape: tuple[int, ...]
+    groups: int
+    params: int
+    output: str  # the tensor shown as feature map (post-activation when there is one)
+    conv_output: str
+    activation: str | None = None
+    output_perm: tuple[int, ...] | None = None  # axes of `output` relative to the conv's NCHW
+    quantization: str | None = None  # "qdq" | "qlinear" | None
+    weight_input: str = ""
+    bias_input: str | None = None
+    node_index: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "op": self.op,
+            "node": self.node_name,
+            "weight_shape": list(self.weight_shape),
+            "groups": self.groups,
+            "params": self.params,
+            "output": self.output,
+            "conv_output": self.conv_output,
+            "activation": self.activation,
+            "quantization": self.quantization,
+        }
+
+    @property
+    def filters(self) -> int:
+        """Number of output channels (filters) of the layer."""
+        if not self.weight_shape:
+            return 0
+        if self.op == "ConvTranspose":
+            return self.weight_shape[1] * self.groups
+        return self.weight_shape[0]
+
+
+_TF_OP_SUFFIX = re.compile(r"_(\d+)$")
+
+
+def source_name(node_name: str) -> str:
+    """The source framework's layer name recovered from an exporter's node name.
+
+    tf2onnx: ``vgg16_1/block1_conv1_1/BiasAdd`` -> ``block1_conv1`` (Keras 3
+    suffixes the scopes it re-enters with ``_1``, model and layer alike).
+    torch.onnx: ``/features/features.0/Conv`` -> ``features.0``. Names without
+    a scope (ours, and most other exporters) are kept as they are.
+    """
+    parts = [p for p in node_name.split("/") if p]
+    if len(parts) < 2:
+        return node_name
+    layer = parts[-2]
+    first = _TF_OP_SUFFIX.search(parts[0])
+    if len(parts) >= 3 and first:
+        suffix = "_" + first.group(1)
+        if layer.endswith(suffix) and len(layer) > len(suffix):
+            layer = layer[: -len(suffix)]
+    return layer
+
+
+class Graph:
+    """The conv layers of a model and the means to read their weights."""
+
+    def __init__(self, onnx_file):
+        self.file = onnx_file
+        graph = onnx_file.model.graph
+        self.nodes = list(graph.node)
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        for i, node in enumerate(self.nodes):
+            for out in node.output:
+                if out:
+                    self.producer[out] = i
+            for inp in node.input:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(i)
+        self.graph_outputs = {o.name for o in graph.output}
+        self.initializer_names = set(onnx_file.initializers)
+        self.layers = self._find_layers()
+
+    # ------------------------------------------------------------- discovery
+
+    def _find_layers(self) -> list[Layer]:
+        layers: list[Layer] = []
+        taken: set[str] = set()
+        for node_index, node in enumerate(self.nodes):
+            if node.op_type not in CONV_OPS or node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "QLinearConv":
+                weight_input, bias_input = node.input[3], (node.input[8] if len(node.input) > 8 else None)
+                quant = "qlinear"
+            else:
+                weight_input = node.input[1] if len(node.input) > 1 else ""
+                bias_input = node.input[2] if len(node.input) > 2 and node.input[2] else None
+                quant = "qdq" if self._producer_op(weight_input) == "DequantizeLinear" else None
+                if node.op_type == "ConvInteger":
+                    quant = "integer"
+            weight_shape = self.shape_of(weight_input)
+            if len(weight_shape) < 3:  # not an N-D conv we can show, or weights computed at run time
+                if weight_shape == ():
+                    weight_shape = ()
+            groups = 1
+            for attr in node.attribute:
+                if attr.name == "group":
+                    groups = int(attr.i) or 1
+            params = int(np.prod(weight_shape)) if weight_shape else 0
+            if bias_input:
+                bias_shape = self.shape_of(bias_input)
+                params += int(np.prod(bias_shape)) if bias_shape else 0
+            conv_output = node.output[0]
+            output, activation, perm = self._follow_activation(conv_output)
+            name = self._unique(self._name_for(node, output), node, taken, len(layers))
+            taken.add(name)
+            layers.append(Layer(
+                index=len(layers), name=name, op=node.op_type, node_name=node.name,
+                weight_shape=tuple(int(d) for d in weight_shape), groups=groups, params=params,
+                output=output, conv_output=conv_output, activation=activation,
+                output_perm=perm, quantization=quant, weight_input=weight_input,
+                bias_input=bias_input, node_index=node_index,
+            ))
+        return layers
+
+    def _name_for(self, node, output: str) -> str:
+        if node.name:
+            return source_name(node.name)
+        return output
+
+    @staticmethod
+    def _unique(name: str, node, taken: set[str], index: int) -> str:
+        if name not in taken:
+            return name
+        if node.name and node.name not in taken:
+            return node.name
+        candidate = f"{name}#{index}"
+        while candidate in taken:
+            candidate += "_"
+        return candidate
+
+    def _producer_op(self, tensor: str) -> str | None:
+        i = self.producer.get(tensor)
+        return self.nodes[i].op_type if i is not None else None
+
+    def _single_consumer(self, tensor: str):
+        users = self.consumers.get(tensor, [])
+        if tensor in self.graph_outputs or len(users) != 1:
+            return None
+        return self.nodes[users[0]]
+
+    def _follow_activation(self, conv_output: str):
+        """(tensor to show, activation op or None, axis permutation of that tensor)."""
+        tensor = conv_output
+        perm: tuple[int, ...] | None = None
+        for _ in range(4):  # a few layout Transposes at most, then the activation
+            users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
+            if tensor in self.graph_outputs or not users:
+                break
+            gate = self._gated(tensor, users)
+            if gate is not None:
+                return gate[0], gate[1], perm
+            if len(users) != 1:
+                break
+            user = users[0]
+            if user.op_type == "Transpose":
+                step = next((tuple(a.ints) for a in user.attribute if a.name == "perm"), None)
+                if step is None:
+                    break
+                base = perm or tuple(range(len(step)))
+                perm = tuple(base[a] for a in step)
+                tensor = user.output[0]
+                continue
+            if user.op_type in ACTIVATIONS and user.input[0] == tensor:
+                return user.output[0], user.op_type, perm
+            break
+        return conv_output, None, None
+
+    @staticmethod
+    def _gated(tensor: str, users):
+        """x * sigmoid(x) (SiLU/Swish) and x * hardsigmoid(x) (hard-swish) written out."""
+        if len(users) != 2:
+            return None
+        gate = next((u for u in users if u.op_type in GATES), None)
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if gate is None or mul is None or gate is mul:
+            return None
+        if set(mul.input) == {tensor, gate.output[0]}:
+            name = "Swish" if gate.op_type == "Sigmoid" else "HardSwish"
+            return mul.output[0], name
+        return None
+
+    # ---------------------------------------------------------------- shapes
+
+    def shape_of(self, tensor: str) -> tuple[int, ...]:
+        """Static shape of a constant-ish tensor, without reading its values."""
+        init = self.file.initializers.get(tensor)
+        if init is not None:
+            return tuple(int(d) for d in init.dims)
+        i = self.producer.get(tensor)
+        if i is None:
+            return ()
+        node = self.nodes[i]
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return tuple(int(d) for d in attr.t.dims)
+            return ()
+        if node.op_type in ("DequantizeLinear", "Identity", "Cast"):
+            return self.shape_of(node.input[0])
+        return ()
+
+    # ---------------------------------------------------------------- values
+
+    def constant(self, tensor: str, _depth: int = 0) -> np.ndarray:
+        """Values of a tensor computable without running the model.
+
+        Initializers (inline or external data), Constant nodes, and
+        DequantizeLinear / Identity / Cast chains over those.
+        """
+        if _depth > 16:
+            raise InspectorError(f"tensor '{tensor}' is computed by too deep a chain to read as weights")
+        init = self.file.initializers.get(tensor)
+        if init is not None:
+            return self.file.tensor_array(init)
+        i = self.producer.get(tensor)
+        if i is None:
+            raise InspectorError(f"tensor '{tensor}' is neither an initializer nor a node output")
+        node = self.nodes[i]
+        if node.op_type == "Constant":
+            return _constant_node_value(node)
+        if node.op_type in ("Identity", "Cast"):
+            return self.constant(node.input[0], _depth + 1)
+        if node.op_type == "DequantizeLinear":
+            q = self.constant(node.input[0], _depth + 1)
+            scale = self.constant(node.input[1], _depth + 1)
+            zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+            return dequantize(q, scale, zero, axis)
+        raise InspectorError(
+            f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
+            "its weights cannot be read from the file")
+
+    def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
+        """(weights in ONNX order, bias or None), dequantized to float32 for quantized convs."""
+        w = self.constant(layer.weight_input)
+        if layer.op == "QLinearConv":
+            node = self.nodes[layer.node_index]
+            w_scale = self.constant(node.input[4])
+            w_zero = self.constant(node.input[5]) if node.input[5] else None
+            x_scale = self.constant(node.input[1])
+            w = dequantize(w, w_scale, w_zero, 0)
+            bias = None
+            if layer.bias_input:
+                bias = self.constant(layer.bias_input).astype(np.float32) * (
+                    np.asarray(x_scale, np.float32) * np.asarray(w_scale, np.float32).reshape(-1))
+            return w.astype(np.float32), bias
+        bias = self.constant(layer.bias_input).astype(np.float32) if layer.bias_input else None
+        return np.asarray(w, dtype=np.float32), bias
+
+    # ------------------------------------------------------------- selection
+
+    def select(self, selector: str | int) -> Layer:
+        """One layer by index, name, node name, output tensor, or unique substring."""
+        if isinstance(selector, int) or (isinstance(selector, str) and selector.strip().lstrip("-").isdigit()):
+            index = int(selector)
+            if -len(self.layers) <= index < len(self.layers):
+                return self.layers[index]
+            raise InspectorError(
+                f"layer index {index} out of range: the model has {len(self.layers)} conv layers "
+                f"(0..{len(self.layers) - 1}); see 'inspector layers MODEL'")
+        text = str(selector)
+        for key in ("name", "node_name", "output", "conv_output"):
+            exact = [layer for layer in self.layers if getattr(layer, key) == text]
+            if len(exact) == 1:
+                return exact[0]
+        lowered = text.lower()
+        hits = [layer for layer in self.layers if lowered in layer.name.lower()]
+        if not hits:
+            hits = [layer for layer in self.layers
+                    if lowered in layer.node_name.lower() or lowered in layer.output.lower()]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            names = ", ".join(layer.name for layer in hits[:8]) + (" ..." if len(hits) > 8 else "")
+            raise InspectorError(f"layer '{text}' is ambiguous: it matches {names}; give a longer name or an index")
+        close = difflib.get_close_matches(text, [layer.name for layer in self.layers], n=5, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see 'inspector layers MODEL'"
+        raise InspectorError(f"no conv layer matches '{text}'{hint}")
+
+
+def _constant_node_value(node) -> np.ndarray:
+    from onnx import numpy_helper
+
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.asarray(attr.f, np.float32)
+        if attr.name == "value_floats":
+            return np.asarray(list(attr.floats), np.float32)
+        if attr.name == "value_int":
+            return np.asarray(attr.i, np.int64)
+        if attr.name == "value_ints":
+            return np.asarray(list(attr.ints), np.int64)
+    raise InspectorError(f"Constant node '{node.name}' holds no tensor value")
+
+
+def dequantize(q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
+    """(q - zero_point) * scale, per tensor or per channel along ``axis``."""
+    q = np.asarray(q).astype(np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.zeros_like(scale) if zero is None else np.asarray(zero).astype(np.float32)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * q.ndim
+        shape[axis % q.ndim] = scale.size
+        scale = scale.reshape(shape)
+        zero = zero.reshape(shape)
+    return (q - zero) * scale

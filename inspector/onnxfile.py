@@ -1,0 +1,269 @@
+"""Open an ONNX file without copying its weights.
+
+``onnx.load`` reads the whole file into memory and then parses every weight
+into a second copy. For a 550 MB VGG16 that is over a gigabyte before anything
+is shown, and more again when the model is serialised for onnxruntime. Here
+the file is memory-mapped and walked at the protobuf wire level: every large
+initializer keeps its metadata but its ``raw_data`` is replaced by an external
+data reference (``location`` = the model file itself, ``offset`` = where the
+bytes sit in it). The resulting ``ModelProto`` is a few kilobytes; weights are
+read one tensor at a time when a picture needs them, and onnxruntime reads them
+straight from the original file.
+
+External data is untrusted: every ``location`` must name a regular file inside
+the model's folder (no absolute paths, no ``..``, no symlinks out) and is
+checked before any byte of it is read.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InspectorError
+
+# Initializers smaller than this stay inline; moving them buys nothing.
+_INLINE_LIMIT = 1024
+
+# Field numbers from onnx.proto (stable since ONNX 1.0).
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_RAW_DATA = 9
+_TENSOR_EXTERNAL_DATA = 13
+_TENSOR_DATA_LOCATION = 14
+_EXTERNAL = 1
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise _Malformed("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise _Malformed("varint too long")
+
+
+def _fields(buf, start: int, end: int):
+    """Yield (field, wire_type, key_start, value_start, value_end) for one message."""
+    pos = start
+    while pos < end:
+        key_start = pos
+        key, pos = _varint(buf, pos, end)
+        field, wire_type = key >> 3, key & 7
+        if field == 0:
+            raise _Malformed("field number 0")
+        value_start = pos
+        if wire_type == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 2:
+            length, value_start = _varint(buf, pos, end)
+            pos = value_start + length
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise _Malformed(f"unsupported wire type {wire_type}")
+        if pos > end:
+            raise _Malformed("field runs past the end of the file (truncated?)")
+        yield field, wire_type, key_start, value_start, pos
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _encode_varint((field << 3) | 2) + _encode_varint(len(payload)) + payload
+
+
+def _entry(key: str, value: str) -> bytes:
+    body = _length_delimited(1, key.encode()) + _length_delimited(2, value.encode())
+    return _length_delimited(_TENSOR_EXTERNAL_DATA, body)
+
+
+def _strip_tensor(buf, start: int, end: int, location: str) -> bytes:
+    """A TensorProto whose raw_data is replaced by a reference into the model file."""
+    parts: list[bytes] = []
+    raw: tuple[int, int] | None = None
+    for field, wire_type, key_start, value_start, value_end in _fields(buf, start, end):
+        if field == _TENSOR_RAW_DATA and wire_type == 2:
+            raw = (value_start, value_end - value_start)
+        else:
+            parts.append(bytes(buf[key_start:value_end]))
+    if raw is None:
+        return bytes(buf[start:end])
+    offset, length = raw
+    parts.append(_entry("location", location))
+    parts.append(_entry("offset", str(offset)))
+    parts.append(_entry("length", str(length)))
+    parts.append(_encode_varint((_TENSOR_DATA_LOCATION << 3) | 0) + _encode_varint(_EXTERNAL))
+    return b"".join(parts)
+
+
+def _strip_model(buf, location: str) -> bytes:
+    out: list[bytes] = []
+    saw_graph = False
+    for field, wire_type, key_start, value_start, value_end in _fields(buf, 0, len(buf)):
+        if field == _MODEL_GRAPH and wire_type == 2:
+            saw_graph = True
+            graph_parts: list[bytes] = []
+            for g_field, g_type, g_key, g_start, g_end in _fields(buf, value_start, value_end):
+                if g_field == _GRAPH_INITIALIZER and g_type == 2 and g_end - g_start > _INLINE_LIMIT:
+                    graph_parts.append(_length_delimited(
+                        _GRAPH_INITIALIZER, _strip_tensor(buf, g_start, g_end, location)))
+                else:
+                    graph_parts.append(bytes(buf[g_key:g_end]))
+            out.append(_length_delimited(_MODEL_GRAPH, b"".join(graph_parts)))
+        else:
+            out.append(bytes(buf[key_start:value_end]))
+    if not saw_graph:
+        raise _Malformed("no graph in the file")
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    path: str  # resolved, validated
+    offset: int
+    length: int | None
+
+
+class OnnxFile:
+    """An ONNX model on disk: a light ``ModelProto`` plus lazy access to its weights."""
+
+    def __init__(self, path: str | os.PathLike):
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        self.path = os.path.abspath(os.fspath(path))
+        self.folder = os.path.dirname(self.path)
+        if not os.path.exists(self.path):
+            raise InspectorError(f"model not found: {os.fspath(path)}")
+        if os.path.isdir(self.path):
+            raise InspectorError(f"model path is a directory, not an .onnx file: {os.fspath(path)}")
+        try:
+            size = os.path.getsize(self.path)
+            handle = open(self.path, "rb")
+        except OSError as exc:
+            raise InspectorError(f"model cannot be read: {os.fspath(path)} ({exc.strerror})") from None
+        if size == 0:
+            handle.close()
+            raise InspectorError(f"model file is empty: {os.fspath(path)}")
+        self.size = size
+        with handle:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                try:
+                    light = _strip_model(buf, os.path.basename(self.path))
+                except _Malformed as exc:
+                    raise InspectorError(
+                        f"not a valid ONNX model: {os.fspath(path)} ({exc}); "
+                        "is the file complete and really .onnx?") from None
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(light)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise InspectorError(
+                f"not a valid ONNX model: {os.fspath(path)} (protobuf: {exc}); "
+                "is the file complete and really .onnx?") from None
+        if not model.HasField("graph") or not model.opset_import:
+            raise InspectorError(f"not an ONNX model (no graph or opset): {os.fspath(path)}")
+        self.model = model
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        # Check every external location now, before anything (ours or onnxruntime) reads one.
+        for tensor in model.graph.initializer:
+            if tensor.data_location == _EXTERNAL:
+                self.external_ref(tensor)
+
+    # ------------------------------------------------------------------ weights
+
+    def external_ref(self, tensor) -> ExternalRef:
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise InspectorError(f"external data of tensor '{tensor.name}' has no location")
+        if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location[:3]:
+            raise InspectorError(
+                f"external data of tensor '{tensor.name}' uses an absolute path ({location!r}); "
+                "refused: external data must sit beside the model")
+        target = os.path.realpath(os.path.join(self.folder, location))
+        folder = os.path.realpath(self.folder)
+        if os.path.commonpath([target, folder]) != folder:
+            raise InspectorError(
+                f"external data of tensor '{tensor.name}' points outside the model's folder "
+                f"({location!r}); refused: external data must sit beside the model")
+        if not os.path.isfile(target):
+            raise InspectorError(
+                f"external data file missing for tensor '{tensor.name}': {location} "
+                f"(expected in {self.folder})")
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise InspectorError(f"external data of tensor '{tensor.name}' has a bad offset or length") from None
+        file_size = os.path.getsize(target)
+        if offset < 0 or (length is not None and (length < 0 or offset + length > file_size)):
+            raise InspectorError(
+                f"external data of tensor '{tensor.name}' lies beyond the end of {location} (truncated?)")
+        return ExternalRef(target, offset, length)
+
+    def tensor_array(self, tensor) -> np.ndarray:
+        """The values of a TensorProto from this file, reading only that tensor's bytes."""
+        import onnx
+        from onnx import numpy_helper
+
+        if tensor.data_location != _EXTERNAL:
+            try:
+                return numpy_helper.to_array(tensor)
+            except (ValueError, TypeError) as exc:
+                raise InspectorError(f"cannot decode tensor '{tensor.name}': {exc}") from None
+        ref = self.external_ref(tensor)
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        except (KeyError, TypeError, ValueError):
+            raise InspectorError(f"tensor '{tensor.name}' has an unsupported data type {tensor.data_type}") from None
+        shape = tuple(int(d) for d in tensor.dims)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        nbytes = count * dtype.itemsize
+        if ref.length is not None and ref.length != nbytes:
+            raise InspectorError(
+                f"tensor '{tensor.name}' should hold {nbytes} bytes but its data is {ref.length} bytes")
+        with open(ref.path, "rb") as handle:
+            handle.seek(ref.offset)
+            data = handle.read(nbytes)
+        if len(data) != nbytes:
+            raise InspectorError(f"external data of tensor '{tensor.name}' is truncated")
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        return array.astype(array.dtype.newbyteorder("<")) if dtype.byteorder == ">" else array
+
+    # ----------------------------------------------------------------- sessions
+
+    def serialized(self, model=None) -> bytes:
+        """Bytes of the light model (or a modified copy of it) for onnxruntime.
+
+        onnxruntime resolves every external location against ``self.folder``
+        (see ``execution.session_options``) and reads the weights from disk.
+        """
+        return (model or self.model).SerializeToString()
