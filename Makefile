@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# CPU onnxruntime by default; `make .venv ORT=gpu` installs onnxruntime-gpu instead (never both).
+ORT    ?= cpu
+
+.PHONY: demo test test-fast fuzz bench clean
+
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(ORT),keras,torch,test]'
+	touch $(STAMP)
+
+# Converts VGG16 (ImageNet weights when Keras can download or find them, random
+# weights otherwise, and then every picture says so) and draws its filters and
+# the feature maps of every conv layer for a photo shipped with matplotlib.
+demo: .venv
+	mkdir -p models demo/out
+	test -f models/vgg16.onnx || $(BIN)/inspector convert keras-app VGG16 -o models/vgg16.onnx \
+	  || { echo "(ImageNet weights unavailable offline: converting VGG16 with random weights)"; \
+	       $(BIN)/inspector convert keras-app VGG16 --weights none -o models/vgg16.onnx; }
+	$(BIN)/inspector layers models/vgg16.onnx
+	$(BIN)/inspector filters models/vgg16.onnx --layer block1_conv1 --layer block5_conv1 -o demo/out
+	$(BIN)/inspector maps models/vgg16.onnx "$$($(BIN)/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")" --all -o demo/out
+
+test: .venv
+	$(BIN)/python -m pytest -q
+
+test-fast: .venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+fuzz: .venv
+	INSPECTOR_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_fuzz.py
+
+bench: .venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) inspector-out demo/out bench/out .pytest_cache
