@@ -37,6 +37,7 @@ class Maps(Command):
         model = load(args.model, layout=args.layout)
         layers = model.select(args.layers, args.all_layers)
         spec = model.preprocessing(args.preprocess)
+        model.input_size(args.size, spec)  # a non-image input or a misfit --size fails before any output
         if not args.no_png:
             colormap_lut(args.cmap)
             out_dir = ensure_dir(args.output)
