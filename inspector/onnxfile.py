@@ -144,6 +144,63 @@ def _strip_model(buf, location: str) -> bytes:
     return b"".join(out)
 
 
+def check_topology(graph, model_name: str = "the model") -> None:
+    """Refuse graphs onnxruntime would reject, with a message that names the culprit.
+
+    Every node input must be a graph input, an initializer or another node's
+    output (no dangling names), every graph output must be produced, and the
+    nodes must form no cycle (their order in the file does not matter).
+    """
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    known |= {t.values.name for t in graph.sparse_initializer}
+    producer: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name:
+                producer[name] = index
+
+    def describe(index: int) -> str:
+        node = graph.node[index]
+        return f"{node.op_type} node '{node.name or '#' + str(index)}'"
+
+    waiting_on: list[set[int]] = []
+    for index, node in enumerate(graph.node):
+        needs = set()
+        for name in node.input:
+            if not name or name in known:
+                continue
+            if name not in producer:
+                raise InspectorError(
+                    f"{model_name} is broken: {describe(index)} reads '{name}', which is no graph input, "
+                    "initializer or node output (dangling input); re-export the model")
+            needs.add(producer[name])
+        waiting_on.append(needs)
+    for output in graph.output:
+        if output.name not in known and output.name not in producer:
+            raise InspectorError(
+                f"{model_name} is broken: graph output '{output.name}' is produced by no node; re-export the model")
+    # Kahn's algorithm: whatever cannot be scheduled sits on a cycle (or after one).
+    users: dict[int, list[int]] = {}
+    for index, needs in enumerate(waiting_on):
+        for source in needs:
+            users.setdefault(source, []).append(index)
+    remaining = [len(needs) for needs in waiting_on]
+    ready = [i for i, count in enumerate(remaining) if count == 0]
+    done = 0
+    while ready:
+        index = ready.pop()
+        done += 1
+        for user in users.get(index, ()):
+            remaining[user] -= 1
+            if remaining[user] == 0:
+                ready.append(user)
+    if done < len(graph.node):
+        stuck = next(i for i, count in enumerate(remaining) if count)
+        raise InspectorError(
+            f"{model_name} is broken: its graph has a cycle (through {describe(stuck)}); "
+            "ONNX graphs must be acyclic; re-export the model")
+
+
 @dataclass(frozen=True)
 class ExternalRef:
     path: str  # resolved, validated
@@ -192,6 +249,7 @@ class OnnxFile:
             raise InspectorError(f"not an ONNX model (no graph or opset): {os.fspath(path)}")
         self.model = model
         self.initializers = {t.name: t for t in model.graph.initializer}
+        check_topology(model.graph, os.path.basename(self.path))
         # Check every external location now, before anything (ours or onnxruntime) reads one.
         for tensor in model.graph.initializer:
             if tensor.data_location == _EXTERNAL:

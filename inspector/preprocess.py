@@ -147,25 +147,38 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     """Decode ``path`` to a (H, W, channels) uint8 array of the given (H, W) size.
 
     Grayscale, 16-bit, palette, RGBA, CMYK, EXIF-rotated and animated images
-    all work (first frame, rotation applied). Large JPEGs are decoded at a
-    reduced scale (``draft``) so that a huge photo never sits in memory at
-    full size several times over.
+    all work (first frame, rotation applied). A huge photo never sits in
+    memory at full size more than once: JPEGs are decoded at a reduced scale
+    (``draft``), RGB and gray images are resized before any conversion, and
+    the EXIF rotation is applied to the small result.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    img = _open(path)
     height, width = size
+    if height * width > MAX_IMAGE_PIXELS:
+        raise InspectorError(
+            f"input size {height}x{width} is too large (over {MAX_IMAGE_PIXELS:,} pixels); "
+            "pass a smaller --size or check the model's input shape")
+    img = _open(path)
+    mode = "RGB" if channels == 3 else "L"
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
+        orientation = _orientation(img)
+        # Size to resize to before the rotation: a quarter turn (5..8) swaps the axes.
+        stored = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
         if img.format == "JPEG":
             # Decode at the smallest 1/2^k scale still at least the target size.
-            img.draft("RGB" if channels == 3 else "L", (width, height))
-        img = ImageOps.exif_transpose(img) or img
+            img.draft(mode, (stored[1], stored[0]))
         img = _to_8bit(img)
-        img = img.convert("RGB" if channels == 3 else "L")
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
+        if img.mode not in ("RGB", "L"):  # palette, alpha, CMYK...: convert at full size first
+            img = img.convert(mode)
+        if img.size != (stored[1], stored[0]):
+            img = img.resize((stored[1], stored[0]), Image.Resampling.BILINEAR)
+        if img.mode != mode:
+            img = img.convert(mode)
+        if _exif_transpose(orientation) is not None:
+            img = img.transpose(_exif_transpose(orientation))
         arr = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise InspectorError(f"image refused as a possible decompression bomb: {path} ({exc})") from None
@@ -178,6 +191,22 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
     if arr.ndim == 2:
         arr = arr[..., None]
     return arr
+
+
+def _orientation(img: "PILImage.Image") -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the picture
+        return 1
+
+
+def _exif_transpose(orientation: int):
+    """The Pillow transpose that shows an image with this EXIF orientation upright (None: as stored)."""
+    from PIL import Image
+
+    t = Image.Transpose
+    return {2: t.FLIP_LEFT_RIGHT, 3: t.ROTATE_180, 4: t.FLIP_TOP_BOTTOM, 5: t.TRANSPOSE,
+            6: t.ROTATE_270, 7: t.TRANSVERSE, 8: t.ROTATE_90}.get(orientation)
 
 
 def _to_8bit(img: "PILImage.Image") -> "PILImage.Image":
