@@ -121,6 +121,8 @@ def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbos
             f"(installed providers: {', '.join(available)}); install onnxruntime-gpu "
             "(and uninstall onnxruntime) on a machine with CUDA 12 and cuDNN 9, or use --device cpu")
     want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
+    if want_cuda:
+        _preload_cuda_libraries(verbose)
     providers = [_CUDA, _CPU] if want_cuda else [_CPU]
     try:
         session = ort.InferenceSession(model_bytes, session_options(folder, verbose), providers=providers)
@@ -135,6 +137,30 @@ def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbos
                 "reason, or use --device cpu")
         print("inspector: CUDA is not usable here; running on CPUExecutionProvider", file=sys.stderr)
     return session, active[0]
+
+
+def _preload_cuda_libraries(verbose: bool) -> None:
+    """Load CUDA/cuDNN from pip's nvidia-* packages when that is where they are.
+
+    onnxruntime-gpu finds system CUDA by itself; ``preload_dlls`` (1.21+) also
+    finds the libraries that pip installs beside torch or onnxruntime-gpu[cuda].
+    """
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            preload()
+    except Exception:  # noqa: BLE001 - missing libraries are reported when the session starts
+        pass
+    if verbose and sink.getvalue():
+        print(sink.getvalue(), file=sys.stderr, end="")
 
 
 def _first_line(exc: Exception) -> str:

@@ -18,7 +18,7 @@ def test_conv_relu_maps_match_numpy_and_unmodified_model(save):
     m, w = b.conv_relu_nchw()
     path = save(m)
     x = np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    maps = inspector.load(path).run(x)
+    maps = inspector.load(path).run(x, device="cpu")
     first = b.relu(b.conv2d(x, w["w1"], w["b1"], pad=1))
     second = b.relu(b.conv2d(first, w["w2"], w["b2"], stride=2))
     np.testing.assert_allclose(maps["features.0"], first, rtol=1e-4, atol=1e-4)
@@ -30,7 +30,7 @@ def test_nhwc_model_maps_are_channel_first(save):
     m, w = b.tf2onnx_like_nhwc()
     path = save(m)
     x_nhwc = np.random.default_rng(8).standard_normal((1, 12, 12, 3)).astype(np.float32)
-    maps = inspector.load(path).run(x_nhwc)
+    maps = inspector.load(path).run(x_nhwc, device="cpu")
     x = x_nhwc.transpose(0, 3, 1, 2)
     first = b.relu(b.conv2d(x, w["w1"], w["b1"], pad=1))
     second = b.sigmoid(b.conv2d(first, w["w2"], w["b2"]))
@@ -43,7 +43,7 @@ def test_nhwc_model_maps_are_channel_first(save):
 def test_grouped_depthwise_swish_maps(save):
     m, w = b.grouped_and_depthwise()
     x = np.random.default_rng(9).standard_normal((1, 4, 9, 9)).astype(np.float32)
-    maps = inspector.load(save(m)).run(x)
+    maps = inspector.load(save(m)).run(x, device="cpu")
     grouped = b.conv2d(x, w["wg"], pad=1, groups=2)
     depth = b.conv2d(grouped, w["wd"], w["bd"], pad=1, dilation=2, groups=8)
     np.testing.assert_allclose(maps["grouped"], grouped, rtol=1e-4, atol=1e-4)
@@ -53,7 +53,7 @@ def test_grouped_depthwise_swish_maps(save):
 def test_conv_transpose_maps(save):
     m, w = b.conv_transpose()
     x = np.random.default_rng(10).standard_normal((1, 3, 5, 5)).astype(np.float32)
-    maps = inspector.load(save(m)).run(x)
+    maps = inspector.load(save(m)).run(x, device="cpu")
     np.testing.assert_allclose(maps["upsample"], b.conv_transpose2d(x, w["w"], w["b"], stride=2),
                                rtol=1e-4, atol=1e-4)
 
@@ -62,11 +62,11 @@ def test_constant_and_qdq_maps_match_numpy(save):
     m, w = b.constant_weights()
     x = np.random.default_rng(11).standard_normal((1, 3, 10, 10)).astype(np.float32)
     pre = b.conv2d(x, w["w"], w["b"], pad=1)
-    np.testing.assert_allclose(inspector.load(save(m, "c.onnx")).run(x)["conv_a"],
+    np.testing.assert_allclose(inspector.load(save(m, "c.onnx")).run(x, device="cpu")["conv_a"],
                                np.where(pre > 0, pre, 0.1 * pre), rtol=1e-4, atol=1e-4)
     m, w = b.qdq_conv()
     x = np.random.default_rng(12).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    np.testing.assert_allclose(inspector.load(save(m, "q.onnx")).run(x)["qconv"],
+    np.testing.assert_allclose(inspector.load(save(m, "q.onnx")).run(x, device="cpu")["qconv"],
                                b.relu(b.conv2d(x, w["w"], pad=1)), rtol=1e-4, atol=1e-4)
 
 
@@ -78,7 +78,7 @@ def test_qlinear_conv_maps_are_dequantized(save):
     (layer,) = model.layers
     assert layer.op == "QLinearConv" and layer.quantization == "qlinear"
     np.testing.assert_allclose(model.filters(0), w["w"], rtol=1e-6)
-    maps = model.run(x)["qlconv"]
+    maps = model.run(x, device="cpu")["qlconv"]
     # The graph dequantizes the same uint8 tensor with the same scale and zero point.
     np.testing.assert_allclose(maps, reference(path, {"x": x})[0], rtol=1e-6, atol=1e-6)
 
@@ -88,7 +88,7 @@ def test_external_data_maps(tmp_path):
     path = tmp_path / "ext.onnx"
     b.save_external(m, path)
     x = np.random.default_rng(14).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    maps = inspector.load(path).run(x)
+    maps = inspector.load(path).run(x, device="cpu")
     np.testing.assert_array_equal(maps["features.2"], reference(path, {"x": x})[0])
 
 
@@ -100,10 +100,10 @@ def test_maps_from_image_apply_preprocessing(save, tmp_path):
     pixels = np.random.default_rng(15).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "img.png")
     model = inspector.load(path)
-    maps = model.maps(tmp_path / "img.png", preprocess="caffe")
+    maps = model.maps(tmp_path / "img.png", preprocess="caffe", device="cpu")
     bgr = pixels[..., ::-1].astype(np.float32) - np.array([103.939, 116.779, 123.68], np.float32)
     x = bgr.transpose(2, 0, 1)[None].astype(np.float32)
-    expected = inspector.load(path).run(x)
+    expected = inspector.load(path).run(x, device="cpu")
     np.testing.assert_allclose(maps["features.0"], expected["features.0"][0], rtol=1e-6)
     assert maps["features.2"].shape == (16, 7, 7)
 
