@@ -4,6 +4,16 @@ import os
 import sys
 
 from ..cli import Command, add_device, add_model, add_output_dir, add_preprocessing, add_selection
+from ..resources import DEFAULT_MAX_MEMORY, parse_size
+
+
+def memory_size(text: str) -> int:
+    import argparse
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Maps(Command):
@@ -24,6 +34,9 @@ class Maps(Command):
         parser.add_argument("--npz", metavar="FILE",
                             help="also save the raw maps: one (C, H, W) float32 array per layer name")
         parser.add_argument("--no-png", action="store_true", help="skip the pictures (with --npz)")
+        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                            help="refuse to start when the selected layers' maps would need more memory than "
+                                 "this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
         add_output_dir(parser)
 
     def run(self, args) -> int:
@@ -33,11 +46,13 @@ class Maps(Command):
         from ..atomic import atomic_path, ensure_dir, ensure_parent, safe_name
         from ..progress import progress
         from ..render import colormap_lut, map_grid, save_maps_png
+        from ..resources import check_maps_memory
 
         model = load(args.model, layout=args.layout)
         layers = model.select(args.layers, args.all_layers)
         spec = model.preprocessing(args.preprocess)
-        model.input_size(args.size, spec)  # a non-image input or a misfit --size fails before any output
+        size = model.input_size(args.size, spec)  # a non-image input or a misfit --size fails before any output
+        check_maps_memory(model, layers, size, args.max_memory)
         if not args.no_png:
             colormap_lut(args.cmap)
             out_dir = ensure_dir(args.output)
