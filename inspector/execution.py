@@ -8,6 +8,7 @@ to the CPU in silence.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 
@@ -163,9 +164,26 @@ def _preload_cuda_libraries(verbose: bool) -> None:
         print(sink.getvalue(), file=sys.stderr, end="")
 
 
+# onnxruntime prefixes many messages with the C++ source line and function signature.
+_ORT_SOURCE = re.compile(r"(?:Load model from \S+ failed:)?/onnxruntime_src/\S+:\d+ .*?\)\s(?=[A-Z])")
+
+
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
+    text = _ORT_SOURCE.sub("", str(exc)).strip().splitlines()
+    line = text[0] if text else exc.__class__.__name__
+    return line if len(line) <= 400 else line[:400] + "..."
+
+
+def check_opsets(model) -> None:
+    """Refuse an ai.onnx opset newer than any this onnx release knows (onnxruntime only half-supports them)."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= newest:
+            raise InspectorError(
+                f"the model declares ai.onnx opset {opset.version}, which is not a released opset "
+                f"(this onnx knows 1..{newest}); re-export it with a released opset, or upgrade onnx and onnxruntime")
 
 
 def add_outputs(model, tensors: list[str]):
@@ -212,6 +230,7 @@ class FeatureMapSession:
         self.layers = list(layers)
         self.input = model_input
         self.outputs = list(dict.fromkeys(layer.output for layer in self.layers))
+        check_opsets(onnx_file.model)
         model = add_outputs(onnx_file.model, self.outputs)
         self.session, self.provider = create_session(
             onnx_file.serialized(model), onnx_file.folder, device, verbose)
