@@ -124,6 +124,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real process, not a call from Python: `kill` cleans up like Ctrl-C
+        _terminate_as_interrupt()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "convert":
         # The converters own their arguments; import them (and TensorFlow/torch) only now.
@@ -177,6 +179,18 @@ def _guarded(run, verbose: bool = False) -> int:
         _say(f"error: unexpected {exc.__class__.__name__}: {exc} (rerun with --verbose for details; "
              "please report it if the input looks valid)")
         return EXIT_USAGE
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM raises KeyboardInterrupt, so temp files are removed and no output is left half-written."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _say(message: str) -> None:
