@@ -1,0 +1,246 @@
+"""The converters' Python API; ``converters.cli`` only parses arguments and calls these."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from inspector import metadata as md
+from inspector.errors import InspectorError
+from inspector.preprocess import Preprocess, preset
+
+from . import keras_apps, onnx_passes, writer
+from .measure import NoStages, Stages
+
+
+def _warn(message: str) -> None:
+    print(f"inspector convert: warning: {message}", file=sys.stderr)
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass
+class ConversionResult:
+    path: str
+    conv_layers: list[str]
+    metadata: dict[str, str]
+    ops: dict[str, int]
+    transposes: int
+    stages: dict = field(default_factory=dict)
+    parity: list = field(default_factory=list)
+
+
+def _as_preprocess(value, input_size) -> Preprocess | None:
+    if value is None or isinstance(value, Preprocess):
+        return value.with_size(input_size) if isinstance(value, Preprocess) and input_size else value
+    return preset(value, input_size)
+
+
+def _check_out(out: str) -> None:
+    out = os.fspath(out)
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise InspectorError(f"output folder does not exist: {folder} (create it first)")
+    if os.path.isdir(out):
+        raise InspectorError(f"output path is a directory: {out}; give a file name ending in .onnx")
+
+
+# ------------------------------------------------------------------ Keras
+
+def convert_keras_model(model, out: str, *, preprocess=None, model_name: str | None = None,
+                        class_names=None, weights_trained: bool | None = None, weights_source: str | None = None,
+                        opset: int = 17, check: bool = False, image: str | None = None,
+                        echo: Callable[[str], None] = _quiet, measure: bool = False,
+                        stages=None) -> ConversionResult:
+    """Convert an in-memory Keras 3 model. ``preprocess``: a preset name, a Preprocess, or None (unknown)."""
+    from .keras_convert import import_tensorflow, keras_to_onnx
+
+    tf, keras = import_tensorflow()
+    _check_out(out)
+    stages = stages or (Stages(echo=echo) if measure else NoStages())
+    input_shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
+    size = (input_shape[0], input_shape[1]) if len(input_shape) == 3 and all(input_shape[:2]) else None
+    if preprocess is None:
+        preprocess = keras_apps.preprocessing_for(model.name, size)
+    spec = _as_preprocess(preprocess, size)
+
+    conversion = keras_to_onnx(model, opset=opset, stages=stages)
+    onnx_model = conversion.model
+    writer.check_opset(onnx_model)
+    import tf2onnx
+
+    writer.stamp(onnx_model, writer.common_metadata(
+        "keras", f"keras {keras.__version__}; tensorflow {tf.__version__}", f"tf2onnx {tf2onnx.__version__} (structure) + inspector weight attach",
+        model_name or model.name, conversion.input_layout, spec, class_names, weights_trained, weights_source))
+
+    parity = []
+
+    def verify(tmp: str) -> None:
+        if check:
+            from .parity import check_keras
+
+            echo("parity check (source model vs onnxruntime):")
+            with stages("parity check"):
+                parity.extend(check_keras(model, tmp, conversion.conv_layers, spec or preset("raw", size),
+                                          conversion.input_layout, image=image, echo=echo))
+
+    ops = onnx_passes.op_counts(onnx_model)
+    transposes = onnx_passes.transpose_count(onnx_model)
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages)
+    del onnx_model, conversion.model
+    stages.close()
+    return ConversionResult(os.fspath(out), conversion.conv_layers, metadata, ops, transposes,
+                            stages.summary() if isinstance(stages, Stages) else {}, parity)
+
+
+def convert_keras_app(name: str, out: str, *, weights: str = "imagenet", include_top: bool = True,
+                      opset: int = 17, check: bool = False, image: str | None = None,
+                      echo: Callable[[str], None] = _quiet, warn: Callable[[str], None] = _warn,
+                      measure: bool = False) -> ConversionResult:
+    """Any ``keras.applications`` model by name, e.g. ``convert_keras_app("VGG16", "vgg16.onnx")``."""
+    from .keras_convert import import_tensorflow
+
+    import_tensorflow()
+    _check_out(out)
+    stages = Stages(echo=echo) if measure else NoStages()
+    with stages("build keras model"):
+        real, model, source, trained = keras_apps.build_application(name, weights, include_top, warn=warn)
+    shape = tuple(model.inputs[0].shape[1:])
+    size = (shape[0], shape[1]) if all(shape[:2]) else None
+    spec = keras_apps.preprocessing_for(real, size)
+    classes = keras_apps.imagenet_class_names() if (trained and source == "imagenet" and include_top) else None
+    return convert_keras_model(model, out, preprocess=spec, model_name=real.lower(), class_names=classes,
+                               weights_trained=trained, weights_source=source, opset=opset, check=check,
+                               image=image, echo=echo, stages=stages)
+
+
+def load_keras_file(path: str, unsafe: bool = False, custom_objects: dict | None = None):
+    from .keras_convert import import_tensorflow
+
+    _, keras = import_tensorflow()
+    if not os.path.exists(path):
+        raise InspectorError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise InspectorError(f"{path} is a directory; give a .keras or .h5 file (SavedModel folders are not Keras 3 models)")
+    if not path.endswith((".keras", ".h5", ".hdf5")):
+        raise InspectorError(f"{path}: expected a .keras or .h5 Keras model file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe, custom_objects=custom_objects)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "lambda" in text.lower() and "safe" in text.lower():
+            raise InspectorError(f"{path} contains a Lambda layer, which runs arbitrary code when loaded; "
+                                 "pass --unsafe only if you trust the file") from None
+        unknown = _unknown_class(text)
+        if unknown:
+            raise InspectorError(f"{path} uses the custom layer or object '{unknown}' that Keras cannot find; "
+                                 "pass --custom-objects FILE.py (a module defining and registering it)") from None
+        raise InspectorError(f"{path} is not a Keras model Keras can load ({exc.__class__.__name__}: {text[:200]})") from None
+
+
+def _unknown_class(text: str) -> str | None:
+    import re
+
+    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text) or \
+        re.search(r"Unknown (?:layer|object)[^:]*: '?([A-Za-z_][\w.]*)", text)
+    return match.group(1) if match else None
+
+
+def load_custom_objects(spec: str | None) -> dict | None:
+    """Import FILE.py or a module; its registered classes become loadable, plus any CUSTOM_OBJECTS dict."""
+    if not spec:
+        return None
+    import importlib
+    import importlib.util
+
+    if spec.endswith(".py"):
+        if not os.path.isfile(spec):
+            raise InspectorError(f"--custom-objects file not found: {spec}")
+        loader = importlib.util.spec_from_file_location("_inspector_custom_objects", spec)
+        module = importlib.util.module_from_spec(loader)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:
+            raise InspectorError(f"importing {spec} failed ({exc.__class__.__name__}: {exc})") from None
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ImportError as exc:
+            raise InspectorError(f"cannot import --custom-objects module '{spec}' ({exc})") from None
+    objects = getattr(module, "CUSTOM_OBJECTS", None)
+    if objects is None:
+        objects = {n: v for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")}
+    return dict(objects)
+
+
+def convert_keras_file(path: str, out: str, *, preprocess: str | None = None, unsafe: bool = False,
+                       custom_objects: str | dict | None = None, opset: int = 17, check: bool = False,
+                       image: str | None = None, echo: Callable[[str], None] = _quiet,
+                       warn: Callable[[str], None] = _warn, measure: bool = False) -> ConversionResult:
+    """A saved ``.keras``/``.h5`` model. Preprocessing: given, known from the model's name, or 'unknown'."""
+    _check_out(out)
+    objects = custom_objects if isinstance(custom_objects, dict) else load_custom_objects(custom_objects)
+    model = load_keras_file(path, unsafe=unsafe, custom_objects=objects)
+    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
+    size = (shape[0], shape[1]) if len(shape) == 3 and all(shape[:2]) else None
+    spec = _as_preprocess(preprocess, size) if preprocess else keras_apps.preprocessing_for(model.name, size)
+    if spec is None:
+        warn(f"the preprocessing of '{model.name}' is unknown; the metadata says so and `inspector maps` will "
+             "ask for --preprocess (or convert again with --preprocess caffe|torch|tf|raw)")
+    return convert_keras_model(model, out, preprocess=spec, model_name=model.name,
+                               weights_source=os.path.basename(path), weights_trained=None, opset=opset,
+                               check=check, image=image, echo=echo, measure=measure)
+
+
+# ------------------------------------------------------------------ torch
+
+def convert_torch(factory, input_shape, out: str, *, weights: str | None = None, preprocess="torch",
+                  model_name: str | None = None, opset: int = 17, check: bool = False, image: str | None = None,
+                  echo: Callable[[str], None] = _quiet, measure: bool = False) -> ConversionResult:
+    """``factory``: a callable returning an nn.Module, or 'FILE.py:NAME' / 'pkg.mod:NAME'."""
+    from . import torch_convert
+
+    torch = torch_convert.import_torch()
+    _check_out(out)
+    shape = torch_convert.parse_input_shape(input_shape)
+    stages = Stages(echo=echo) if measure else NoStages()
+    if isinstance(factory, str):
+        name = model_name or factory.rsplit(":", 1)[-1]
+        factory = torch_convert.resolve_factory(factory)
+    else:
+        name = model_name or getattr(factory, "__name__", type(factory).__name__)
+    with stages("build module"):
+        module = torch_convert.build_module(factory, weights)
+    spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+    onnx_model, conv_layers = torch_convert.export(module, shape, opset=opset, stages=stages)
+    if not check:  # the ONNX copy is all we need from here on: free the module's weights
+        del module
+        gc.collect()
+        module = None
+    writer.check_opset(onnx_model)
+    writer.stamp(onnx_model, writer.common_metadata(
+        "torch", f"torch {torch.__version__}", f"torch.onnx {torch.__version__} (TorchScript exporter)",
+        name, "NCHW", spec, None, True if weights else None, os.path.basename(weights) if weights else "factory"))
+
+    parity = []
+
+    def verify(tmp: str) -> None:
+        from .parity import check_torch
+
+        echo("parity check (source model vs onnxruntime):")
+        with stages("parity check"):
+            parity.extend(check_torch(module, tmp, conv_layers, spec or preset("raw"), shape, image=image, echo=echo))
+
+    ops = onnx_passes.op_counts(onnx_model)
+    transposes = onnx_passes.transpose_count(onnx_model)
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages)
+    stages.close()
+    return ConversionResult(os.fspath(out), conv_layers, metadata, ops, transposes,
+                            stages.summary() if isinstance(stages, Stages) else {}, parity)

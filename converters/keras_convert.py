@@ -1,0 +1,233 @@
+"""Keras model -> clean ONNX, converting structure and weights separately.
+
+Why not ``tf2onnx.convert.from_keras``: it freezes every variable into the
+TensorFlow graph and grappler then copies those constants several times
+(the full VGG16, 553 MB of weights, passes 14 GB). Here the traced graph's
+big variable reads become Placeholders, so TensorFlow and tf2onnx only ever
+see a graph of a few kilobytes; the weights go straight from the Keras
+variables into ONNX initializers (``onnx_passes.attach_weights``), with the
+layout Transposes on them folded in NumPy. Small tensors (biases, BatchNorm
+statistics) stay constants so that tf2onnx can still fuse them into convs.
+
+Only this module (and keras_apps, torch_convert, parity) import TensorFlow,
+and only inside functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inspector.errors import InspectorError
+
+from . import onnx_passes
+from .measure import NoStages
+
+# Variables up to this size stay TF constants (biases, BN statistics): cheap, and
+# tf2onnx fuses them into the conv. Bigger ones become placeholders.
+SMALL_CONSTANT_BYTES = 1 << 16
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class KerasConversion:
+    model: object  # onnx.ModelProto
+    conv_layers: list[str]
+    input_name: str
+    input_layout: str
+    output_names: list[str]
+    stats: dict = field(default_factory=dict)
+
+
+def import_tensorflow():
+    """TensorFlow, tf2onnx and Keras 3, or an InspectorError naming the extra to install."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow as tf
+        import keras
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise InspectorError(
+            f"converting Keras models needs TensorFlow, Keras 3 and tf2onnx ({exc.name or exc} is missing); "
+            "install them with: pip install 'inspector-cnn[keras]'") from None
+    if not keras.__version__.startswith("3"):
+        raise InspectorError(f"Keras {keras.__version__} found; the converter needs Keras 3: "
+                             "pip install 'inspector-cnn[keras]'")
+    return tf, keras
+
+
+def all_layers(model) -> list:
+    return [layer for layer in model._flatten_layers(include_self=False)]
+
+
+def _record_scopes(model, tf):
+    """Wrap every layer's ``call`` to note the TF name scope it runs under (undo with the returned fn)."""
+    scopes: dict[str, list[str]] = {}
+    undo = []
+    for layer in all_layers(model):
+        original = layer.call
+        had_own = "call" in layer.__dict__
+
+        def wrapper(*args, __original=original, __name=layer.name, **kwargs):
+            scopes.setdefault(__name, []).append(tf.compat.v1.get_default_graph().get_name_scope())
+            return __original(*args, **kwargs)
+
+        layer.call = wrapper
+        undo.append((layer, original, had_own))
+
+    def restore():
+        for layer, original, had_own in undo:
+            if had_own:
+                layer.call = original
+            else:
+                del layer.call
+
+    return scopes, restore
+
+
+def _input_spec(model, tf):
+    if len(model.inputs) != 1:
+        raise InspectorError(
+            f"model '{model.name}' has {len(model.inputs)} inputs; the inspector needs a model with one image input")
+    tensor = model.inputs[0]
+    shape = (None,) + tuple(tensor.shape[1:])
+    input_layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    name = onnx_passes.clean_name(getattr(input_layer, "name", None) or "input")
+    return tf.TensorSpec(shape, tf.as_dtype(tensor.dtype or "float32"), name=name), name
+
+
+def _output_names(model) -> list[str]:
+    names = []
+    for k, tensor in enumerate(model.outputs):
+        layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        names.append(onnx_passes.clean_name(getattr(layer, "name", None) or f"output_{k}"))
+    return names
+
+
+def _placeholder_weights(graph_def, captures: dict[str, object], tf):
+    """Replace variable reads by Const (small) or Placeholder (big) nodes.
+
+    Returns the new GraphDef and {placeholder name: variable} for the big ones.
+    """
+    from tensorflow.core.framework import graph_pb2
+
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    big: dict[str, object] = {}
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.name in captures:
+            continue  # the resource handle itself
+        if node.op == "ReadVariableOp" and node.input and node.input[0] in captures:
+            variable = captures[node.input[0]]
+            new = out.node.add()
+            new.name = node.name
+            dtype = tf.as_dtype(variable.dtype)
+            new.attr["dtype"].type = dtype.as_datatype_enum
+            nbytes = int(np.prod(variable.shape, dtype=np.int64)) * dtype.size
+            if nbytes <= SMALL_CONSTANT_BYTES:
+                new.op = "Const"
+                new.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(variable.numpy())))
+            else:
+                new.op = "Placeholder"
+                new.attr["shape"].shape.CopyFrom(tf.TensorShape(variable.shape).as_proto())
+                big[node.name] = variable
+            continue
+        if node.op in ("Placeholder",) and node.attr["dtype"].type == tf.resource.as_datatype_enum:
+            raise InspectorError(f"the model reads a TensorFlow resource the converter cannot map ({node.name})")
+        if node.op in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
+            raise InspectorError(
+                f"the model updates a variable while predicting ({node.name}); the converter needs a pure inference graph")
+        out.node.add().CopyFrom(node)
+    return out, big
+
+
+def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConversion:
+    """Convert a built Keras 3 model; the big weights never pass through TensorFlow graphs."""
+    tf, keras = import_tensorflow()
+    stages = stages or NoStages()
+    import onnx
+    from tf2onnx import tf_loader
+    from tf2onnx.convert import _convert_common
+
+    if opset < 17:
+        raise InspectorError(f"--opset {opset} is too old: the inspector writes opset 17 or newer")
+
+    with stages("trace"):
+        spec, input_name = _input_spec(model, tf)
+        scopes, restore = _record_scopes(model, tf)
+        try:
+            concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        finally:
+            restore()
+        handle_to_variable = {}
+        for variable in model.weights:
+            tf_variable = getattr(variable, "value", variable)
+            handle_to_variable[id(getattr(tf_variable, "handle", tf_variable))] = variable
+        captures = {}
+        for external, internal in concrete.graph.captures:
+            variable = handle_to_variable.get(id(external))
+            if variable is None:
+                if external.dtype == tf.resource:
+                    raise InspectorError("the model captures a TensorFlow variable that is not one of its "
+                                         "weights; the converter cannot map it")
+                continue
+            captures[internal.op.name] = variable
+        graph_def = concrete.graph.as_graph_def(add_shapes=True)
+        graph_def, big = _placeholder_weights(graph_def, captures, tf)
+        output_names = [t.name for t in concrete.outputs]
+        tf_input = concrete.inputs[0].name
+
+    with stages("grappler"):
+        input_names = [tf_input] + [f"{name}:0" for name in big]
+        with tf.Graph().as_default():
+            optimized = tf_loader.tf_optimize(input_names, output_names, graph_def)
+
+    with stages("tf2onnx structure"):
+        rank = len(spec.shape)
+        nchw = [tf_input] if rank == 4 else None
+        structure, _ = _convert_common(
+            optimized, name=model.name, continue_on_error=False, opset=opset,
+            input_names=input_names, output_names=output_names, inputs_as_nchw=nchw)
+        del optimized, graph_def
+
+    with stages("tidy structure"):
+        graph = structure.graph
+        onnx_passes.rename_tensor(graph, tf_input, input_name)
+        keras_outputs = _output_names(model)
+        for tensor, name in zip(list(graph.output), keras_outputs):
+            onnx_passes.rename_tensor(graph, tensor.name, name)
+        shapes = onnx_passes.static_shapes(structure)
+        pinned = onnx_passes.pin_reshape_shapes(structure, shapes)
+        node_layer = _node_layers(graph, scopes)
+        containers = {layer.name for layer in all_layers(model) if hasattr(layer, "layers")}
+        conv_layers = onnx_passes.name_layers(graph, {k: v for k, v in node_layer.items() if v not in containers})
+        shapes = onnx_passes.static_shapes(structure)
+
+    with stages("attach weights"):
+        weight_inputs = {f"{name}:0": (lambda v=variable: np.asarray(v.numpy())) for name, variable in big.items()}
+        stats = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes)
+        stats["reshapes_pinned"] = pinned
+        onnx_passes.prune(structure.graph)
+        del structure.graph.value_info[:]  # stale after folding; the runtime infers its own
+        structure.producer_name = "inspector-converters (tf2onnx structure)"
+        structure.graph.name = onnx_passes.clean_name(model.name)
+
+    layout = "NCHW" if rank == 4 else "NHWC"
+    return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats)
+
+
+def _node_layers(graph, scopes: dict[str, list[str]]) -> dict[str, str]:
+    """ONNX node name -> innermost Keras layer whose name scope contains it."""
+    by_scope = sorted(((scope, layer) for layer, found in scopes.items() for scope in found if scope),
+                      key=lambda item: -len(item[0]))
+    mapping = {}
+    for node in graph.node:
+        for scope, layer in by_scope:
+            if node.name.startswith(scope + "/"):
+                mapping[node.name] = layer
+                break
+    return mapping

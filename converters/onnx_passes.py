@@ -1,0 +1,367 @@
+"""Small ONNX graph passes that make converted files clean.
+
+The Keras path converts the *structure* with the big weights left as graph
+inputs, so the passes here are what turn it into a finished model: attach the
+weights as initializers, fold the layout ops that converters put on weights
+(Transpose, Cast, Reshape...), fold the NHWC flatten order into the first
+Dense kernel, pin dynamic Reshape shapes, drop dead nodes, and name conv
+nodes and outputs after their source layers. Weights live in a plain
+``{name: np.ndarray}`` while folding and become TensorProtos once, at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Callable, Iterable
+
+import numpy as np
+
+CONV_OPS = ("Conv", "ConvTranspose")
+
+
+# ----------------------------------------------------------------- helpers
+
+def _attr(node, name, default=None):
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def consumers(graph) -> dict[str, list]:
+    out = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                out[name].append(node)
+    return out
+
+
+def producers(graph) -> dict[str, object]:
+    return {name: node for node in graph.node for name in node.output}
+
+
+def op_counts(model) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for node in model.graph.node:
+        counts[node.op_type] += 1
+    return dict(counts)
+
+
+def static_shapes(model) -> dict[str, tuple]:
+    """Tensor name -> shape (ints, or strings for symbolic dims, None unknown) by ONNX shape inference."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {}
+    for info in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = info.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        shapes[info.name] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim)
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes
+
+
+# ------------------------------------------------------------ reshape pins
+
+def pin_reshape_shapes(model, shapes: dict[str, tuple]) -> int:
+    """Replace computed Reshape targets (Shape->Gather->Concat chains) by constants.
+
+    Applies when inference knows every output dim except the batch, and the
+    batch is passed through unchanged: the target becomes ``[0, d1, ...]``.
+    Returns how many Reshapes were pinned; the dead chains go in ``prune``.
+    """
+    import onnx
+
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    pinned = 0
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] in init_names:
+            continue
+        src, dst = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not src or not dst or len(src) < 1 or len(dst) < 1:
+            continue
+        if any(not isinstance(d, int) or d <= 0 for d in dst[1:]):
+            continue
+        if src[0] != dst[0] or src[0] is None:
+            continue
+        name = f"{node.output[0]}__shape"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([0, *dst[1:]], np.int64), name))
+        init_names.add(name)
+        node.input[1] = name
+        pinned += 1
+    return pinned
+
+
+# ------------------------------------------------------------ constant folding
+
+def _np_dtype(onnx_type: int):
+    import onnx
+
+    return onnx.helper.tensor_dtype_to_np_dtype(onnx_type)
+
+
+def _fold_numpy(node, values: list[np.ndarray | None]):
+    op = node.op_type
+    x = values[0] if values else None
+    if op == "Identity":
+        return [x]
+    if op == "Transpose":
+        perm = _attr(node, "perm")
+        return [np.ascontiguousarray(np.transpose(x, perm))]
+    if op == "Cast":
+        dtype = _np_dtype(_attr(node, "to"))
+        return [x if x.dtype == dtype else x.astype(dtype)]
+    if op == "Reshape":
+        shape = [int(d) for d in values[1]]
+        if not _attr(node, "allowzero", 0):
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return [x.reshape(shape)]
+    if op == "Squeeze":
+        axes = values[1] if len(values) > 1 and values[1] is not None else _attr(node, "axes")
+        return [np.squeeze(x, axis=tuple(int(a) for a in axes)) if axes is not None else np.squeeze(x)]
+    if op == "Unsqueeze":
+        axes = values[1] if len(values) > 1 and values[1] is not None else _attr(node, "axes")
+        out = x
+        for axis in sorted(int(a) % (x.ndim + len(axes)) for a in axes):
+            out = np.expand_dims(out, axis)
+        return [out]
+    return None
+
+
+def _fold_reference(node, values, opset: int):
+    """Any other op with constant inputs: run it with ONNX's reference evaluator."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [onnx.helper.make_tensor_value_info(f"i{k}", onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for k, v in enumerate(values)]
+    outputs = [onnx.helper.make_tensor_value_info(f"o{k}", onnx.TensorProto.UNDEFINED, None)
+               for k in range(len(node.output))]
+    single = onnx.helper.make_node(node.op_type, [i.name for i in inputs], [o.name for o in outputs],
+                                   domain=node.domain)
+    single.attribute.extend(node.attribute)
+    graph = onnx.helper.make_graph([single], "fold", inputs, outputs)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    return list(ReferenceEvaluator(model).run(None, {f"i{k}": v for k, v in enumerate(values)}))
+
+
+NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+              "Bernoulli", "If", "Loop", "Scan"}
+
+
+def fold_constants(graph, consts: dict[str, np.ndarray], opset: int,
+                   max_reference_elements: int = 1 << 22) -> int:
+    """Evaluate every node whose inputs are all constants; the node goes, its outputs join ``consts``."""
+    kept, folded = [], 0
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        if (node.domain not in ("", "ai.onnx") or node.op_type in NOT_FOLDED or not inputs
+                or not all(name in consts for name in inputs)):
+            kept.append(node)
+            continue
+        values = [consts[name] if name else None for name in node.input]
+        result = _fold_numpy(node, values)
+        if result is None and sum(v.size for v in values if v is not None) <= max_reference_elements:
+            try:
+                result = _fold_reference(node, [v for v in values if v is not None], opset)
+            except Exception:  # an op the reference evaluator cannot run: keep the node
+                result = None
+        if result is None:
+            kept.append(node)
+            continue
+        for name, value in zip(node.output, result):
+            consts[name] = np.asarray(value)
+        folded += 1
+    del graph.node[:]
+    graph.node.extend(kept)
+    return folded
+
+
+# -------------------------------------------------- flatten order into Dense
+
+def fold_flatten_transpose(graph, consts: dict[str, np.ndarray], shapes: dict[str, tuple]) -> int:
+    """Transpose(NCHW->NHWC) -> Reshape(N, -1) -> MatMul(W): permute W's rows instead.
+
+    Keras flattens channels-last; after the converter makes the convs
+    channels-first, this Transpose is the only reason to go back. Permuting
+    the rows of the first Dense kernel gives the same numbers without it.
+    """
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    removed = 0
+    for transpose in list(graph.node):
+        if transpose.op_type != "Transpose" or list(_attr(transpose, "perm") or []) != [0, 2, 3, 1]:
+            continue
+        src = shapes.get(transpose.input[0])
+        if not src or len(src) != 4 or any(not isinstance(d, int) for d in src[1:]):
+            continue
+        t_uses = uses.get(transpose.output[0], [])
+        if len(t_uses) != 1 or t_uses[0].op_type != "Reshape" or transpose.output[0] in graph_outputs:
+            continue
+        reshape = t_uses[0]
+        target = consts.get(reshape.input[1])
+        if target is None or len(target) != 2:
+            continue
+        r_uses = uses.get(reshape.output[0], [])
+        if not r_uses or any(u.op_type != "MatMul" or u.input[0] != reshape.output[0]
+                             or u.input[1] not in consts for u in r_uses):
+            continue
+        _, channels, height, width = src
+        for matmul in r_uses:
+            kernel = consts[matmul.input[1]]
+            if kernel.shape[0] != channels * height * width:
+                break
+        else:
+            for matmul in r_uses:
+                kernel = consts[matmul.input[1]]
+                new_name = f"{matmul.input[1]}__nchw"
+                consts[new_name] = np.ascontiguousarray(
+                    kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3).reshape(kernel.shape))
+                matmul.input[1] = new_name
+            reshape.input[0] = transpose.input[0]
+            graph.node.remove(transpose)
+            removed += 1
+    return removed
+
+
+# --------------------------------------------------------------- dead code
+
+def prune(graph) -> int:
+    """Drop nodes whose outputs nobody reads (graph outputs are read)."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    removed = len(graph.node) - len(kept)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    return removed
+
+
+def used_names(graph) -> set[str]:
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(name for name in node.input if name)
+    return names
+
+
+# ---------------------------------------------------------------- weights
+
+def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: int,
+                   shapes: dict[str, tuple] | None = None) -> dict:
+    """Turn weight graph inputs into initializers, folding the ops on them.
+
+    ``weights`` maps a graph input name to a callable giving its array (called
+    once, when needed). Returns counts of what was folded and removed.
+    """
+    import onnx
+
+    graph = model.graph
+    consts: dict[str, np.ndarray] = {}
+    for init in graph.initializer:
+        consts[init.name] = onnx.numpy_helper.to_array(init)
+    del graph.initializer[:]
+    needed = used_names(graph)
+    for name, load in weights.items():
+        if name in needed:
+            consts[name] = np.asarray(load())
+    kept_inputs = [i for i in graph.input if i.name not in weights]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+
+    constant_nodes = [n for n in graph.node if n.op_type == "Constant" and _attr(n, "value") is not None]
+    for node in constant_nodes:  # Constant nodes are constants too: they become initializers
+        consts[node.output[0]] = onnx.numpy_helper.to_array(_attr(node, "value"))
+        graph.node.remove(node)
+
+    stats = {"folded": fold_constants(graph, consts, opset)}
+    stats["flatten_transposes_folded"] = fold_flatten_transpose(graph, consts, shapes or {})
+    stats["pruned"] = prune(graph)
+
+    needed = used_names(graph)
+    for name in list(consts):
+        value = consts.pop(name)
+        if name in needed:
+            graph.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
+    return stats
+
+
+# ----------------------------------------------------------------- naming
+
+def rename_tensor(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+        for k, name in enumerate(node.output):
+            if name == old:
+                node.output[k] = new
+    for collection in (graph.input, graph.output, graph.value_info):
+        for info in collection:
+            if info.name == old:
+                info.name = new
+    for init in graph.initializer:
+        if init.name == old:
+            init.name = new
+
+
+def clean_name(name: str) -> str:
+    """Node and tensor names without '/', which the inspector would read as a scope."""
+    return re.sub(r"[/\\:\s]+", "_", name).strip("_") or "layer"
+
+
+def name_layers(graph, node_layer: dict[str, str], container_names: Iterable[str] = ()) -> list[str]:
+    """Name conv nodes and layer outputs after the source layers.
+
+    ``node_layer`` maps an ONNX node name to the source layer it came from.
+    The conv node of a layer gets the layer's name; the tensor that leaves the
+    layer (its post-activation output) gets it too. Returns conv layer names
+    in graph order.
+    """
+    groups: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        layer = node_layer.get(node.name)
+        if layer:
+            groups[layer].append(node)
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
+    taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    node_names = {node.name for node in graph.node}
+    conv_layers = []
+    for layer, nodes in groups.items():
+        convs = [n for n in nodes if n.op_type in CONV_OPS]
+        if not convs:
+            continue
+        clean = clean_name(layer)
+        for k, conv in enumerate(convs):  # a separable conv has two: the last one carries the name
+            wanted = clean if k == len(convs) - 1 else f"{clean}.{conv.op_type.lower()}{k}"
+            if wanted != conv.name and wanted in node_names:
+                continue
+            node_names.discard(conv.name)
+            conv.name = wanted
+            node_names.add(wanted)
+        conv_layers.append(clean)
+        members = {id(n) for n in nodes}
+        leaving = [n.output[0] for n in nodes
+                   if n.output and (n.output[0] in graph_outputs
+                                    or any(id(u) not in members for u in uses.get(n.output[0], [])))]
+        if len(leaving) == 1 and leaving[0] != clean and clean not in taken and leaving[0] not in graph_outputs:
+            rename_tensor(graph, leaving[0], clean)
+            taken.add(clean)
+    order = {name: k for k, name in enumerate(n.name for n in graph.node)}
+    return sorted(conv_layers, key=lambda name: order.get(name, 1 << 30))
+
+
+def transpose_count(model) -> int:
+    return sum(1 for node in model.graph.node if node.op_type == "Transpose")

@@ -1,0 +1,140 @@
+"""``--check``: run the source model and onnxruntime on the same inputs, layer by layer.
+
+Inputs are random pixels (and a real photo when given) put through the
+model's own preprocessing, so that every layer sees realistic magnitudes.
+The ONNX side uses the inspector's own feature-map session, so the check
+covers exactly what ``inspector maps`` will show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from inspector.errors import CheckFailed
+
+TOLERANCE = 1e-4
+
+
+@dataclass
+class Difference:
+    name: str
+    max_abs: float
+    relative: float
+    compared: bool = True
+
+    def ok(self, tolerance: float = TOLERANCE) -> bool:
+        return self.relative <= tolerance
+
+
+def difference(name: str, reference: np.ndarray, got: np.ndarray) -> Difference:
+    reference = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    if reference.shape != got.shape:
+        return Difference(name, float("inf"), float("inf"))
+    max_abs = float(np.max(np.abs(reference - got))) if reference.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return Difference(name, max_abs, max_abs / max(scale, 1e-12) if max_abs else 0.0)
+
+
+def pixel_batch(size: tuple[int, int], channels: int, preprocess, image: str | None = None,
+                count: int = 2, seed: int = 0) -> np.ndarray:
+    """(N, H, W, C) float32: random pixels (and ``image``) after ``preprocess``."""
+    from inspector.preprocess import load_image
+
+    rng = np.random.default_rng(seed)
+    pictures = [rng.integers(0, 256, size=(size[0], size[1], channels)).astype(np.uint8) for _ in range(count)]
+    if image:
+        pictures.append(load_image(image, size, channels))
+    return np.stack([preprocess.apply(p) for p in pictures]).astype(np.float32)
+
+
+def onnx_outputs(path: str, batch: np.ndarray, layer_names: Sequence[str]) -> tuple[dict, list]:
+    """Conv layer maps (N, C, H, W) through ``inspector``, and the graph outputs through onnxruntime."""
+    import inspector
+    import onnxruntime as ort
+
+    model = inspector.load(path)
+    known = {layer.name for layer in model.layers}
+    maps = model.run(batch, [n for n in layer_names if n in known]) if known else {}
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    finals = session.run(None, {session.get_inputs()[0].name: batch})
+    return maps, finals
+
+
+def report(differences: list[Difference], echo: Callable[[str], None], tolerance: float = TOLERANCE) -> None:
+    width = max([len(d.name) for d in differences] + [5])
+    echo(f"  {'layer':<{width}}  {'max abs':>10}  {'relative':>10}")
+    for d in differences:
+        verdict = "ok" if d.ok(tolerance) else f"FAIL (> {tolerance:g})"
+        echo(f"  {d.name:<{width}}  {d.max_abs:10.3g}  {d.relative:10.3g}  {verdict}")
+    failed = [d for d in differences if not d.ok(tolerance)]
+    if failed:
+        worst = max(failed, key=lambda d: d.relative)
+        raise CheckFailed(
+            f"parity check failed: {len(failed)} of {len(differences)} outputs differ by more than {tolerance:g} "
+            f"relative (worst {worst.name}: {worst.relative:.3g}); nothing was written, rerun without --check "
+            "to keep the file anyway")
+
+
+def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, layout: str,
+                image: str | None = None, echo: Callable[[str], None] = print,
+                tolerance: float = TOLERANCE) -> list[Difference]:
+    import keras
+
+    shape = tuple(keras_model.inputs[0].shape[1:])
+    size = (shape[0] or (preprocess.input_size or (224, 224))[0], shape[1] or (preprocess.input_size or (224, 224))[1])
+    batch_nhwc = pixel_batch(size, shape[2] or 3, preprocess, image)
+    batch_onnx = batch_nhwc.transpose(0, 3, 1, 2).copy() if layout == "NCHW" else batch_nhwc
+
+    top_level = {layer.name for layer in keras_model.layers}
+    compared = [n for n in conv_layers if n in top_level]
+    probe = keras.Model(keras_model.inputs, [keras_model.get_layer(n).output for n in compared]
+                        + list(keras_model.outputs))
+    expected = probe(batch_nhwc, training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    maps, finals = onnx_outputs(path, batch_onnx, compared)
+
+    differences = []
+    for name, reference in zip(compared, expected):
+        reference = reference.transpose(0, 3, 1, 2) if reference.ndim == 4 else reference
+        differences.append(difference(name, reference, maps.get(name, np.empty(0))))
+    for k, (reference, got) in enumerate(zip(expected[len(compared):], finals)):
+        differences.append(difference(f"output {k}" if len(finals) > 1 else "output", reference, got))
+    skipped = [n for n in conv_layers if n not in top_level]
+    if skipped:
+        echo(f"  (not compared, inside nested models: {', '.join(skipped)})")
+    report(differences, echo, tolerance)
+    return differences
+
+
+def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
+                image: str | None = None, echo: Callable[[str], None] = print,
+                tolerance: float = TOLERANCE) -> list[Difference]:
+    import torch
+
+    _, channels, height, width = input_shape
+    batch = pixel_batch((height, width), channels, preprocess, image).transpose(0, 3, 1, 2).copy()
+    modules = dict(module.named_modules())
+    captured: dict[str, np.ndarray] = {}
+    hooks = []
+    for name in conv_layers:
+        if name in modules:
+            hooks.append(modules[name].register_forward_hook(
+                lambda _m, _i, out, _n=name: captured.__setitem__(_n, out.detach().cpu().numpy())))
+    try:
+        with torch.no_grad():
+            result = module(torch.from_numpy(batch))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    results = result if isinstance(result, (list, tuple)) else [result]
+    maps, finals = onnx_outputs(path, batch, list(captured))
+    differences = [difference(n, captured[n], maps.get(n, np.empty(0))) for n in conv_layers if n in captured]
+    for k, (reference, got) in enumerate(zip(results, finals)):
+        differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
+                                      reference.detach().cpu().numpy(), got))
+    report(differences, echo, tolerance)
+    return differences

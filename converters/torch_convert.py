@@ -1,0 +1,173 @@
+"""PyTorch module -> clean ONNX with torch.onnx's TorchScript exporter.
+
+That exporter (``dynamo=False``) works offline, folds constants and keeps the
+parameter names (``features.0.weight``), from which each conv node gets its
+module's name (``features.0``). State dicts are loaded with
+``weights_only=True`` and memory-mapped and assigned, so the weights are in
+memory once while exporting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+from inspector.errors import InspectorError
+
+from . import onnx_passes
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise InspectorError("converting PyTorch models needs torch; install it with: "
+                             "pip install 'inspector-cnn[torch]' (the CPU build is enough)") from None
+    return torch
+
+
+def parse_input_shape(text) -> tuple[int, ...]:
+    if isinstance(text, (tuple, list)):
+        parts = [str(p) for p in text]
+    else:
+        parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or any(d <= 0 for d in shape):
+        raise InspectorError(f"malformed --input-shape '{text}': give four positive integers N,C,H,W, "
+                             "e.g. 1,3,224,224")
+    return shape
+
+
+def resolve_factory(spec: str):
+    """``path/to/file.py:FACTORY`` or ``package.module:FACTORY`` -> the callable."""
+    if ":" not in spec:
+        raise InspectorError(f"'{spec}' names no factory: use FILE.py:FACTORY or package.module:FACTORY")
+    where, name = spec.rsplit(":", 1)
+    if not name.isidentifier() and not all(part.isidentifier() for part in name.split(".")):
+        raise InspectorError(f"'{name}' is not a Python name; use FILE.py:FACTORY or package.module:FACTORY")
+    if where.endswith(".py") or os.sep in where:
+        if not os.path.isfile(where):
+            raise InspectorError(f"factory file not found: {where}")
+        module_name = "_inspector_factory_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(where))[0])
+        loader_spec = importlib.util.spec_from_file_location(module_name, where)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            raise InspectorError(f"importing {where} failed ({exc.__class__.__name__}: {exc})") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise InspectorError(f"cannot import module '{where}' ({exc}); check the name and PYTHONPATH") from None
+    target = module
+    for part in name.split("."):
+        if not hasattr(target, part):
+            found = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            raise InspectorError(f"'{name}' not found in {where}; callables there: {', '.join(found[:20]) or 'none'}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise InspectorError(f"'{name}' in {where} is not callable; FACTORY must be a function or class returning an nn.Module")
+    return target
+
+
+def build_module(factory, weights: str | None = None):
+    torch = import_torch()
+    try:
+        module = factory()
+    except Exception as exc:
+        raise InspectorError(f"calling the factory failed ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise InspectorError(f"the factory returned {type(module).__name__}, not a torch.nn.Module")
+    if weights:
+        load_state_dict(module, weights)
+    return module.eval()
+
+
+def load_state_dict(module, path: str) -> None:
+    torch = import_torch()
+    if not os.path.isfile(path):
+        raise InspectorError(f"state dict not found: {path}")
+    try:
+        try:  # memory-mapped: the tensors are the file's pages, not a second copy
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InspectorError(f"{path} is not a PyTorch state dict that loads with weights_only=True "
+                             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InspectorError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise InspectorError(f"{path} does not fit the factory's module: {first}") from None
+
+
+def export(module, input_shape, opset: int = 17, stages=None):
+    """Export to ONNX (in a temp file, loaded back) and name conv nodes after their modules."""
+    torch = import_torch()
+    import onnx
+
+    from .measure import NoStages
+
+    stages = stages or NoStages()
+    if opset < 17:
+        raise InspectorError(f"--opset {opset} is too old: the inspector writes opset 17 or newer")
+    with tempfile.TemporaryDirectory(prefix="inspector-torch-") as folder:
+        path = os.path.join(folder, "export.onnx")
+        with stages("torch.onnx.export"):
+            dummy = torch.zeros(input_shape, dtype=torch.float32)
+            try:
+                with torch.no_grad(), warnings_quiet():
+                    torch.onnx.export(module, (dummy,), path, dynamo=False, opset_version=opset,
+                                      do_constant_folding=True, input_names=["input"],
+                                      dynamic_axes={"input": {0: "batch"}})
+            except Exception as exc:
+                raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]})") from None
+            del dummy
+        gc.collect()
+        with stages("load and name"):
+            model = onnx.load(path)
+    conv_layers = name_torch_layers(model.graph)
+    return model, conv_layers
+
+
+@contextlib.contextmanager
+def warnings_quiet():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def name_torch_layers(graph) -> list[str]:
+    """Conv node name = module name, from its weight (``features.0.weight``) or its scope."""
+    initializers = {i.name for i in graph.initializer}
+    mapping = {}
+    for node in graph.node:
+        if node.op_type not in onnx_passes.CONV_OPS:
+            continue
+        weight = node.input[1] if len(node.input) > 1 else ""
+        if weight in initializers and weight.endswith(".weight"):
+            mapping[node.name] = weight[: -len(".weight")]
+        else:  # "/features/features.0/Conv" -> "features.0"
+            parts = [p for p in node.name.split("/") if p]
+            mapping[node.name] = parts[-2] if len(parts) >= 2 else node.name
+    return onnx_passes.name_layers(graph, mapping)
