@@ -1,0 +1,439 @@
+"""Hostile and broken inputs: every one ends in exit 2 with a message that says what is wrong.
+
+Models, external data, images, output folders, interrupts and memory limits,
+through the real CLI entry point (in-process where a signal is not needed).
+"""
+
+import contextlib
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+import builders as b
+from inspector.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    """(exit code, stdout, stderr) of the real entry point, in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_input_error(code, err, *words):
+    assert code == 2, err
+    assert err.startswith("inspector: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "unexpected" not in err, err
+    for word in words:
+        assert word.lower() in err.lower(), err
+
+
+@pytest.fixture
+def tiny(save):
+    m, weights = b.conv_relu_nchw(size=16)
+    return save(m), weights
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def commands(model, image, out):
+    return [("layers", model), ("filters", model, "-o", out),
+            ("maps", model, image, "--preprocess", "raw", "--device", "cpu", "-o", out)]
+
+
+# ------------------------------------------------------------------ model files
+
+def _one_conv(opset=b.OPSET, input_shape=(1, 3, 16, 16), nodes=None, outputs=("c",)):
+    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    nodes = nodes or [helper.make_node("Conv", ["x", "w"], ["c"], name="conv")]
+    return b.model(nodes, [b.image_input(shape=input_shape)], [b.out(o) for o in outputs], [w], opset=opset)
+
+
+def _broken_models(good: bytes):
+    cycle = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Add", ["c", "r"], ["e"], name="add"),
+             helper.make_node("Relu", ["e"], ["r"], name="relu")]
+    dangling = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                helper.make_node("Add", ["c", "nowhere"], ["e"], name="add")]
+    tensor = numpy_helper.from_array(np.zeros(4, np.float32), "t").SerializeToString()
+    return {
+        "random": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), ["not a valid onnx"]),
+        "empty": (b"", ["empty"]),
+        "truncated_half": (good[: len(good) // 2], ["not a valid onnx"]),
+        "truncated_tail": (good[:-3], ["not a valid onnx"]),
+        "tensor_not_model": (tensor, ["not", "onnx"]),
+        "text": (b"this is not a model\n" * 20, ["not a valid onnx"]),
+        "cycle": (_one_conv(nodes=cycle, outputs=("e",)).SerializeToString(), ["cycle", "add"]),
+        "dangling": (_one_conv(nodes=dangling, outputs=("e",)).SerializeToString(), ["dangling", "nowhere"]),
+        "no_producer": (_one_conv(outputs=("c", "ghost")).SerializeToString(), ["ghost", "produced by no node"]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["random", "empty", "truncated_half", "truncated_tail", "tensor_not_model",
+                                  "text", "cycle", "dangling", "no_producer"])
+def test_broken_model_files_exit_2_saying_what_is_wrong(tmp_path, tiny, image, kind):
+    with open(tiny[0], "rb") as handle:
+        data, words = _broken_models(handle.read())[kind]
+    path = tmp_path / f"{kind}.onnx"
+    path.write_bytes(data)
+    for args in commands(path, image, tmp_path / "out"):
+        code, _, err = cli(*args)
+        assert_input_error(code, err, *words)
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_missing_model_and_directory(tmp_path):
+    assert_input_error(*cli("layers", tmp_path / "nope.onnx")[::2], "not found")
+    assert_input_error(*cli("layers", tmp_path)[::2], "directory")
+
+
+def test_unreleased_opset_refused_before_onnxruntime(save, image, tmp_path):
+    path = save(_one_conv(opset=onnx.defs.onnx_opset_version() + 50))
+    code, _, err = cli("maps", path, image, "--preprocess", "raw", "-o", tmp_path / "o")
+    assert_input_error(code, err, "opset", str(onnx.defs.onnx_opset_version() + 50))
+    assert "onnxruntime_src" not in err
+
+
+@pytest.mark.parametrize("shape", [(3, 16), (1, 3, 4, 16, 16), (1, 48)])
+def test_input_not_4d(save, image, tmp_path, shape):
+    m = _one_conv()
+    del m.graph.input[0].type.tensor_type.shape.dim[:]
+    for d in shape:
+        m.graph.input[0].type.tensor_type.shape.dim.add().dim_value = d
+    code, _, err = cli("maps", save(m), image, "--preprocess", "raw", "-o", tmp_path / "o")
+    assert_input_error(code, err, f"{len(shape)}-D", "4-D")
+
+
+def test_onnxruntime_messages_are_one_clean_line(save, image, tmp_path):
+    """A graph that passes our checks but not onnxruntime's: one line, no C++ source path."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("NoSuchOp", ["c"], ["d"], name="mystery")]
+    code, _, err = cli("maps", save(_one_conv(nodes=nodes, outputs=("d",))), image, "--preprocess", "raw",
+                       "-o", tmp_path / "o")
+    assert_input_error(code, err, "onnxruntime", "NoSuchOp")
+    assert "onnxruntime_src" not in err
+
+
+# --------------------------------------------------------------- external data
+
+def _external_model(folder, location_for_conv_weight=None):
+    """conv_relu_nchw with every weight in weights.bin; optionally w1's location rewritten."""
+    m, weights = b.conv_relu_nchw(size=16)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "m.onnx"
+    b.save_external(m, path)
+    if location_for_conv_weight is not None:
+        m = onnx.load(str(path), load_external_data=False)
+        for tensor in m.graph.initializer:
+            if tensor.name == "w1":
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = location_for_conv_weight
+        onnx.save(m, str(path))
+    return str(path), weights
+
+
+def test_external_data_model_works(tmp_path, image):
+    path, weights = _external_model(tmp_path / "ok")
+    code, out, err = cli("layers", path, "--json")
+    assert code == 0, err
+    import inspector
+
+    model = inspector.load(path)
+    np.testing.assert_array_equal(model.filters(0), weights["w1"])
+    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    reference = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model.run(x, [1], device="cpu")["features.2"], reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../../../../etc/passwd", "../outside/fifo",
+                                      "sub/../../outside/fifo", "C:\\Windows\\win.ini"])
+def test_external_data_escaping_the_folder_is_refused_before_any_read(tmp_path, image, location):
+    """The escape target is a FIFO: opening it for reading would block, so a pass proves it was never opened."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.mkfifo(outside / "fifo")
+    path, _ = _external_model(tmp_path / "model", location)
+    for args in commands(path, image, tmp_path / "out"):
+        result = subprocess.run([sys.executable, "-m", "inspector", *map(str, args)], capture_output=True,
+                                text=True, timeout=60, cwd=REPO)
+        assert_input_error(result.returncode, result.stderr, "external data", "refused")
+
+
+def test_external_data_symlink_out_of_the_folder_is_refused(tmp_path, image):
+    path, _ = _external_model(tmp_path / "model")
+    elsewhere = tmp_path / "elsewhere.bin"
+    os.replace(tmp_path / "model" / "weights.bin", elsewhere)
+    os.symlink(elsewhere, tmp_path / "model" / "weights.bin")
+    for args in commands(path, image, tmp_path / "out"):
+        assert_input_error(*cli(*args)[::2], "external data", "outside")
+
+
+def test_missing_or_short_external_file_is_named(tmp_path, image):
+    path, _ = _external_model(tmp_path / "model")
+    weights = tmp_path / "model" / "weights.bin"
+    data = weights.read_bytes()
+    weights.unlink()
+    for args in commands(path, image, tmp_path / "out"):
+        assert_input_error(*cli(*args)[::2], "external data file missing", "weights.bin")
+    weights.write_bytes(data[: len(data) // 2])
+    assert_input_error(*cli("filters", path, "--all", "-o", tmp_path / "out")[::2], "external data", "truncated")
+
+
+# ---------------------------------------------------------------------- images
+
+def _png_header_only(width, height):
+    """A PNG whose header claims width x height pixels and whose data is a few bytes: a decompression bomb."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width,height", [(100_000, 100_000), (9_000, 8_000)])  # over 2x the limit; just over it
+def test_decompression_bombs_are_refused_from_the_header(tiny, tmp_path, width, height):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(width, height))  # 100k x 100k RGB would be 30 GB decoded
+    code, _, err = cli("maps", tiny[0], bomb, "--preprocess", "raw", "-o", tmp_path / "o")
+    assert_input_error(code, err, "decompression bomb")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_images_fail_cleanly_or_lose_nothing(tiny, tmp_path, fmt):
+    """Cut short, an image fails with exit 2, unless every pixel was still there (PNG's last bytes are a trailer)."""
+    from inspector.preprocess import load_image
+
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    Image.fromarray(pixels).save(whole, fmt)
+    data = whole.read_bytes()
+    failures = 0
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 20, len(data) - 8):
+        broken = tmp_path / f"cut{cut}.{fmt.lower()}"
+        broken.write_bytes(data[:cut])
+        code, _, err = cli("maps", tiny[0], broken, "--preprocess", "raw", "-o", tmp_path / "o")
+        if code == 0:
+            np.testing.assert_array_equal(load_image(broken, (64, 64)), load_image(whole, (64, 64)))
+        else:
+            assert_input_error(code, err, "image", str(broken.name))
+            failures += 1
+    assert failures >= 2  # the cuts into the pixel data
+
+
+@pytest.mark.parametrize("content", [b"hello, I am text\n", b"\xff\xd8\xff\xe0 not really a jpeg", b""])
+def test_text_named_jpg(tiny, tmp_path, content):
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(content)
+    code, _, err = cli("maps", tiny[0], fake, "--preprocess", "raw", "-o", tmp_path / "o")
+    assert_input_error(code, err, "photo.jpg")
+
+
+def test_input_size_over_the_pixel_limit_is_refused(save, image, tmp_path):
+    m = _one_conv(input_shape=(1, 3, 20_000, 20_000))
+    code, _, err = cli("maps", save(m), image, "--preprocess", "raw", "--max-memory", "100G", "-o", tmp_path / "o")
+    assert_input_error(code, err, "20000x20000", "too large")
+
+
+# Peak resident memory of this process (VmHWM: unlike ru_maxrss it starts afresh at exec,
+# so the parent's size does not leak into the figure).
+_PEAK = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from PIL import Image
+    from inspector.preprocess import load_image
+    def peak():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    before = peak()
+    out = load_image(sys.argv[1], (224, 224))
+    print(out.shape, out.dtype, int(out.mean()), peak() - before)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory read from Linux /proc")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_huge_legal_image_is_resized_with_at_most_one_full_size_copy(tmp_path, fmt):
+    """An 8000x7900 (63 Mpx, just under the limit) picture: Pillow holds it decoded in 253 MB (4 bytes a pixel).
+
+    Peak memory growth of load_image is measured in a fresh process. PNG
+    cannot be decoded smaller, so one full copy is the floor (the naive
+    convert-then-resize path peaked at two, 510 MB); a JPEG is decoded at
+    1/8 scale by ``draft``.
+    """
+    height, width = 7900, 8000
+    rows = np.linspace(0, 255, height, dtype=np.uint8)[:, None, None]
+    pixels = np.broadcast_to(rows, (height, width, 3))
+    path = tmp_path / f"huge.{fmt.lower()}"
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    image.save(path, fmt, **({"compress_level": 1} if fmt == "PNG" else {"quality": 80}))
+    del image, pixels
+    full = height * width * 4  # Pillow stores RGB as RGBX
+    result = subprocess.run([sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("(224, 224, 3) uint8"), result.stdout
+    mean, grown = map(int, result.stdout.split()[-2:])
+    assert 120 <= mean <= 135  # the vertical gradient survived, averaged about mid-grey
+    limit = 1.3 * full if fmt == "PNG" else 0.25 * full
+    print(f"{fmt} {width}x{height}: load_image peak grew {grown / 1e6:.0f} MB; full decode {full / 1e6:.0f} MB")
+    assert grown < limit, f"{fmt}: grew {grown / 1e6:.0f} MB for a {full / 1e6:.0f} MB image"
+
+
+# ---------------------------------------------------------------------- output
+
+def test_unwritable_output_fails_before_the_work(tiny, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    missing_image = tmp_path / "there_is_no_such_image.png"
+    # The output check comes first: the error is about -o, not about the image.
+    code, _, err = cli("maps", tiny[0], missing_image, "--preprocess", "raw", "-o", blocker / "sub")
+    assert_input_error(code, err, "output directory", "-o")
+    code, _, err = cli("filters", tiny[0], "-o", blocker)
+    assert_input_error(code, err, "output directory")
+    code, _, err = cli("maps", tiny[0], missing_image, "--preprocess", "raw", "--no-png", "--npz", blocker / "m.npz")
+    assert_input_error(code, err, "cannot be created or written")
+
+
+_INTERRUPT_ON_RENAME = textwrap.dedent("""
+    import os, sys
+    import inspector.atomic as atomic
+    calls = []
+    real_replace = os.replace
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == int(sys.argv[1]):
+            raise KeyboardInterrupt  # Ctrl-C with the temp file written, just before the rename
+        return real_replace(src, dst)
+    atomic.os = type(os)("os_shim")
+    atomic.os.__dict__.update(os.__dict__)
+    atomic.os.replace = replace
+    from inspector.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def _outputs_are_whole(folder):
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    assert not [n for n in names if n.endswith(".part") or n.startswith(".")], names
+    for name in names:
+        if name.endswith(".png"):
+            with Image.open(os.path.join(folder, name)) as png:
+                png.load()
+        elif name.endswith(".npz"):
+            with np.load(os.path.join(folder, name)) as npz:
+                [npz[k] for k in npz.files]
+    return names
+
+
+@pytest.mark.parametrize("interrupt_at,expect", [(1, []), (2, ["maps.npz"]), (3, ["maps.npz", "maps_00_features.0.png"])])
+def test_ctrl_c_between_write_and_rename_leaves_nothing_partial(tiny, image, tmp_path, interrupt_at, expect):
+    out = tmp_path / "out"
+    args = ["maps", tiny[0], image, "--all", "--preprocess", "raw", "--device", "cpu", "-o", out, "--npz", out / "maps.npz"]
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, str(interrupt_at), *map(str, args)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 130, result.stderr
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr
+    assert _outputs_are_whole(out) == expect
+
+
+def _deep_model(layers=40, size=96, channels=16):
+    r = b.rng(7)
+    nodes, inits, prev, c_in = [], [], "x", 3
+    for i in range(layers):
+        w = (r.standard_normal((channels, c_in, 3, 3)) * 0.2).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        prev, c_in = f"r{i}", channels
+    return b.model(nodes, [b.image_input(shape=(1, 3, size, size))], [b.out(prev)], inits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_real_signal_mid_run_exits_130_with_only_whole_files(save, image, tmp_path, sig):
+    path = save(_deep_model())
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "maps", path, image, "--all", "--preprocess", "raw", "--device", "cpu",
+         "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first = process.stdout.readline()  # one PNG written: the run is under way
+    assert first.startswith(str(out)), process.stderr.read()
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    written = _outputs_are_whole(out)
+    assert 1 <= len(written) < 40
+
+
+# -------------------------------------------------------------------- resources
+
+def test_maps_all_over_the_memory_limit_is_refused_before_running(tiny, image, tmp_path):
+    # features.0: 8x16x16 float32 = 8 KiB, features.2: 16x7x7 = 3136 B.
+    code, _, err = cli("maps", tiny[0], image, "--all", "--preprocess", "raw", "--max-memory", "10K", "-o",
+                       tmp_path / "o")
+    assert_input_error(code, err, "11.1 KB", "--layer", "--max-memory", "features.0 8.0 KB")
+    assert not (tmp_path / "o").exists()
+    code, out, err = cli("maps", tiny[0], image, "--layer", "1", "--preprocess", "raw", "--max-memory", "10K",
+                         "-o", tmp_path / "o")
+    assert code == 0, err
+
+
+def test_memory_estimate_matches_the_maps_actually_returned(save):
+    import inspector
+    from inspector.resources import check_maps_memory
+
+    m, _ = b.tf2onnx_like_nhwc(size=12)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_param, dims[2].dim_param = "height", "width"  # open size: the estimate must use the size fed
+    model = inspector.load(save(m))
+    x = np.zeros((1, 20, 28, 3), np.float32)
+    maps = model.run(x, device="cpu")
+    estimate = check_maps_memory(model, model.layers, (20, 28), limit=1 << 30)
+    assert estimate == sum(v.nbytes for v in maps.values())
+
+
+@pytest.mark.parametrize("text,value", [("8G", 8 << 30), ("512M", 512 << 20), ("1.5GB", 3 << 29), ("4GiB", 4 << 30),
+                                        ("1000", 1000), ("64k", 64 << 10)])
+def test_memory_sizes(text, value):
+    from inspector.resources import parse_size
+
+    assert parse_size(text) == value
+
+
+def test_bad_memory_size_is_a_usage_error(tiny, image):
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["maps", tiny[0], image, "--max-memory", "lots"]) == 2
+    assert "--max-memory" in err.getvalue()
+
+
+# ----------------------------------------------------------------------- device
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present")
+def test_device_cuda_without_cuda_provider_names_what_is_missing(tiny, image, tmp_path):
+    code, _, err = cli("maps", tiny[0], image, "--preprocess", "raw", "--device", "cuda", "-o", tmp_path / "o")
+    assert_input_error(code, err, "CUDAExecutionProvider", "onnxruntime-gpu", "--device cpu")
+    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
