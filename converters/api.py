@@ -87,7 +87,8 @@ def convert_keras_model(model, out: str, *, preprocess=None, model_name: str | N
             echo("parity check (source model vs onnxruntime):")
             with stages("parity check"):
                 parity.extend(check_keras(model, tmp, conversion.conv_layers, spec or preset("raw", size),
-                                          conversion.input_layout, image=image, echo=echo))
+                                          conversion.input_layout, image=image, echo=echo,
+                                          tensor_layers=conversion.tensor_layers))
 
     ops = onnx_passes.op_counts(onnx_model)
     transposes = onnx_passes.transpose_count(onnx_model)

@@ -38,6 +38,8 @@ class KerasConversion:
     input_layout: str
     output_names: list[str]
     stats: dict = field(default_factory=dict)
+    # ONNX tensor -> Keras layer whose output it equals (parity compares these)
+    tensor_layers: dict = field(default_factory=dict)
 
 
 def import_tensorflow():
@@ -202,9 +204,14 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
             onnx_passes.rename_tensor(graph, tensor.name, name)
         shapes = onnx_passes.static_shapes(structure)
         pinned = onnx_passes.pin_reshape_shapes(structure, shapes)
-        node_layer = _node_layers(graph, scopes)
+        by_name, for_naming = _node_layers(graph, scopes)
         containers = {layer.name for layer in all_layers(model) if hasattr(layer, "layers")}
-        conv_layers = onnx_passes.name_layers(graph, {k: v for k, v in node_layer.items() if v not in containers})
+        by_name = {k: v for k, v in by_name.items() if v not in containers}
+        tensor_layers = _tensor_layers(graph, by_name)
+        renamed: dict[str, str] = {}
+        conv_layers = onnx_passes.name_layers(graph, {k: v for k, v in for_naming.items() if v not in containers},
+                                              renamed)
+        tensor_layers = {renamed.get(t, t): layer for t, layer in tensor_layers.items()}
         shapes = onnx_passes.static_shapes(structure)
 
     with stages("attach weights"):
@@ -217,17 +224,55 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         structure.graph.name = onnx_passes.clean_name(model.name)
 
     layout = "NCHW" if rank == 4 else "NHWC"
-    return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats)
+    return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats, tensor_layers)
 
 
-def _node_layers(graph, scopes: dict[str, list[str]]) -> dict[str, str]:
-    """ONNX node name -> innermost Keras layer whose name scope contains it."""
+def _scope_matcher(scopes: dict[str, list[str]]):
     by_scope = sorted(((scope, layer) for layer, found in scopes.items() for scope in found if scope),
                       key=lambda item: -len(item[0]))
-    mapping = {}
-    for node in graph.node:
+
+    def layer_of(name: str) -> str | None:
         for scope, layer in by_scope:
-            if node.name.startswith(scope + "/"):
-                mapping[node.name] = layer
-                break
-    return mapping
+            if name.startswith(scope + "/"):
+                return layer
+        return None
+
+    return layer_of
+
+
+def _node_layers(graph, scopes: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Two maps ONNX node name -> innermost Keras layer whose name scope holds it.
+
+    The first names each node by its own name; when tf2onnx fuses a
+    BatchNormalization into the conv before it, the fused node keeps the BN's
+    name, so the second map places conv nodes by their weight's name instead:
+    the conv node is then named after the conv layer, while its value is the
+    BN layer's output (what the parity check compares it with).
+    """
+    layer_of = _scope_matcher(scopes)
+    by_name, for_naming = {}, {}
+    for node in graph.node:
+        layer = layer_of(node.name)
+        if layer:
+            by_name[node.name] = layer
+        if node.op_type in onnx_passes.CONV_OPS and len(node.input) > 1:
+            layer = layer_of(node.input[1]) or layer
+        if layer:
+            for_naming[node.name] = layer
+    return by_name, for_naming
+
+
+def _tensor_layers(graph, by_name: dict[str, str]) -> dict[str, str]:
+    """ONNX tensor -> the Keras layer whose output it is (it leaves that layer's nodes)."""
+    uses = onnx_passes.consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    out = {}
+    for node in graph.node:
+        layer = by_name.get(node.name)
+        if not layer:
+            continue
+        for tensor in node.output:
+            readers = uses.get(tensor, [])
+            if tensor in graph_outputs or any(by_name.get(r.name) != layer for r in readers):
+                out[tensor] = layer
+    return out

@@ -320,13 +320,13 @@ def clean_name(name: str) -> str:
     return re.sub(r"[/\\:\s]+", "_", name).strip("_") or "layer"
 
 
-def name_layers(graph, node_layer: dict[str, str], container_names: Iterable[str] = ()) -> list[str]:
+def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | None = None) -> list[str]:
     """Name conv nodes and layer outputs after the source layers.
 
     ``node_layer`` maps an ONNX node name to the source layer it came from.
     The conv node of a layer gets the layer's name; the tensor that leaves the
     layer (its post-activation output) gets it too. Returns conv layer names
-    in graph order.
+    in graph order. Tensor renames are recorded in ``renamed`` (old -> new).
     """
     groups: dict[str, list] = defaultdict(list)
     for node in graph.node:
@@ -359,6 +359,8 @@ def name_layers(graph, node_layer: dict[str, str], container_names: Iterable[str
         if len(leaving) == 1 and leaving[0] != clean and clean not in taken and leaving[0] not in graph_outputs:
             rename_tensor(graph, leaving[0], clean)
             taken.add(clean)
+            if renamed is not None:
+                renamed[leaving[0]] = clean
     order = {name: k for k, name in enumerate(n.name for n in graph.node)}
     return sorted(conv_layers, key=lambda name: order.get(name, 1 << 30))
 

@@ -51,6 +51,13 @@ def pixel_batch(size: tuple[int, int], channels: int, preprocess, image: str | N
     return np.stack([preprocess.apply(p) for p in pictures]).astype(np.float32)
 
 
+def shown_tensors(path: str) -> dict[str, str]:
+    """Layer name -> the ONNX tensor the inspector shows for it (post-activation when there is one)."""
+    import inspector
+
+    return {layer.name: layer.output for layer in inspector.load(path).layers}
+
+
 def onnx_outputs(path: str, batch: np.ndarray, layer_names: Sequence[str]) -> tuple[dict, list]:
     """Conv layer maps (N, C, H, W) through ``inspector``, and the graph outputs through onnxruntime."""
     import inspector
@@ -58,7 +65,9 @@ def onnx_outputs(path: str, batch: np.ndarray, layer_names: Sequence[str]) -> tu
 
     model = inspector.load(path)
     known = {layer.name for layer in model.layers}
-    maps = model.run(batch, [n for n in layer_names if n in known]) if known else {}
+    wanted = [n for n in layer_names if n in known]
+    maps = model.run(batch, wanted) if wanted else {}
+    del model
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     finals = session.run(None, {session.get_inputs()[0].name: batch})
     return maps, finals
@@ -81,7 +90,8 @@ def report(differences: list[Difference], echo: Callable[[str], None], tolerance
 
 def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, layout: str,
                 image: str | None = None, echo: Callable[[str], None] = print,
-                tolerance: float = TOLERANCE) -> list[Difference]:
+                tolerance: float = TOLERANCE, tensor_layers: dict | None = None) -> list[Difference]:
+    """Each conv layer as the inspector shows it against the Keras layer whose output that tensor is."""
     import keras
 
     shape = tuple(keras_model.inputs[0].shape[1:])
@@ -90,20 +100,28 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
     batch_onnx = batch_nhwc.transpose(0, 3, 1, 2).copy() if layout == "NCHW" else batch_nhwc
 
     top_level = {layer.name for layer in keras_model.layers}
-    compared = [n for n in conv_layers if n in top_level]
-    probe = keras.Model(keras_model.inputs, [keras_model.get_layer(n).output for n in compared]
-                        + list(keras_model.outputs))
+    shown = shown_tensors(path)
+    sources = {}  # inspector layer -> Keras layer with the same values
+    for name in conv_layers:
+        source = (tensor_layers or {}).get(shown.get(name, ""), name)
+        if source in top_level:
+            sources[name] = source
+    compared = list(sources)
+    probe = keras.Model(keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs,
+                        [keras_model.get_layer(sources[n]).output for n in compared] + list(keras_model.outputs))
     expected = probe(batch_nhwc, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    del probe
     maps, finals = onnx_outputs(path, batch_onnx, compared)
 
     differences = []
     for name, reference in zip(compared, expected):
         reference = reference.transpose(0, 3, 1, 2) if reference.ndim == 4 else reference
-        differences.append(difference(name, reference, maps.get(name, np.empty(0))))
+        label = name if sources[name] == name else f"{name} ({sources[name]})"
+        differences.append(difference(label, reference, maps.get(name, np.empty(0))))
     for k, (reference, got) in enumerate(zip(expected[len(compared):], finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output", reference, got))
-    skipped = [n for n in conv_layers if n not in top_level]
+    skipped = [n for n in conv_layers if n not in sources]
     if skipped:
         echo(f"  (not compared, inside nested models: {', '.join(skipped)})")
     report(differences, echo, tolerance)
