@@ -64,9 +64,10 @@ def onnx_outputs(path: str, batch: np.ndarray, layer_names: Sequence[str]) -> tu
     import onnxruntime as ort
 
     model = inspector.load(path)
-    known = {layer.name for layer in model.layers}
-    wanted = [n for n in layer_names if n in known]
-    maps = model.run(batch, wanted) if wanted else {}
+    wanted = set(layer_names)
+    # Layer objects, not names: a torch layer called "3" would read as an index.
+    chosen = [layer for layer in model.layers if layer.name in wanted]
+    maps = model.run(batch, chosen) if chosen else {}
     del model
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     finals = session.run(None, {session.get_inputs()[0].name: batch})
@@ -128,31 +129,81 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
     return differences
 
 
+def _torch_sources(path: str, conv_layers: Sequence[str], modules: dict) -> dict[str, str]:
+    """Inspector layer -> torch module whose output equals the tensor the inspector shows.
+
+    The shown tensor is the conv's output or its activation's; the exporter
+    names nodes ``/features/features.1/Relu``, so the producer's scope is the
+    module. A scope that is a container (an activation called functionally
+    in ``forward``) gives no reference: that layer is reported, not compared.
+    """
+    import onnx
+
+    shown = shown_tensors(path)
+    graph = onnx.load(path, load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    sources = {}
+    for name in conv_layers:
+        node = producer.get(shown.get(name, ""))
+        if node is None:
+            continue
+        parts = [p for p in node.name.split("/") if p]
+        module_name = node.name if len(parts) <= 1 else parts[-2]
+        module = modules.get(module_name)
+        if module is not None and (module_name == name or not list(module.children())):
+            sources[name] = module_name
+    return sources
+
+
 def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE) -> list[Difference]:
+    """Each conv layer as the inspector shows it against the module output with the same values.
+
+    A conv whose BatchNorm the exporter folded in is compared with that
+    BatchNorm's output (found by following the conv's output tensor).
+    """
     import torch
 
     _, channels, height, width = input_shape
     batch = pixel_batch((height, width), channels, preprocess, image).transpose(0, 3, 1, 2).copy()
     modules = dict(module.named_modules())
-    captured: dict[str, np.ndarray] = {}
-    hooks = []
-    for name in conv_layers:
-        if name in modules:
-            hooks.append(modules[name].register_forward_hook(
-                lambda _m, _i, out, _n=name: captured.__setitem__(_n, out.detach().cpu().numpy())))
+    sources = _torch_sources(path, conv_layers, modules)
+    calls: list[tuple[str, int, object]] = []  # (module name, id of its input, its output) in call order
+    hooks = [m.register_forward_hook(
+        lambda _m, inputs, out, _n=n: calls.append((_n, id(inputs[0]) if inputs else 0, out)))
+        for n, m in modules.items() if n]
     try:
         with torch.no_grad():
             result = module(torch.from_numpy(batch))
     finally:
         for hook in hooks:
             hook.remove()
+    outputs = {}
+    for k, (name, _, out) in enumerate(calls):
+        outputs.setdefault(name, out)
+    references = {}
+    for layer, source in sources.items():
+        if source == layer:  # the conv itself: follow BatchNorms that read its output
+            current = outputs.get(source)
+            for name, input_id, out in calls:
+                if current is not None and input_id == id(current) and \
+                        isinstance(modules[name], torch.nn.modules.batchnorm._BatchNorm):
+                    current, source = out, name
+            sources[layer] = source
+        references[layer] = outputs[sources[layer]].detach().cpu().numpy()
     results = result if isinstance(result, (list, tuple)) else [result]
-    maps, finals = onnx_outputs(path, batch, list(captured))
-    differences = [difference(n, captured[n], maps.get(n, np.empty(0))) for n in conv_layers if n in captured]
+    maps, finals = onnx_outputs(path, batch, list(references))
+    differences = []
+    for layer in conv_layers:
+        if layer in references:
+            label = layer if sources[layer] == layer else f"{layer} ({sources[layer]})"
+            differences.append(difference(label, references[layer], maps.get(layer, np.empty(0))))
     for k, (reference, got) in enumerate(zip(results, finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
                                       reference.detach().cpu().numpy(), got))
+    skipped = [n for n in conv_layers if n not in references]
+    if skipped:
+        echo(f"  (not compared, activation applied inside a container's forward: {', '.join(skipped)})")
     report(differences, echo, tolerance)
     return differences

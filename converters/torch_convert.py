@@ -135,8 +135,8 @@ def export(module, input_shape, opset: int = 17, stages=None):
             try:
                 with torch.no_grad(), warnings_quiet():
                     torch.onnx.export(module, (dummy,), path, dynamo=False, opset_version=opset,
-                                      do_constant_folding=True, input_names=["input"],
-                                      dynamic_axes={"input": {0: "batch"}})
+                                      do_constant_folding=True, input_names=["input"], output_names=["output"],
+                                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
             except Exception as exc:
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
                                      f"{str(exc).splitlines()[0][:200]})") from None
