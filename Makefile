@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU onnxruntime by default; `make .venv ORT=gpu` installs onnxruntime-gpu instead (never both).
 ORT    ?= cpu
+TORCH  ?= 2.13.0
 
 .PHONY: demo test test-fast fuzz bench clean
 
@@ -13,6 +14,9 @@ ORT    ?= cpu
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU build on this machine's disk: the unpinned
+	# extra would pull a multi-GB CUDA build the converters never use.
+	$(BIN)/python -m pip install -q 'torch==$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[$(ORT),keras,torch,test]'
 	touch $(STAMP)
 

@@ -20,11 +20,21 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); the result should get the
+        # permissions any other new file gets here.
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def new_file_mode() -> int:
+    """0666 less the process umask: what ``open(path, "w")`` would have given."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -155,3 +155,18 @@ def test_bad_input_exits_2_with_a_message(case, args, message, tiny, photo, tmp_
     assert message in result.stderr, (case, result.stderr)
     assert "Traceback" not in result.stderr
     assert not out.exists() or not os.listdir(out)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temp file; the result must not stay 0600."""
+    from inspector import atomic
+
+    previous = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.json", "{}")
+        assert (os.stat(tmp_path / "a.json").st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        atomic.write_text(tmp_path / "b.json", "{}")
+        assert (os.stat(tmp_path / "b.json").st_mode & 0o777) == 0o600
+    finally:
+        os.umask(previous)
