@@ -25,7 +25,9 @@ from . import onnx_passes
 from .measure import NoStages
 
 # Variables up to this size stay TF constants (biases, BN statistics): cheap, and
-# tf2onnx fuses them into the conv. Bigger ones become placeholders.
+# tf2onnx fuses them into the conv. Bigger ones, and every kernel, become
+# placeholders: a kernel placeholder also keeps the layer's scope in the conv's
+# weight input, which names the conv even where tf2onnx renames the node.
 SMALL_CONSTANT_BYTES = 1 << 16
 DEFAULT_OPSET = 17
 
@@ -130,7 +132,8 @@ def _placeholder_weights(graph_def, captures: dict[str, object], tf):
             dtype = tf.as_dtype(variable.dtype)
             new.attr["dtype"].type = dtype.as_datatype_enum
             nbytes = int(np.prod(variable.shape, dtype=np.int64)) * dtype.size
-            if nbytes <= SMALL_CONSTANT_BYTES:
+            kernel = "kernel" in str(getattr(variable, "path", variable.name)).rsplit("/", 1)[-1]
+            if nbytes <= SMALL_CONSTANT_BYTES and not kernel:
                 new.op = "Const"
                 new.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(variable.numpy())))
             else:
@@ -219,6 +222,9 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         stats = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes)
         stats["reshapes_pinned"] = pinned
         onnx_passes.prune(structure.graph)
+        renamed = {}
+        stats["outputs_named"] = onnx_passes.name_shown_outputs(structure.graph, conv_layers, renamed)
+        tensor_layers = {renamed.get(t, t): layer for t, layer in tensor_layers.items()}
         del structure.graph.value_info[:]  # stale after folding; the runtime infers its own
         structure.producer_name = "inspector-converters (tf2onnx structure)"
         structure.graph.name = onnx_passes.clean_name(model.name)
@@ -250,13 +256,24 @@ def _node_layers(graph, scopes: dict[str, list[str]]) -> tuple[dict[str, str], d
     BN layer's output (what the parity check compares it with).
     """
     layer_of = _scope_matcher(scopes)
+    producer = onnx_passes.producers(graph)
+
+    def weight_layer(tensor: str, depth: int = 0) -> str | None:
+        """Follow the weight back through Reshape/Transpose/Mul... to a scoped name."""
+        found = layer_of(tensor)
+        if found or depth > 8 or tensor not in producer:
+            return found
+        node = producer[tensor]
+        return layer_of(node.name) or next(
+            (hit for hit in (weight_layer(t, depth + 1) for t in node.input if t) if hit), None)
+
     by_name, for_naming = {}, {}
     for node in graph.node:
         layer = layer_of(node.name)
         if layer:
             by_name[node.name] = layer
         if node.op_type in onnx_passes.CONV_OPS and len(node.input) > 1:
-            layer = layer_of(node.input[1]) or layer
+            layer = weight_layer(node.input[1]) or layer
         if layer:
             for_naming[node.name] = layer
     return by_name, for_naming

@@ -232,6 +232,101 @@ def fold_flatten_transpose(graph, consts: dict[str, np.ndarray], shapes: dict[st
     return removed
 
 
+# ------------------------------------------------- BatchNorm into the conv
+
+def _channel_vector(value: np.ndarray | None, channels: int) -> np.ndarray | None:
+    """A constant that broadcasts along the channel axis of an (N, C, H, W) tensor, as a (C,) vector."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.size == 1:
+        return np.full(channels, value.reshape(()), dtype=np.float64)
+    shape = list(value.shape)
+    while shape and shape[0] == 1 and len(shape) > 3:  # (1, C, 1, 1) -> (C, 1, 1)
+        shape.pop(0)
+    if len(shape) == 3 and shape[0] == channels and shape[1:] == [1, 1]:
+        return value.reshape(channels).astype(np.float64)
+    return None
+
+
+def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
+    """Conv -> Mul(per-channel) -> Add(per-channel), or Conv -> BatchNormalization: one Conv.
+
+    The weights here reach the graph as inputs, so the exporter could not fuse
+    a BatchNormalization into the conv before it; without this the conv's
+    output would feed the BN, not the activation, and the inspector would show
+    the pre-BN map. The scale goes into the kernel, the shift into the bias;
+    the conv then writes the last folded node's output tensor.
+    """
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    removed: set[int] = set()
+    folded = 0
+
+    def only_reader(tensor: str):
+        readers = uses.get(tensor, [])
+        if len(readers) != 1 or tensor in graph_outputs or id(readers[0]) in removed:
+            return None
+        return readers[0]
+
+    def constant_operand(node, tensor: str):
+        others = [name for name in node.input if name != tensor]
+        return consts.get(others[0]) if len(others) == 1 and len(node.input) == 2 else None
+
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or id(conv) in removed or len(conv.input) < 2 or conv.input[1] not in consts:
+            continue
+        kernel = consts[conv.input[1]]
+        channels = kernel.shape[0]
+        bias = consts.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(channels, kernel.dtype)
+        if bias is None:
+            continue
+        scale = np.ones(channels)
+        shift = np.asarray(bias, np.float64).copy()
+        tensor, chain = conv.output[0], []
+        while True:
+            node = only_reader(tensor)
+            if node is None:
+                break
+            if node.op_type == "BatchNormalization" and len(node.output) == 1 and node.input[0] == tensor \
+                    and all(name in consts for name in node.input[1:5]):
+                gamma, beta, mean, var = (np.asarray(consts[n], np.float64) for n in node.input[1:5])
+                factor = gamma / np.sqrt(var + float(_attr(node, "epsilon", 1e-5)))
+                step_scale, step_shift = factor, beta - mean * factor
+            elif node.op_type in ("Mul", "Add", "Sub") and node.input[0] == tensor or \
+                    node.op_type in ("Mul", "Add") and len(node.input) == 2 and node.input[1] == tensor:
+                vector = _channel_vector(constant_operand(node, tensor), channels)
+                if vector is None:
+                    break
+                if node.op_type == "Mul":
+                    step_scale, step_shift = vector, np.zeros(channels)
+                else:
+                    step_scale, step_shift = np.ones(channels), vector if node.op_type == "Add" else -vector
+            else:
+                break
+            scale, shift = scale * step_scale, shift * step_scale + step_shift
+            chain.append(node)
+            tensor = node.output[0]
+        if not chain:
+            continue
+        shape = (channels,) + (1,) * (kernel.ndim - 1)
+        kernel_name, bias_name = f"{conv.name or conv.output[0]}__folded_kernel", f"{conv.name or conv.output[0]}__folded_bias"
+        consts[kernel_name] = (kernel.astype(np.float64) * scale.reshape(shape)).astype(kernel.dtype)
+        consts[bias_name] = shift.astype(kernel.dtype)
+        conv.input[1] = kernel_name
+        if len(conv.input) > 2:
+            conv.input[2] = bias_name
+        else:
+            conv.input.append(bias_name)
+        conv.output[0] = tensor
+        removed.update(id(node) for node in chain)
+        folded += len(chain)
+    kept = [node for node in graph.node if id(node) not in removed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return folded
+
+
 # --------------------------------------------------------------- dead code
 
 def prune(graph) -> int:
@@ -285,6 +380,7 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
         graph.node.remove(node)
 
     stats = {"folded": fold_constants(graph, consts, opset)}
+    stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts)
     stats["flatten_transposes_folded"] = fold_flatten_transpose(graph, consts, shapes or {})
     stats["pruned"] = prune(graph)
 
@@ -363,6 +459,38 @@ def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | Non
                 renamed[leaving[0]] = clean
     order = {name: k for k, name in enumerate(n.name for n in graph.node)}
     return sorted(conv_layers, key=lambda name: order.get(name, 1 << 30))
+
+
+def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str] | None = None) -> int:
+    """Give each named conv's shown tensor (its activation's output, else its own) the layer's name.
+
+    For convs whose layer-output tensor lost that name, e.g. after a
+    BatchNormalization was folded in. Returns how many tensors were renamed.
+    """
+    from inspector.graph import ACTIVATIONS
+
+    wanted = set(conv_layers)
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
+    taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    count = 0
+    for conv in list(graph.node):
+        if conv.op_type not in CONV_OPS or conv.name not in wanted or conv.name in taken:
+            continue
+        tensor = conv.output[0]
+        readers = uses.get(tensor, [])
+        if len(readers) == 1 and readers[0].op_type in ACTIVATIONS and readers[0].input[0] == tensor \
+                and tensor not in graph_outputs:
+            tensor = readers[0].output[0]
+        if tensor in graph_outputs:
+            continue
+        rename_tensor(graph, tensor, conv.name)
+        taken.add(conv.name)
+        if renamed is not None:
+            renamed[tensor] = conv.name
+        count += 1
+    return count
 
 
 def transpose_count(model) -> int:
