@@ -170,3 +170,22 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         assert (os.stat(tmp_path / "b.json").st_mode & 0o777) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_json_summaries_of_filters_and_maps(tiny, photo, tmp_path):
+    result = cli("filters", tiny[0], "--all", "-o", tmp_path / "f", "--json")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)["layers"]
+    assert [r["name"] for r in records] == ["features.0", "features.2"]
+    assert records[1]["weight_shape"] == [16, 8, 3, 3]
+    assert records[1]["min"] == pytest.approx(float(tiny[1]["w2"].min()))
+    assert all(os.path.isfile(r["png"]) for r in records)
+
+    result = cli("maps", tiny[0], photo, "--all", "--preprocess", "raw", "-o", tmp_path / "m", "--json",
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["provider"] == "CPUExecutionProvider" and summary["preprocess"] == "raw"
+    first = summary["layers"][0]
+    assert first["shape"] == [8, 32, 32] and first["min"] >= 0.0  # post-ReLU
+    assert 0.0 <= first["zero_fraction"] < 1.0 and os.path.isfile(first["png"])

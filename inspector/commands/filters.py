@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 
 from ..cli import Command, add_model, add_output_dir, add_selection, positive_int
@@ -20,6 +21,9 @@ class Filters(Command):
         parser.add_argument("--channels", type=positive_int, nargs="?", const=3, metavar="N",
                             help="show the first N input-channel slices of each filter (default N=3) "
                                  "instead of RGB tiles or the mean over input channels")
+        parser.add_argument("--json", action="store_true",
+                            help="print what was written as JSON on stdout (per layer: file, weight shape, "
+                                 "min, max) instead of one line per file")
         add_output_dir(parser)
 
     def run(self, args) -> int:
@@ -35,6 +39,7 @@ class Filters(Command):
         out_dir = ensure_dir(args.output)
         spec = md.json_value(model.metadata, md.PREPROCESS) or {}
         bgr = str(spec.get("color_order", "RGB")).upper() == "BGR"
+        records = []
         for layer in progress(layers, total=len(layers), desc="filters", unit="layer"):
             weights = model.filters(layer)
             grid = filter_grid(weights, layer, model.name, norm=args.norm, cmap=args.cmap,
@@ -42,7 +47,12 @@ class Filters(Command):
                                untrained=model.untrained)
             path = os.path.join(out_dir, f"filters_{layer.index:02d}_{safe_name(layer.name)}.png")
             width, height = save_filters_png(grid, path)
-            print(f"{path}  ({layer.name}, {weights.shape[0]} filters, {width}x{height})")
+            records.append({"index": layer.index, "name": layer.name, "weight_shape": list(weights.shape),
+                            "min": float(weights.min()), "max": float(weights.max()), "png": path})
+            if not args.json:
+                print(f"{path}  ({layer.name}, {weights.shape[0]} filters, {width}x{height})")
+        if args.json:
+            print(json.dumps({"model": args.model, "layers": records}, indent=2))
         return 0
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -37,6 +38,9 @@ class Maps(Command):
         parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
                             help="refuse to start when the selected layers' maps would need more memory than "
                                  "this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
+        parser.add_argument("--json", action="store_true",
+                            help="print what was written as JSON on stdout (per layer: file, shape, min, max, "
+                                 "fraction of zeros) instead of one line per file")
         add_output_dir(parser)
 
     def run(self, args) -> int:
@@ -67,18 +71,29 @@ class Maps(Command):
             with atomic_path(args.npz) as tmp:
                 with open(tmp, "wb") as handle:
                     np.savez(handle, **maps)
-            print(f"{args.npz}  ({len(maps)} layers, channel-first arrays)")
-        if args.no_png:
-            return 0
+            if not args.json:
+                print(f"{args.npz}  ({len(maps)} layers, channel-first arrays)")
         image_name = os.path.basename(args.image)
+        records = []
         for layer in progress(layers, total=len(layers), desc="maps", unit="layer"):
-            grid = map_grid(maps[layer.name], layer, model.name, image_name=image_name,
-                            preprocess=spec.mode, cmap=args.cmap, max_maps=args.max, norm=args.norm,
-                            untrained=model.untrained)
-            path = os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png")
-            width, height = save_maps_png(grid, path)
-            shape = "x".join(map(str, maps[layer.name].shape))
-            print(f"{path}  ({layer.name}, {shape}, {width}x{height})")
+            values = maps[layer.name]
+            record = {"index": layer.index, "name": layer.name, "shape": list(values.shape),
+                      "min": float(values.min()), "max": float(values.max()),
+                      "zero_fraction": float(np.count_nonzero(values == 0) / max(values.size, 1)),
+                      "png": None, "npz": args.npz}
+            if not args.no_png:
+                grid = map_grid(values, layer, model.name, image_name=image_name,
+                                preprocess=spec.mode, cmap=args.cmap, max_maps=args.max, norm=args.norm,
+                                untrained=model.untrained)
+                path = os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png")
+                width, height = save_maps_png(grid, path)
+                record["png"] = path
+                if not args.json:
+                    print(f"{path}  ({layer.name}, {'x'.join(map(str, values.shape))}, {width}x{height})")
+            records.append(record)
+        if args.json:
+            print(json.dumps({"model": args.model, "image": args.image, "provider": session.provider,
+                              "preprocess": spec.mode, "layers": records}, indent=2))
         return 0
 
 
