@@ -15,7 +15,7 @@ import sys
 from .errors import CheckFailed, InspectorError
 
 # name -> module in inspector.commands; each module defines COMMAND (a Command).
-COMMANDS = ("layers", "filters", "maps", "convert")
+COMMANDS = ("layers", "filters", "maps", "report", "convert")
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -65,11 +65,12 @@ def add_model(parser) -> None:
     parser.add_argument("model", metavar="MODEL", help="ONNX model file (.onnx)")
 
 
-def add_selection(parser, default_max: int = 64, what: str = "tiles") -> None:
+def add_selection(parser, default_max: int = 64, what: str = "tiles",
+                  default_layers: str = "the first conv layer") -> None:
     group = parser.add_argument_group("layer selection")
     group.add_argument("--layer", "-l", action="append", metavar="SEL", dest="layers",
                        help="layer by index, name, node name, output tensor or unique substring "
-                            "(repeat for several; default: the first conv layer)")
+                            f"(repeat for several; default: {default_layers})")
     group.add_argument("--all", action="store_true", dest="all_layers", help="every conv layer")
     group.add_argument("--max", type=positive_int, default=default_max, metavar="N",
                        help=f"at most N {what} per layer (default {default_max})")
