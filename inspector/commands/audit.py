@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import sys
+
+from ..cli import Command, add_device, add_model, add_preprocessing, positive_int
+
+
+def fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number; use a fraction such as 0.05") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+class Audit(Command):
+    name = "audit"
+    help = "find dead and duplicate filters, channels that never fire, and where activations collapse"
+    description = ("Audit every conv layer: dead filters, near-duplicate filters and near-zero weights from the "
+                   "weights alone; with images (files or directories), channels that never fire, zero fractions, "
+                   "mean and max activations by depth, streamed in batches with one run per batch. "
+                   "Prints a table; --json writes the versioned schema; --fail-on-dead gates CI (exit 1).")
+
+    def add_arguments(self, parser):
+        add_model(parser)
+        parser.add_argument("images", nargs="*", metavar="IMAGE|DIR",
+                            help="images, or directories of images (jpg, png, bmp, gif, tif, webp; not recursive)")
+        parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
+        parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
+                            help="exit 1 when the dead fraction (dead filters, plus dead channels with images, "
+                                 "over all filters) exceeds F")
+        parser.add_argument("--batch", type=positive_int, metavar="N",
+                            help="images per run when the model's batch dimension is open (default 16)")
+        add_preprocessing(parser)
+        add_device(parser)
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
+
+    def run(self, args) -> int:
+        import json
+
+        from ..api import load
+        from ..atomic import ensure_parent, write_text
+        from ..audit import audit
+        from ..errors import CheckFailed
+
+        to_stdout = args.json == "-"
+        if args.json and not to_stdout:
+            ensure_parent(args.json)  # an unwritable target fails before the work starts
+        model = load(args.model, layout=args.layout)
+        result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
+                       size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)
+        if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
+            print(f"inspector: ran on {result.provider}", file=sys.stderr)
+        # With --json - stdout carries the JSON alone; the table goes to stderr.
+        print(result.table(), file=sys.stderr if to_stdout else sys.stdout)
+        if args.json:
+            text = json.dumps(result.to_dict(), indent=1) + "\n"
+            if to_stdout:
+                sys.stdout.write(text)
+            else:
+                write_text(args.json, text)
+                print(f"{args.json}  (audit JSON, schema version {result.to_dict()['schema_version']})",
+                      file=sys.stderr)
+        if args.fail_on_dead is not None and result.dead_fraction > args.fail_on_dead:
+            raise CheckFailed(
+                f"dead fraction {result.dead_fraction:.4f} ({result.dead_unit_count} of {result.total_filters} "
+                f"filters dead) exceeds --fail-on-dead {args.fail_on_dead:g}")
+        return 0
+
+
+COMMAND = Audit()
