@@ -25,6 +25,10 @@ ACTIVATIONS = {
 }
 # x * gate(x) activations (Swish/SiLU, hard-swish written out).
 GATES = {"Sigmoid", "HardSigmoid"}
+# Per-channel affine steps that exporters leave unfolded between a conv and its
+# activation (Paddle, torch in training mode, tf2onnx without its optimizers):
+# followed, so that every exporter of one model shows the same tensor.
+AFFINE = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Layer:
     output: str  # the tensor shown as feature map (post-activation when there is one)
     conv_output: str
     activation: str | None = None
+    affine: tuple[str, ...] = ()  # unfolded BatchNormalization / constant bias or scale between conv and output
     output_perm: tuple[int, ...] | None = None  # axes of `output` relative to the conv's NCHW
     quantization: str | None = None  # "qdq" | "qlinear" | None
     weight_input: str = ""
@@ -58,6 +63,7 @@ class Layer:
             "output": self.output,
             "conv_output": self.conv_output,
             "activation": self.activation,
+            "affine": list(self.affine),
             "quantization": self.quantization,
         }
 
@@ -144,13 +150,13 @@ class Graph:
                 bias_shape = self.shape_of(bias_input)
                 params += int(np.prod(bias_shape)) if bias_shape else 0
             conv_output = node.output[0]
-            output, activation, perm = self._follow_activation(conv_output)
+            output, activation, perm, affine = self._follow_activation(conv_output, weight_shape)
             name = self._unique(self._name_for(node, output), node, taken, len(layers))
             taken.add(name)
             layers.append(Layer(
                 index=len(layers), name=name, op=node.op_type, node_name=node.name,
                 weight_shape=tuple(int(d) for d in weight_shape), groups=groups, params=params,
-                output=output, conv_output=conv_output, activation=activation,
+                output=output, conv_output=conv_output, activation=activation, affine=affine,
                 output_perm=perm, quantization=quant, weight_input=weight_input,
                 bias_input=bias_input, node_index=node_index,
             ))
@@ -182,17 +188,27 @@ class Graph:
             return None
         return self.nodes[users[0]]
 
-    def _follow_activation(self, conv_output: str):
-        """(tensor to show, activation op or None, axis permutation of that tensor)."""
+    def _follow_activation(self, conv_output: str, weight_shape=()):
+        """(tensor to show, activation op or None, axis permutation of that tensor, affine steps).
+
+        From the conv's output, through layout Transposes and unfolded per-channel
+        affine steps (BatchNormalization, bias or scale by a small constant), to
+        the one elementwise activation that follows, if any. Without an
+        activation the tensor shown is the end of the affine chain: what the
+        conv gives once an exporter folds those steps into it.
+        """
         tensor = conv_output
         perm: tuple[int, ...] | None = None
-        for _ in range(4):  # a few layout Transposes at most, then the activation
+        affine: list[str] = []
+        settled = (conv_output, None)  # (tensor, perm) to show when no activation follows
+        channels = max(weight_shape[:2]) if len(weight_shape) >= 2 else 0
+        for _ in range(8):
             users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
             if tensor in self.graph_outputs or not users:
                 break
             gate = self._gated(tensor, users)
             if gate is not None:
-                return gate[0], gate[1], perm
+                return gate[0], gate[1], perm, tuple(affine)
             if len(users) != 1:
                 break
             user = users[0]
@@ -205,9 +221,38 @@ class Graph:
                 tensor = user.output[0]
                 continue
             if user.op_type in ACTIVATIONS and user.input[0] == tensor:
-                return user.output[0], user.op_type, perm
+                return user.output[0], user.op_type, perm, tuple(affine)
+            if self._is_affine_step(user, tensor, channels):
+                affine.append(user.op_type)
+                tensor = user.output[0]
+                settled = (tensor, perm)
+                continue
             break
-        return conv_output, None, None
+        if affine:
+            return settled[0], None, settled[1], tuple(affine)
+        return conv_output, None, None, ()
+
+    def _is_affine_step(self, node, tensor: str, channels: int) -> bool:
+        """A per-channel affine op on ``tensor`` whose other operands are small constants."""
+        if node.op_type not in AFFINE or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            return False
+        if node.op_type == "BatchNormalization":
+            training = any(a.name == "training_mode" and a.i for a in node.attribute)
+            return node.input[0] == tensor and not training and all(self._is_small_constant(t, channels)
+                                                                    for t in node.input[1:5])
+        if len(node.input) != 2 or tensor not in node.input:
+            return False
+        if node.op_type in ("Sub", "Div") and node.input[0] != tensor:
+            return False  # constant - x or constant / x is not a bias or a scale of x
+        other = node.input[1] if node.input[0] == tensor else node.input[0]
+        return other != tensor and self._is_small_constant(other, channels)
+
+    def _is_small_constant(self, tensor: str, channels: int) -> bool:
+        i = self.producer.get(tensor)
+        if tensor not in self.initializer_names and (i is None or self.nodes[i].op_type != "Constant"):
+            return False
+        shape = self.shape_of(tensor)
+        return int(np.prod(shape)) <= max(channels, 1) if shape else True
 
     @staticmethod
     def _gated(tensor: str, users):

@@ -202,3 +202,31 @@ def qlinear_conv(seed=6):
     inits += [numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(bias, "bias")]
     m = model(nodes, [image_input(shape=(1, 3, 6, 6))], [out("y")], inits)
     return m, {"w": wq.astype(np.float32) * 0.01}
+
+
+def unfolded_bn(seed=7):
+    """What Paddle and torch-in-training-mode exports look like: Conv -> BatchNormalization -> Relu,
+    and Conv -> Add(constant bias) -> Mul(constant scale), with no activation after it,
+    and a residual Add (not a constant) that must not be followed."""
+    r = rng(seed)
+    w1 = r.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.4
+    gamma, beta = r.uniform(0.5, 1.5, 6).astype(np.float32), r.standard_normal(6).astype(np.float32)
+    mean, var = r.standard_normal(6).astype(np.float32) * 0.1, r.uniform(0.5, 2.0, 6).astype(np.float32)
+    w2 = r.standard_normal((6, 6, 1, 1)).astype(np.float32) * 0.4
+    bias2 = r.standard_normal((1, 6, 1, 1)).astype(np.float32)
+    scale2 = r.uniform(0.5, 2.0, (1, 6, 1, 1)).astype(np.float32)
+    w3 = r.standard_normal((6, 6, 1, 1)).astype(np.float32) * 0.4
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn1"], name="bn1",
+                         epsilon=1e-5),
+        helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Add", ["c2", "bias2"], ["a2"], name="bias_add2"),
+        helper.make_node("Mul", ["scale2", "a2"], ["m2"], name="scale2"),
+        helper.make_node("Conv", ["m2", "w3"], ["c3"], name="conv3"),
+        helper.make_node("Add", ["c3", "m2"], ["y"], name="residual"),
+    ]
+    arrays = dict(w1=w1, gamma=gamma, beta=beta, mean=mean, var=var, w2=w2, bias2=bias2, scale2=scale2, w3=w3)
+    inits = [numpy_helper.from_array(a, n) for n, a in arrays.items()]
+    return model(nodes, [image_input(shape=(1, 3, 10, 10))], [out("y")], inits), arrays

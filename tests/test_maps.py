@@ -119,3 +119,22 @@ def test_presets_match_their_definitions(mode, transform):
 
     pixels = np.random.default_rng(16).integers(0, 256, (4, 5, 3)).astype(np.float64)
     np.testing.assert_allclose(preset(mode).apply(pixels), transform(pixels), rtol=1e-5, atol=1e-5)
+
+
+def test_unfolded_batchnorm_and_constant_bias_are_followed(save):
+    """Exporters that leave BN or a bias Add unfolded show the same tensor as those that fold them."""
+    m, w = b.unfolded_bn()
+    path = save(m)
+    model = inspector.load(path)
+    first, second, third = model.layers
+    assert (first.output, first.activation, first.affine) == ("r1", "Relu", ("BatchNormalization",))
+    assert (second.output, second.activation, second.affine) == ("m2", None, ("Add", "Mul"))
+    assert (third.output, third.affine) == ("c3", ())  # a residual Add is not a bias
+    x = np.random.default_rng(9).standard_normal((1, 3, 10, 10)).astype(np.float32)
+    maps = model.run(x, device="cpu")
+    scale = (w["gamma"] / np.sqrt(w["var"] + 1e-5)).reshape(1, -1, 1, 1)
+    bn = (b.conv2d(x, w["w1"], pad=1) - w["mean"].reshape(1, -1, 1, 1)) * scale + w["beta"].reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(maps["conv1"], b.relu(bn), rtol=1e-4, atol=1e-4)
+    shown = (b.conv2d(b.relu(bn), w["w2"]) + w["bias2"]) * w["scale2"]
+    np.testing.assert_allclose(maps["conv2"], shown, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(maps["conv3"], b.conv2d(shown, w["w3"]), rtol=1e-4, atol=1e-4)
