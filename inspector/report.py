@@ -62,7 +62,7 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     if on_provider is not None:
         on_provider(session.provider)
     maps = {name: value[0] for name, value in session.run(batch).items()}
-    audit = audit_maps(model, image, maps, spec=spec, size=size, device=device)
+    audit = audit_maps(model, maps, spec=spec, input_size=input_size, provider=session.provider)
     page = render_html(model, shown, maps, audit, image_name=os.path.basename(os.fspath(image)),
                        spec=spec, input_size=input_size, provider=session.provider, max_tiles=max_tiles,
                        cmap=cmap, progress=lambda items: progress(items, total=len(shown), desc="report",
@@ -70,11 +70,22 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     return Report(page, session.provider, len(shown), audit)
 
 
-def audit_maps(model, image, maps: dict[str, np.ndarray], *, spec, size, device) -> dict:
-    """The audit's dictionary (inspector.audit schema) for one image."""
-    from .audit import audit
+def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider: str = "") -> dict:
+    """The audit's dictionary (inspector.audit's schema) for one image, from maps already computed.
 
-    result = audit(model, images=[image], preprocess=spec, size=size, device=device, quiet=True)
+    The weight statistics come from ``audit`` itself (no images, so no run); the activation
+    statistics are fed from ``maps`` rather than from a second onnxruntime run.
+    """
+    from .audit import NON_NEGATIVE_ACTIVATIONS, ActivationStats, audit
+
+    result = audit(model, quiet=True)
+    for layer_audit in result.layers:
+        stats = ActivationStats(layer_audit.filters, layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
+        stats.add(maps[layer_audit.name][None])
+        layer_audit.activations = stats
+    result.images = result.images_requested = 1
+    result.batch, result.input_size, result.preprocess = 1, tuple(input_size), spec.mode
+    result.provider = provider or None
     return result.to_dict()
 
 
@@ -89,7 +100,7 @@ def render_html(model, layers: Sequence, maps: dict[str, np.ndarray], audit: dic
     by_name = {entry.get("name"): entry for entry in audit.get("layers", [])}
     parts = [_head(model.name), "<body>", _header(model, image_name, spec, input_size, provider),
              _contents(model, layers), '<main>', _summary(model, audit, by_name),
-             _layer_table(model, maps, by_name)]
+             _layer_table(model, maps, by_name, {layer.index for layer in layers})]
     open_attr = " open" if len(layers) <= OPEN_SECTIONS_UP_TO else ""
     parts.append('<section id="layers-drawn"><h2>Filters and feature maps</h2>')
     if not layers:
@@ -144,6 +155,7 @@ th { position: sticky; top: 0; background: #f0f0f0; }
 td.num { text-align: right; }
 td.name { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 22rem; }
 tr.dead td { background: var(--bad); }
+dd.bad, strong.bad { color: var(--warn); font-weight: 600; }
 details { margin: 0.8rem 0; background: #fff; border: 1px solid var(--line); border-radius: 4px; }
 summary { cursor: pointer; padding: 0.5rem 0.8rem; font-weight: 600; overflow-wrap: anywhere; }
 summary .meta { font-weight: 400; color: var(--muted); }
@@ -222,10 +234,16 @@ def _summary(model, audit: dict, by_name: dict) -> str:
     images = audit.get("images", {})
     rows = []
     for key, value in summary.items():
+        label = SUMMARY_LABELS.get(key, key.replace("_", " "))
+        if key == "collapse_layer":
+            klass = ' class="bad"' if value else ""
+            rows.append(f'<dt>{_e(label)}</dt><dd data-key="{_e(key)}" data-value="{_e(_collapse_raw(value))}"'
+                        f'{klass}>{_e(_collapse_text(value))}</dd>')
+            continue
         if isinstance(value, (dict, list)):
             continue
         shown = _pct(value) if key.endswith("fraction") and isinstance(value, (int, float)) else _fmt(value)
-        rows.append(f'<dt>{_e(key.replace("_", " "))}</dt>'
+        rows.append(f'<dt>{_e(label)}</dt>'
                     f'<dd data-key="{_e(key)}" data-value="{_e(_raw(value))}">{_e(shown)}</dd>')
     if isinstance(images, dict) and "count" in images:
         rows.append(f'<dt>images audited</dt><dd data-key="images.count" data-value="{_e(images["count"])}">'
@@ -242,6 +260,33 @@ def _summary(model, audit: dict, by_name: dict) -> str:
             f"{figure}</section>")
 
 
+SUMMARY_LABELS = {
+    "layers": "conv layers",
+    "filters": "filters",
+    "dead_filters": "dead filters (by weights)",
+    "dead_channels": "dead channels (silent on the image)",
+    "dead_units": "dead in all (each filter once)",
+    "dead_fraction": "dead fraction",
+    "near_duplicate_pairs": "near-duplicate filter pairs",
+    "collapse_layer": "activations collapse at",
+}
+
+
+def _collapse_text(collapse) -> str:
+    if not collapse:
+        return "no layer (activations do not collapse with depth)"
+    if isinstance(collapse, dict):
+        text = f"layer {collapse.get('index', '?')} {collapse.get('name', '')}"
+        return text + (f": {collapse['reason']}" if collapse.get("reason") else "")
+    return str(collapse)
+
+
+def _collapse_raw(collapse) -> str:
+    if isinstance(collapse, dict):
+        return str(collapse.get("index", ""))
+    return "" if collapse is None else str(collapse)
+
+
 def _raw(value) -> str:
     return repr(value) if isinstance(value, float) else ("" if value is None else str(value))
 
@@ -255,7 +300,10 @@ def _dead_counts(entry: dict, filters: int) -> tuple[int, int | None, float | No
     return len(dead_filters), dead_channels, fraction
 
 
-def _layer_table(model, maps: dict, by_name: dict) -> str:
+COLLAPSE_MARK = ' <strong class="bad">collapse</strong>'
+
+
+def _layer_table(model, maps: dict, by_name: dict, drawn: set[int]) -> str:
     head = ("<tr><th>#</th><th>name</th><th>op</th><th>weights</th><th>groups</th><th>params</th>"
             "<th>output</th><th>dead filters</th><th>dead channels</th><th>zero fraction</th>"
             "<th>mean activation</th></tr>")
@@ -271,7 +319,8 @@ def _layer_table(model, maps: dict, by_name: dict) -> str:
         rows.append(
             f'<tr{klass} data-layer="{_e(layer.name)}">'
             f'<td class="num">{layer.index}</td>'
-            f'<td class="name"><a href="#layer-{layer.index}">{_e(layer.name)}</a></td>'
+            f'<td class="name">{_link(layer, drawn)}'
+            f'{COLLAPSE_MARK if entry.get("collapse") else ""}</td>'
             f"<td>{_e(layer.op + ('/' + layer.activation if layer.activation else ''))}</td>"
             f'<td>{_e("x".join(map(str, layer.weight_shape)))}</td>'
             f'<td class="num">{layer.groups}</td><td class="num">{layer.params:,}</td>'
@@ -284,6 +333,12 @@ def _layer_table(model, maps: dict, by_name: dict) -> str:
             f'{_e(_fmt(entry.get("mean_activation")))}</td></tr>')
     return (f'<section id="layer-table"><h2>Layers</h2><div class="scroll"><table>\n<thead>{head}</thead>\n'
             f'<tbody>\n{chr(10).join(rows)}\n</tbody></table></div></section>')
+
+
+def _link(layer, drawn: set[int]) -> str:
+    if layer.index in drawn:
+        return f'<a href="#layer-{layer.index}">{_e(layer.name)}</a>'
+    return _e(layer.name)
 
 
 def _png_b64(image) -> tuple[str, int, int]:
