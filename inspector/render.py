@@ -67,6 +67,10 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+# Width a grid of few tiles may grow to: a laptop screen's worth.
+WIDE = 880
+
+
 @dataclass
 class Grid:
     """Tiles (N, h, w, 3) uint8 plus what the picture says about them."""
@@ -86,9 +90,11 @@ class Grid:
         count, tile_h, tile_w = self.tiles.shape[:3]
         factor = max(1, math.ceil(min_tile / max(tile_h, tile_w)))
         shown_h, shown_w = tile_h * factor, tile_w * factor
+        cols = max(1, min(self.columns, count))
+        # Few tiles may be drawn bigger (up to their own size) while the grid stays screen-wide.
+        max_tile = max(max_tile, min(max(shown_h, shown_w), WIDE // cols - GAP))
         shrink = min(1.0, max_tile / max(shown_h, shown_w))
         shown_h, shown_w = max(1, int(shown_h * shrink)), max(1, int(shown_w * shrink))
-        cols = max(1, min(self.columns, count))
         rows = max(1, math.ceil(count / cols))
         label_font, title_font, small_font = _font(11), _font(16), _font(12)
         label_h = 14
