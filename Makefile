@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ORT    ?= cpu
 TORCH  ?= 2.13.0
 
-.PHONY: demo test test-fast fuzz bench clean
+.PHONY: demo demo-trained test test-fast fuzz bench clean
 
 .venv: $(STAMP)
 
@@ -32,6 +32,17 @@ demo: .venv
 	$(BIN)/inspector filters models/vgg16.onnx --layer block1_conv1 --layer block5_conv1 -o demo/out
 	$(BIN)/inspector maps models/vgg16.onnx "$$($(BIN)/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")" --all -o demo/out
 
+# A trained CNN from another framework: PP-OCRv4's text detector (PaddlePaddle,
+# exported by paddle2onnx) from the rapidocr-onnxruntime wheel on PyPI.
+demo-trained: .venv
+	mkdir -p models demo/out-trained
+	$(BIN)/python demo/trained.py models/ppocr_det.onnx demo/out-trained/text_photo.jpg
+	$(BIN)/inspector layers models/ppocr_det.onnx | tail -n 5
+	$(BIN)/inspector filters models/ppocr_det.onnx --layer 0 -o demo/out-trained
+	$(BIN)/inspector maps models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 \
+	  --layer 0 --layer 61 --layer -1 -o demo/out-trained
+	$(BIN)/inspector audit models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 --quiet
+
 test: .venv
 	$(BIN)/python -m pytest -q
 
@@ -45,4 +56,4 @@ bench: .venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) inspector-out demo/out bench/out .pytest_cache
+	rm -rf $(VENV) inspector-out demo/out demo/out-trained bench/out .pytest_cache
