@@ -145,7 +145,7 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .warning { margin: 0.8rem 0; padding: 0.6rem 0.9rem; border: 2px solid var(--warn); color: var(--warn);
            background: var(--bad); font-weight: 600; border-radius: 4px; }
 nav { margin: 1rem 0; padding: 0.6rem 1rem; background: #fff; border: 1px solid var(--line); border-radius: 4px; }
-nav ol { margin: 0.3rem 0; padding-left: 1.4rem; columns: 16rem auto; }
+nav ul { margin: 0.3rem 0; padding-left: 0; list-style: none; columns: 16rem auto; }
 nav a { color: #1d4ed8; text-decoration: none; overflow-wrap: anywhere; }
 nav a:hover { text-decoration: underline; }
 .scroll { overflow-x: auto; }
@@ -204,7 +204,7 @@ def _contents(model, layers) -> str:
                       for layer in layers)
     return ('<nav aria-label="contents"><strong>Contents</strong>'
             '<p><a href="#summary">Audit summary</a> · <a href="#layer-table">Layer table</a></p>'
-            f'<ol>\n{items}\n</ol></nav>')
+            f'<ul>\n{items}\n</ul></nav>')
 
 
 def _fmt(value, digits: int = 4) -> str:
