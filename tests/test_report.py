@@ -318,3 +318,30 @@ def test_every_image_decodes_and_nothing_is_fetched_in_headless_chromium(model_p
     seen = browse(tampered, tmp_path, "tampered.html")
     assert seen["undecoded"] == ["external"]
     assert seen["violations"] or seen["resources"]
+
+
+def test_one_inference_for_every_map_and_the_audit(model_path, image, tmp_path, monkeypatch):
+    from inspector.execution import FeatureMapSession
+
+    runs, real_run = [], FeatureMapSession.run
+
+    def counted(self, batch):
+        runs.append((len(batch), len(self.layers)))
+        return real_run(self, batch)
+
+    monkeypatch.setattr(FeatureMapSession, "run", counted)
+    report(model_path, image, tmp_path)
+    assert runs == [(1, 3)]
+
+
+@pytest.mark.parametrize("build", [b.tf2onnx_like_nhwc, b.conv_transpose, b.qdq_conv, b.qlinear_conv,
+                                   b.constant_weights])
+def test_other_layouts_and_conv_kinds_render(build, save, image, tmp_path):
+    m, _ = build()
+    path = save(m)
+    text, _ = report(path, image, tmp_path)
+    page = Page(text)
+    layers = inspector.load(path).layers
+    assert len(page.images) == 1 + 2 * len(layers) and set(page.rows) == {layer.name for layer in layers}
+    for img in page.images:
+        assert decode_png(img["src"]) == (int(img["width"]), int(img["height"]))
