@@ -42,13 +42,19 @@ class KerasConversion:
     stats: dict = field(default_factory=dict)
     # ONNX tensor -> Keras layer whose output it equals (parity compares these)
     tensor_layers: dict = field(default_factory=dict)
+    # initializer name -> its array; the model's initializers hold only name, type and shape
+    payloads: dict = field(default_factory=dict)
 
 
 def import_tensorflow():
     """TensorFlow, tf2onnx and Keras 3, or an InspectorError naming the extra to install."""
     import os
 
+    # Before TensorFlow loads: its C++ log level, and oneDNN off, whose start-up
+    # notice absl prints whatever the log level (and TF's Eigen kernels are
+    # exact enough for the 1e-4 parity bound either way).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
         import keras
@@ -219,7 +225,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
 
     with stages("attach weights"):
         weight_inputs = {f"{name}:0": (lambda v=variable: np.asarray(v.numpy())) for name, variable in big.items()}
-        stats = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes)
+        stats, payloads = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes)
         stats["reshapes_pinned"] = pinned
         onnx_passes.prune(structure.graph)
         renamed = {}
@@ -230,7 +236,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         structure.graph.name = onnx_passes.clean_name(model.name)
 
     layout = "NCHW" if rank == 4 else "NHWC"
-    return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats, tensor_layers)
+    return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats, tensor_layers, payloads)
 
 
 def _scope_matcher(scopes: dict[str, list[str]]):

@@ -1,7 +1,13 @@
 """Wall time and peak resident memory per conversion stage.
 
-A sampler thread reads /proc/self/statm every few milliseconds, so each stage
-gets its own peak (``ru_maxrss`` alone only knows the peak of the whole run).
+On Linux each stage's peak is exact: the kernel's high-water mark (VmHWM) is
+reset when the stage starts (``/proc/self/clear_refs``) and read when it ends,
+and the whole run's peak is the largest mark seen, gaps between stages
+included. A sampler thread is only the fallback elsewhere: it needs the GIL,
+so it misses peaks inside C calls that hold it (protobuf serialisation).
+Resetting the mark also resets what ``ru_maxrss`` reports for this process,
+so use ``Stages.summary()["peak_rss_mb"]``, not an outside ``wait4``, when
+stages are measured.
 """
 
 from __future__ import annotations
@@ -29,6 +35,27 @@ def lifetime_peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def high_water_mb() -> float | None:
+    """VmHWM: the peak resident set since the process started or since the last reset."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_high_water() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Stage:
     name: str
@@ -47,15 +74,23 @@ class Stages:
         self._peak = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._whole_run = max(high_water_mb() or 0.0, lifetime_peak_rss_mb())
         self.started = time.perf_counter()
 
     def _sample(self) -> None:
         while not self._stop.wait(self._interval):
             self._peak = max(self._peak, current_rss_mb())
 
+    def _note_high_water(self) -> None:
+        mark = high_water_mb()
+        if mark is not None:
+            self._whole_run = max(self._whole_run, mark)
+
     @contextlib.contextmanager
     def __call__(self, name: str):
-        if self._thread is None:
+        self._note_high_water()  # covers the gap since the last stage
+        exact = reset_high_water() and high_water_mb() is not None
+        if not exact and self._thread is None:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         self._peak = current_rss_mb()
@@ -64,7 +99,9 @@ class Stages:
             yield
         finally:
             end_rss = current_rss_mb()
-            record = Stage(name, time.perf_counter() - start, max(self._peak, end_rss), end_rss)
+            peak = high_water_mb() if exact else max(self._peak, end_rss)
+            self._whole_run = max(self._whole_run, peak)
+            record = Stage(name, time.perf_counter() - start, peak, end_rss)
             self.records.append(record)
             if self._echo:
                 self._echo(f"  {name:<22} {record.seconds:6.1f} s  peak {record.peak_rss_mb:7.0f} MB")
@@ -73,10 +110,11 @@ class Stages:
         self._stop.set()
 
     def summary(self) -> dict:
+        self._note_high_water()
         return {
             "stages": [asdict(r) for r in self.records],
             "total_seconds": time.perf_counter() - self.started,
-            "peak_rss_mb": max([r.peak_rss_mb for r in self.records] + [lifetime_peak_rss_mb()]),
+            "peak_rss_mb": max([r.peak_rss_mb for r in self.records] + [self._whole_run]),
         }
 
 

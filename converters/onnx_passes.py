@@ -159,7 +159,18 @@ NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifor
 
 def fold_constants(graph, consts: dict[str, np.ndarray], opset: int,
                    max_reference_elements: int = 1 << 22) -> int:
-    """Evaluate every node whose inputs are all constants; the node goes, its outputs join ``consts``."""
+    """Evaluate every node whose inputs are all constants; the node goes, its outputs join ``consts``.
+
+    A constant is dropped as soon as its last reader is folded, so a weight
+    and its transposed copy are not both held for the whole pass.
+    """
+    readers: dict[str, int] = defaultdict(int)
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                readers[name] += 1
+    for output in graph.output:
+        readers[output.name] += 1
     kept, folded = [], 0
     for node in graph.node:
         inputs = [name for name in node.input if name]
@@ -179,6 +190,12 @@ def fold_constants(graph, consts: dict[str, np.ndarray], opset: int,
             continue
         for name, value in zip(node.output, result):
             consts[name] = np.asarray(value)
+        del values, result
+        for name in node.input:
+            if name:
+                readers[name] -= 1
+                if readers[name] <= 0:
+                    consts.pop(name, None)
         folded += 1
     del graph.node[:]
     graph.node.extend(kept)
@@ -225,7 +242,9 @@ def fold_flatten_transpose(graph, consts: dict[str, np.ndarray], shapes: dict[st
                 new_name = f"{matmul.input[1]}__nchw"
                 consts[new_name] = np.ascontiguousarray(
                     kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3).reshape(kernel.shape))
-                matmul.input[1] = new_name
+                old_name, matmul.input[1] = matmul.input[1], new_name
+                if not any(old_name in n.input for n in graph.node) and old_name not in graph_outputs:
+                    del consts[old_name]  # the NHWC-order kernel is not needed any more
             reshape.input[0] = transpose.input[0]
             graph.node.remove(transpose)
             removed += 1
@@ -353,11 +372,15 @@ def used_names(graph) -> set[str]:
 # ---------------------------------------------------------------- weights
 
 def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: int,
-                   shapes: dict[str, tuple] | None = None) -> dict:
+                   shapes: dict[str, tuple] | None = None, inline_limit: int = 1024) -> tuple[dict, dict]:
     """Turn weight graph inputs into initializers, folding the ops on them.
 
     ``weights`` maps a graph input name to a callable giving its array (called
-    once, when needed). Returns counts of what was folded and removed.
+    once, when needed). Initializers up to ``inline_limit`` bytes get their
+    data; bigger ones only their name, type and shape, their arrays returned in
+    ``payloads`` for ``writer.write_model`` to stream to disk, so that no
+    TensorProto copy of the weights is ever made. Returns (counts of what was
+    folded and removed, payloads).
     """
     import onnx
 
@@ -385,11 +408,21 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
     stats["pruned"] = prune(graph)
 
     needed = used_names(graph)
+    payloads: dict[str, np.ndarray] = {}
     for name in list(consts):
         value = consts.pop(name)
-        if name in needed:
-            graph.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
-    return stats
+        if name not in needed:
+            continue
+        value = np.ascontiguousarray(value)
+        if value.nbytes <= inline_limit or value.dtype == object:
+            graph.initializer.append(onnx.numpy_helper.from_array(value, name))
+            continue
+        header = graph.initializer.add()
+        header.name = name
+        header.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+        header.dims.extend(value.shape)
+        payloads[name] = value
+    return stats, payloads
 
 
 # ----------------------------------------------------------------- naming

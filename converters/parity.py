@@ -137,10 +137,10 @@ def _torch_sources(path: str, conv_layers: Sequence[str], modules: dict) -> dict
     module. A scope that is a container (an activation called functionally
     in ``forward``) gives no reference: that layer is reported, not compared.
     """
-    import onnx
+    from inspector.onnxfile import OnnxFile
 
     shown = shown_tensors(path)
-    graph = onnx.load(path, load_external_data=False).graph
+    graph = OnnxFile(path).model.graph  # structure only: the weights stay on disk
     producer = {out: node for node in graph.node for out in node.output}
     sources = {}
     for name in conv_layers:

@@ -4,7 +4,8 @@ That exporter (``dynamo=False``) works offline, folds constants and keeps the
 parameter names (``features.0.weight``), from which each conv node gets its
 module's name (``features.0``). State dicts are loaded with
 ``weights_only=True`` and memory-mapped and assigned, so the weights are in
-memory once while exporting.
+memory once while exporting; the exported file is not loaded back, only its
+structure (its weights are copied from it to the output file).
 """
 
 from __future__ import annotations
@@ -119,17 +120,26 @@ def load_state_dict(module, path: str) -> None:
 
 
 def export(module, input_shape, opset: int = 17, stages=None):
-    """Export to ONNX (in a temp file, loaded back) and name conv nodes after their modules."""
+    """Export to ONNX in a temp folder and name conv nodes after their modules.
+
+    Returns (light model, conv layer names, the temp folder). The light model
+    is the exported file's structure with its big initializers referring to
+    their bytes in that file (``inspector.onnxfile``), so the weights are not
+    loaded again: ``writer.write_model(..., source_folder=folder.name)``
+    copies them from there. The caller cleans the folder up.
+    """
     torch = import_torch()
-    import onnx
+
+    from inspector.onnxfile import OnnxFile
 
     from .measure import NoStages
 
     stages = stages or NoStages()
     if opset < 17:
         raise InspectorError(f"--opset {opset} is too old: the inspector writes opset 17 or newer")
-    with tempfile.TemporaryDirectory(prefix="inspector-torch-") as folder:
-        path = os.path.join(folder, "export.onnx")
+    folder = tempfile.TemporaryDirectory(prefix="inspector-torch-")
+    try:
+        path = os.path.join(folder.name, "export.onnx")
         with stages("torch.onnx.export"):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
@@ -143,9 +153,12 @@ def export(module, input_shape, opset: int = 17, stages=None):
             del dummy
         gc.collect()
         with stages("load and name"):
-            model = onnx.load(path)
-    conv_layers = name_torch_layers(model.graph)
-    return model, conv_layers
+            model = OnnxFile(path).model
+            conv_layers = name_torch_layers(model.graph)
+    except BaseException:
+        folder.cleanup()
+        raise
+    return model, conv_layers, folder
 
 
 @contextlib.contextmanager

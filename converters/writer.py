@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from typing import Callable
 
 from inspector import metadata as md
+from inspector.atomic import atomic_path
 from inspector.errors import InspectorError
 
 TWO_GB = 2**31 - 1
@@ -66,57 +66,201 @@ def check_opset(model, minimum: int = 17) -> None:
             raise InspectorError(f"the converted model has opset {entry.version}; use --opset {minimum} or newer")
 
 
-def write_model(model, out: str, verify: Callable[[str], None] | None = None, stages=None) -> str:
+# Field numbers from onnx.proto (stable since ONNX 1.0).
+_MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
+_CHUNK = 16 << 20
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field: int) -> bytes:
+    return _varint((field << 3) | 2)
+
+
+class _Payload:
+    """Where an initializer's bytes come from: an array (``payloads``) or a region of another file."""
+
+    def __init__(self, size: int, array=None, path: str | None = None, offset: int = 0):
+        self.size, self.array, self.path, self.offset = size, array, path, offset
+
+    def write_to(self, handle) -> None:
+        if self.array is not None:
+            import numpy as np
+
+            array = np.ascontiguousarray(self.array)
+            if array.dtype.byteorder == ">":
+                array = array.astype(array.dtype.newbyteorder("<"))
+            handle.write(memoryview(array).cast("B"))
+            return
+        with open(self.path, "rb") as source:
+            source.seek(self.offset)
+            left = self.size
+            while left:
+                block = source.read(min(left, _CHUNK))
+                if not block:
+                    raise InspectorError(f"{self.path} ended early while copying weights")
+                handle.write(block)
+                left -= len(block)
+
+
+def _split_initializers(model, payloads: dict, source_folder: str | None):
+    """(header TensorProto without data, _Payload or None) per initializer, in order."""
+    import onnx
+
+    out = []
+    for tensor in model.graph.initializer:
+        payload = None
+        if tensor.name in payloads:
+            array = payloads[tensor.name]
+            payload = _Payload(int(array.nbytes), array=array)
+        elif tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            if source_folder is None or os.path.basename(info.get("location", "")) != info.get("location"):
+                raise InspectorError(f"initializer '{tensor.name}' refers to external data the writer cannot copy")
+            payload = _Payload(int(info["length"]), path=os.path.join(source_folder, info["location"]),
+                               offset=int(info.get("offset", 0)))
+        if payload is None:
+            out.append((tensor, None))
+            continue
+        header = onnx.TensorProto()
+        header.CopyFrom(tensor)
+        header.ClearField("raw_data")
+        del header.external_data[:]
+        header.ClearField("data_location")
+        out.append((header, payload))
+    return out
+
+
+def _copy_without(source, target, skipped: str):
+    """``target`` = ``source`` less one field (the big one), without copying that field."""
+    for field, value in source.ListFields():
+        if field.name == skipped:
+            continue
+        if hasattr(value, "extend"):  # repeated
+            getattr(target, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # message
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+    return target
+
+
+def _stream(model, handle, initializers, data_handle=None, data_name: str = "") -> None:
+    """Serialise ``model`` with its initializers' bytes written straight from their source.
+
+    Protobuf accepts a message's fields in any order, so the model without its
+    graph, then the graph without its initializers, then each initializer
+    (header, then raw_data) is the same model. Only one chunk of weights is in
+    flight at a time. With ``data_handle`` the bytes go to that file instead
+    (ONNX external data, for models over 2 GB).
+    """
+    import onnx
+
+    head = _copy_without(model, onnx.ModelProto(), "graph")
+    graph_head = _copy_without(model.graph, onnx.GraphProto(), "initializer")
+
+    entries = []
+    offset = 0
+    for header, payload in initializers:
+        if payload is not None and data_handle is not None:
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(payload.size))):
+                entry = header.external_data.add()
+                entry.key, entry.value = key, value
+            header.data_location = onnx.TensorProto.EXTERNAL
+            offset += payload.size
+        body = header.SerializeToString()
+        inline = payload is not None and data_handle is None
+        size = len(body) + (len(_key(_TENSOR_RAW_DATA)) + len(_varint(payload.size)) + payload.size if inline else 0)
+        entries.append((body, payload, size))
+    graph_bytes = graph_head.SerializeToString()
+    graph_size = len(graph_bytes) + sum(len(_key(_GRAPH_INITIALIZER)) + len(_varint(size)) + size
+                                        for _, _, size in entries)
+    handle.write(head.SerializeToString())
+    handle.write(_key(_MODEL_GRAPH) + _varint(graph_size))
+    handle.write(graph_bytes)
+    for body, payload, size in entries:
+        handle.write(_key(_GRAPH_INITIALIZER) + _varint(size))
+        handle.write(body)
+        if payload is None:
+            continue
+        if data_handle is None:
+            handle.write(_key(_TENSOR_RAW_DATA) + _varint(payload.size))
+            payload.write_to(handle)
+        else:
+            payload.write_to(data_handle)
+
+
+def write_model(model, out: str, verify: Callable[[str], None] | None = None, stages=None,
+                payloads: dict | None = None, source_folder: str | None = None) -> str:
     """Save ``model`` to ``out`` through a checked temp file; returns ``out``.
 
-    Models over 2 GB get their tensors in ``<out>.data`` beside the file.
-    ``verify(temp_path)`` may raise to stop the file from being put in place.
+    ``payloads`` maps initializer names to arrays holding their data (the
+    model's initializers then carry only name, type and shape); the dict is
+    emptied once the file is written, to free them early. Initializers
+    with external data in ``source_folder`` are copied from there. Nothing
+    serialises the whole model in memory. Models over 2 GB get their tensors
+    in ``<out>.data`` beside the file. ``verify(temp_path)`` may raise to stop
+    the file from being put in place.
     """
     import onnx
 
     from .measure import NoStages
 
     stages = stages or NoStages()
+    payloads = payloads or {}
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out)) or "."
     if not os.path.isdir(folder):
         raise InspectorError(f"output folder does not exist: {folder}")
     if os.path.isdir(out):
         raise InspectorError(f"output path is a directory: {out}; give a file name like {out.rstrip('/')}/model.onnx")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp.onnx", dir=folder)
-    os.close(fd)
+    initializers = _split_initializers(model, payloads, source_folder)
+    weight_bytes = sum(p.size for _, p in initializers if p is not None)
+    # ByteSize counts inline data only (payload initializers carry none): cheap on a light model.
+    external = weight_bytes + model.ByteSize() > TWO_GB
     data_name = os.path.basename(out) + ".data"
-    data_tmp = os.path.join(folder, data_name)
-    external = model.ByteSize() > TWO_GB if _cheap_size(model) > TWO_GB // 2 else False
+    data_path = os.path.join(folder, data_name)
+    data_written = False
     try:
-        with stages("write"):
-            if external:
-                onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_name, size_threshold=1024)
-            else:
+        with atomic_path(out) as tmp:  # renamed into place only when every check passed
+            with stages("write"):
                 with open(tmp, "wb") as handle:
-                    handle.write(model.SerializeToString())
-        with stages("onnx.checker"):
-            try:
-                onnx.checker.check_model(tmp, full_check=False)
-            except onnx.checker.ValidationError as exc:
-                raise InspectorError(f"the converted model does not pass onnx.checker: {str(exc).splitlines()[0]}") from None
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, out)
+                    if external:
+                        with atomic_path(data_path) as data_tmp, open(data_tmp, "wb") as data_handle:
+                            _stream(model, handle, initializers, data_handle, data_name)
+                        data_written = True  # under its final name: the checks below read it there
+                    else:
+                        _stream(model, handle, initializers)
+            # Written: the arrays are not needed for the checks, which read the file.
+            payloads.clear()
+            del initializers
+            with stages("onnx.checker"):
+                _check(tmp)
+            if verify is not None:
+                verify(tmp)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if external:
+        if data_written:
             with contextlib.suppress(OSError):
-                os.unlink(data_tmp)
+                os.unlink(data_path)
         raise
     return out
 
 
-def _cheap_size(model) -> int:
-    """Initializer bytes without serialising the whole model."""
-    total = 0
-    for init in model.graph.initializer:
-        total += len(init.raw_data) if init.raw_data else init.ByteSize()
-    return total
+def _check(path: str) -> None:
+    """onnx.checker on the written file (it loads the model; the arrays were freed before)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(path, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise InspectorError(f"the converted model does not pass onnx.checker: {str(exc).splitlines()[0]}") from None
