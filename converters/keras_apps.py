@@ -13,6 +13,8 @@ import re
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocess, preset
 
+DOWNLOAD_TIMEOUT_S = 30  # per socket operation while Keras fetches ImageNet weights
+
 # Models that normalise inside the graph (Rescaling/Normalization layers): they want 0..255 RGB.
 PIXELS = Preprocess("pixels", "RGB", 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None,
                     "0..255 RGB as is; the model normalises inside")
@@ -76,6 +78,11 @@ def build_application(name: str, weights: str, include_top: bool, warn=None):
                  "network, and the model's metadata says so")
         return real, constructor(weights=None, include_top=include_top), "random", False
     if weights.lower() == "imagenet":
+        import socket
+
+        # Keras's download has no timeout of its own: a firewall that drops packets would hang it.
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(previous or DOWNLOAD_TIMEOUT_S)
         try:
             return real, constructor(weights="imagenet", include_top=include_top), "imagenet", True
         except Exception as exc:  # Keras raises a bare Exception for a failed download
@@ -89,6 +96,8 @@ def build_application(name: str, weights: str, include_top: bool, warn=None):
             raise InspectorError(
                 f"could not download the ImageNet weights of {real} (offline?); fetch the file{origin} "
                 f"and put it at {where}, or pass --weights PATH (or --weights none for random weights)") from None
+        finally:
+            socket.setdefaulttimeout(previous)
     path = os.path.expanduser(weights)
     if not os.path.isfile(path):
         raise InspectorError(f"weights file not found: {weights} (use --weights imagenet, none or an existing .h5 path)")

@@ -206,3 +206,61 @@ def test_keras_app_random_weights_marked_untrained(tmp_path, capsys):
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props[md.WEIGHTS_TRAINED] == "false" and props[md.WEIGHTS_SOURCE] == "random"
     assert json.loads(props[md.PREPROCESS])["mode"] == "pixels"
+
+
+def test_check_fails_with_exit_1_on_a_tampered_weight(monkeypatch, tmp_path, capsys):
+    """One conv kernel scaled by 1.001 after conversion: --check must catch it, and nothing is written."""
+    from converters import onnx_passes
+
+    original = onnx_passes.attach_weights
+
+    def tampered(model, *args, **kwargs):
+        stats, payloads = original(model, *args, **kwargs)
+        conv = next(n for n in model.graph.node if n.name == "block1_conv2")
+        payloads[conv.input[1]] = payloads[conv.input[1]] * np.float32(1.001)
+        return stats, payloads
+
+    monkeypatch.setattr(onnx_passes, "attach_weights", tampered)
+    model = tiny_vgg(name="my_net")
+    path = str(tmp_path / "net.keras")
+    model.save(path)
+    out = tmp_path / "bad.onnx"
+    assert cli.main(["keras", path, "-o", str(out), "--preprocess", "caffe", "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "parity check failed" in captured.err
+    failing = [line.split()[0] for line in captured.out.splitlines() if "FAIL" in line]
+    assert failing and failing[0] == "block1_conv2" and "block1_conv1" not in failing
+    assert sorted(os.listdir(tmp_path)) == ["net.keras"]
+
+
+def test_tensorflow_missing_names_the_extra(monkeypatch, tmp_path, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tf(name, *args, **kwargs):
+        if name.split(".")[0] in ("tensorflow", "tf2onnx"):
+            raise ImportError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tf)
+    assert cli.main(["keras-app", "VGG16", "--weights", "none", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'inspector-cnn[keras]'" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_real_entry_point_keeps_stderr_clean(tmp_path):
+    """`inspector convert` in a fresh process: no TensorFlow/absl/oneDNN log lines on stderr."""
+    import subprocess
+    import sys
+
+    model = tiny_vgg(name="vgg16")
+    path = str(tmp_path / "vgg16.keras")
+    model.save(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    done = subprocess.run([sys.executable, "-m", "inspector", "convert", "keras", path, "-o", str(tmp_path / "v.onnx")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert "wrote" in done.stdout and "4 conv layers" in done.stdout
