@@ -37,7 +37,7 @@ def cli(*args):
     return code, out.getvalue(), err.getvalue()
 
 
-def three_layers(untrained=True, names=NAMES):
+def three_layers(untrained=True, names=NAMES, collapse=False):
     """Conv+Relu x3, NCHW 16x16; layers named by their Relu outputs (the conv nodes have no name),
     so the model file decides the names; filters DEAD of the second layer zeroed, bias included."""
     r = b.rng(3)
@@ -49,6 +49,8 @@ def three_layers(untrained=True, names=NAMES):
         if i == 1:
             w[list(DEAD)] = 0
             bias[list(DEAD)] = 0
+        if i == 2 and collapse:  # every unit of the last layer silent: activations collapse there
+            bias[:] = -1e3
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
         nodes += [helper.make_node("Conv", [previous, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [name])]
@@ -153,7 +155,9 @@ def test_trained_model_has_no_untrained_warning(save, image, tmp_path):
     assert "UNTRAINED" not in text
 
 
-def test_summary_and_table_equal_the_audit_and_numpy(model_path, image, tmp_path):
+@pytest.mark.parametrize("collapse", [False, True])
+def test_summary_and_table_equal_the_audit_and_numpy(save, image, tmp_path, collapse):
+    model_path = save(three_layers(collapse=collapse))
     text, _ = report(model_path, image, tmp_path)
     page = Page(text)
     expected = audit(model_path, images=[image], preprocess="raw", device="cpu", quiet=True).to_dict()
@@ -162,6 +166,12 @@ def test_summary_and_table_equal_the_audit_and_numpy(model_path, image, tmp_path
     assert int(page.values["dead_filters"]) == summary["dead_filters"] == len(DEAD)
     assert int(page.values["dead_units"]) == summary["dead_units"]
     assert int(page.values["images.count"]) == expected["images"]["count"] == 1
+    if collapse:
+        assert summary["collapse_layer"]["index"] == 2 and page.values["collapse_layer"] == "2"
+        assert summary["dead_units"] == len(DEAD) + 6
+        assert "activations collapse at" in text and html.escape(MATHTEXT) + "</a> <strong" in text
+    else:
+        assert summary["collapse_layer"] is None and page.values["collapse_layer"] == ""
     # Per layer, against the audit and against an independent NumPy forward pass.
     model = inspector.load(model_path)
     x = model.image_batch([image], "raw").astype(np.float64)
