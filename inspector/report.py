@@ -142,6 +142,7 @@ h2 { margin: 2rem 0 0.6rem; font-size: 1.25rem; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.15rem 1rem; margin: 0.4rem 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+details dl.facts { grid-template-columns: repeat(auto-fill, minmax(7rem, max-content) minmax(9rem, 1fr)); }
 .warning { margin: 0.8rem 0; padding: 0.6rem 0.9rem; border: 2px solid var(--warn); color: var(--warn);
            background: var(--bad); font-weight: 600; border-radius: 4px; }
 nav { margin: 1rem 0; padding: 0.6rem 1rem; background: #fff; border: 1px solid var(--line); border-radius: 4px; }
