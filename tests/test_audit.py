@@ -444,3 +444,15 @@ def test_a_batch_the_model_cannot_take_says_so(tmp_path, save, images, capsys):
     assert code == 2 and "try --batch 1" in err
     code, out, err = run_cli(capsys, "audit", path, images, "--preprocess", "tf", "--batch", "1", "-q")
     assert code == 0, err
+
+
+def test_statistics_overlapped_with_inference_give_the_same_audit(save, images, monkeypatch):
+    """The CUDA path computes one batch's statistics on a worker thread while the next batch runs."""
+    m, _ = small_net(dead={"conv2": [4]})
+    model = inspector.load(save(m))
+    monkeypatch.setattr(audit_module, "_OVERLAP", False)
+    inline = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
+    monkeypatch.setattr(audit_module, "_OVERLAP", True)
+    overlapped = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
+    assert overlapped == inline
+    assert overlapped["layers"][1]["dead_channels"] == [4]
