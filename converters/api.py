@@ -220,34 +220,31 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     with stages("build module"):
         module = torch_convert.build_module(factory, weights)
     spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
-    onnx_model, conv_layers, workdir = torch_convert.export(module, shape, opset=opset, stages=stages)
-    try:
-        if not check:  # the exported file is all we need from here on: free the module's weights
-            del module
-            gc.collect()
-            module = None
-        writer.check_opset(onnx_model)
-        writer.stamp(onnx_model, writer.common_metadata(
-            "torch", f"torch {torch.__version__}", f"torch.onnx {torch.__version__} (TorchScript exporter)",
-            name, "NCHW", spec, None, True if weights else None, os.path.basename(weights) if weights else "factory"))
+    onnx_model, conv_layers, payloads = torch_convert.export(module, shape, opset=opset, stages=stages)
+    if not check:  # the payloads are views of its weights: only the module object goes
+        del module
+        gc.collect()
+        module = None
+    writer.check_opset(onnx_model)
+    writer.stamp(onnx_model, writer.common_metadata(
+        "torch", f"torch {torch.__version__}", f"torch.onnx {torch.__version__} (TorchScript exporter)",
+        name, "NCHW", spec, None, True if weights else None, os.path.basename(weights) if weights else "factory"))
 
-        parity = []
+    parity = []
 
-        def verify(tmp: str) -> None:
-            from .parity import check_torch
+    def verify(tmp: str) -> None:
+        from .parity import check_torch
 
-            echo("parity check (source model vs onnxruntime):")
-            with stages("parity check"):
-                parity.extend(check_torch(module, tmp, conv_layers, spec or preset("raw"), shape, image=image,
-                                          echo=echo))
+        echo("parity check (source model vs onnxruntime):")
+        with stages("parity check"):
+            parity.extend(check_torch(module, tmp, conv_layers, spec or preset("raw"), shape, image=image,
+                                      echo=echo))
 
-        ops = onnx_passes.op_counts(onnx_model)
-        transposes = onnx_passes.transpose_count(onnx_model)
-        metadata = {p.key: p.value for p in onnx_model.metadata_props}
-        writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages,
-                           source_folder=workdir.name)
-    finally:
-        workdir.cleanup()
+    ops = onnx_passes.op_counts(onnx_model)
+    transposes = onnx_passes.transpose_count(onnx_model)
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages,
+                       payloads=payloads)
     stages.close()
     return ConversionResult(os.fspath(out), conv_layers, metadata, ops, transposes,
                             stages.summary() if isinstance(stages, Stages) else {}, parity)

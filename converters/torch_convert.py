@@ -1,11 +1,11 @@
 """PyTorch module -> clean ONNX with torch.onnx's TorchScript exporter.
 
-That exporter (``dynamo=False``) works offline, folds constants and keeps the
-parameter names (``features.0.weight``), from which each conv node gets its
-module's name (``features.0``). State dicts are loaded with
-``weights_only=True`` and memory-mapped and assigned, so the weights are in
-memory once while exporting; the exported file is not loaded back, only its
-structure (its weights are copied from it to the output file).
+That exporter (``dynamo=False``) works offline and keeps the parameter names
+(``features.0.weight``), from which each conv node gets its module's name
+(``features.0``). It exports the structure only; the weights go from the
+module to the file as zero-copy views (see ``export``). State dicts are
+loaded with ``weights_only=True``, memory-mapped and assigned, so the
+weights are in memory once.
 """
 
 from __future__ import annotations
@@ -120,45 +120,57 @@ def load_state_dict(module, path: str) -> None:
 
 
 def export(module, input_shape, opset: int = 17, stages=None):
-    """Export to ONNX in a temp folder and name conv nodes after their modules.
+    """Export the structure with torch.onnx, then attach the module's weights ourselves.
 
-    Returns (light model, conv layer names, the temp folder). The light model
-    is the exported file's structure with its big initializers referring to
-    their bytes in that file (``inspector.onnxfile``), so the weights are not
-    loaded again: ``writer.write_model(..., source_folder=folder.name)``
-    copies them from there. The caller cleans the folder up.
+    The TorchScript exporter, given the weights, holds them four times at its
+    peak (the module, its C++ ModelProto, the serialised string, the Python
+    bytes). Exported with ``export_params=False`` the parameters stay graph
+    inputs named by their state-dict keys (``features.0.weight``); the
+    attach pass then takes them from the module as zero-copy NumPy views,
+    folds BatchNormalization into the conv before it (``TrainingMode.PRESERVE``
+    keeps the exporter from doing it with weights it would not export), and
+    the writer streams them to the file. Returns (model, conv layer names,
+    payloads for ``writer.write_model``).
     """
     torch = import_torch()
-
-    from inspector.onnxfile import OnnxFile
+    import onnx
 
     from .measure import NoStages
 
     stages = stages or NoStages()
     if opset < 17:
         raise InspectorError(f"--opset {opset} is too old: the inspector writes opset 17 or newer")
-    folder = tempfile.TemporaryDirectory(prefix="inspector-torch-")
-    try:
-        path = os.path.join(folder.name, "export.onnx")
+    if module.training:
+        module.eval()
+    with tempfile.TemporaryDirectory(prefix="inspector-torch-") as folder:
+        path = os.path.join(folder, "export.onnx")
         with stages("torch.onnx.export"):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 with torch.no_grad(), warnings_quiet():
                     torch.onnx.export(module, (dummy,), path, dynamo=False, opset_version=opset,
+                                      export_params=False, training=torch.onnx.TrainingMode.PRESERVE,
                                       do_constant_folding=True, input_names=["input"], output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
             except Exception as exc:
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
                                      f"{str(exc).splitlines()[0][:200]})") from None
             del dummy
-        gc.collect()
-        with stages("load and name"):
-            model = OnnxFile(path).model
-            conv_layers = name_torch_layers(model.graph)
-    except BaseException:
-        folder.cleanup()
-        raise
-    return model, conv_layers, folder
+            model = onnx.load(path)
+    with stages("attach weights"):
+        state = {name: tensor for name, tensor in module.state_dict(keep_vars=False).items()}
+        inputs = {i.name for i in model.graph.input}
+        missing = [i for i in list(inputs)[1:] if i not in state and i != "input"]
+        if missing:
+            raise InspectorError(f"the exported graph wants values that are not in the module's state dict "
+                                 f"({', '.join(sorted(missing)[:5])}); the converter cannot attach them")
+        weights = {name: (lambda t=tensor: t.detach().cpu().numpy()) for name, tensor in state.items()
+                   if name in inputs}
+        shapes = onnx_passes.static_shapes(model)
+        _, payloads = onnx_passes.attach_weights(model, weights, opset, shapes)
+        del model.graph.value_info[:]
+        conv_layers = name_torch_layers(model.graph)
+    return model, conv_layers, payloads
 
 
 @contextlib.contextmanager
@@ -174,6 +186,7 @@ def name_torch_layers(graph) -> list[str]:
     """Conv node name = module name, from its weight (``features.0.weight``) or its scope."""
     initializers = {i.name for i in graph.initializer}
     mapping = {}
+    # (a weight renamed by a fold, "<node>__folded_kernel", falls back to the node's scope)
     for node in graph.node:
         if node.op_type not in onnx_passes.CONV_OPS:
             continue
