@@ -115,8 +115,9 @@ HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py"}
 def run_helper(section: str, args, model: dict | None) -> dict:
     """bench_convert.py / bench_audit.py as a measured child; their JSON, or ``{"not_run": reason}``.
 
-    Their interface: ``--json FILE`` (both), ``--images N`` and ``--device cpu|cuda``
-    (audit). A flag is passed only when the script's ``--help`` lists it.
+    Their interface: ``--json FILE`` (both), ``--images N``, ``--runs N`` and
+    ``--device cpu|cuda`` (audit; conversion runs once, its own default). A flag
+    is passed only when the script's ``--help`` lists it.
     """
     script = HELPERS[section]
     path = os.path.join(HERE, script)
@@ -141,6 +142,8 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             return {"not_run": f"bench/{script} has no --device option"}
         if args.quick and "--images" in usage:
             command += ["--images", "64"]
+        if args.runs > 1 and "--runs" in usage:
+            command += ["--runs", str(args.runs)]
         if model and "--model" in usage:
             command += ["--model", os.path.join(ROOT, model["path"])]
     echo(f"{section}: {' '.join(_rel(c) for c in command)}")
@@ -323,8 +326,9 @@ PREVIOUS_GPU = [
     "",
     "| measurement | CUDA | that machine's 16-core CPU |",
     "|---|---|---|",
-    "| one run, all 13 conv outputs added | 4.62 ms | 38.1 ms |",
-    "| one plain run | 0.89 ms | 30.0 ms (CPU ratio 1.27x) |",
+    "| one run (batch 1), all 13 conv outputs added | 4.62 ms | 38.1 ms |",
+    "| one plain run (batch 1) | 0.89 ms | 30.0 ms |",
+    "| added outputs / plain | 5.2x | 1.27x |",
     "| batch 32, all conv outputs | 123.7 ms (259 img/s) | 637 ms (50 img/s) |",
     "| whole `inspector maps --all` process | ~2.8 s | ~2.6 s |",
     "",
@@ -514,7 +518,10 @@ def render(results: dict) -> str:
 
     out += ["", "## 4. Conversion of the full VGG16", ""]
     out += _helper_section(results.get("convert"), "bench_convert.py")
-    out += ["", "## 5. Audit throughput over 256 images", ""]
+    audit = results.get("audit") or {}
+    images = audit.get("images")
+    out += ["", "## 5. Audit throughput over 256 images"
+            + (f" (this run: {images} images)" if images not in (None, 256) else ""), ""]
     out += _helper_section(results.get("audit"), "bench_audit.py")
 
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
