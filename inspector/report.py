@@ -417,15 +417,21 @@ def _summary_plot(audit: dict) -> tuple[str, int, int] | None:
     if any(e.get("max_activation") is not None for e in entries):
         left.plot(depth, series("max_activation"), "s--", alpha=0.6, label="max activation")
     left.set_title("activation by depth")
+    # Max activations of late layers can be 1000x the early means: a log scale keeps both
+    # readable, linear near zero because means of signed layers can be negative.
+    left.set_yscale("symlog", linthresh=1e-2)
     right.plot(depth, dead, "o-", color="#b91c1c", label="dead fraction")
     right.plot(depth, series("zero_fraction"), "s--", color="#555", label="zero fraction")
     right.set_ylim(-0.03, 1.03)
     right.set_title("dead and zero fraction by depth")
     collapse = audit.get("summary", {}).get("collapse_layer")
     for axes in (left, right):
-        axes.set_xticks(depth)
-        # Layer names come from the model file: never parse them as mathtext.
-        axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7, parse_math=False)
+        if len(entries) <= 24:
+            axes.set_xticks(depth)
+            # Layer names come from the model file: never parse them as mathtext.
+            axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7, parse_math=False)
+        else:  # too many names to read: layer indices, as in the layer table
+            axes.set_xlabel("layer index")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="best")
         if collapse is not None:
