@@ -23,7 +23,11 @@ number of images:
 - collapse: the first layer whose mean absolute activation falls below
   ``COLLAPSE_RATIO`` (1%) of the largest mean absolute activation of the
   layers before it, or whose zero fraction exceeds ``COLLAPSE_ZERO_FRACTION``
-  (0.99).
+  (0.99). Gates and global-context branches are left out of this comparison,
+  neither flagged nor used as the reference: layers whose activation is
+  bounded (Sigmoid, HardSigmoid, Tanh, Softsign: attention gates, whose
+  values sit in [0, 1] beside main-path means in the tens) and layers whose
+  maps are 1x1 (squeeze-and-excite and other pooled branches).
 
 The dead fraction (``--fail-on-dead``) counts each filter once when it is a
 dead filter, a dead channel, or both, over all filters of all conv layers.
@@ -49,6 +53,8 @@ DUPLICATE_EXAMPLES = 5
 NEAR_ZERO_RATIO = 1e-6
 COLLAPSE_RATIO = 0.01
 COLLAPSE_ZERO_FRACTION = 0.99
+# Bounded activations: the layer is a gate, not the main path (see collapse above).
+GATE_ACTIVATIONS = frozenset({"Sigmoid", "HardSigmoid", "Tanh", "Softsign"})
 DEFAULT_BATCH = 16
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -114,7 +120,7 @@ def _near_duplicates(flat: np.ndarray, keep: np.ndarray) -> tuple[int, list[tupl
         return 0, []
     vectors = flat[index].astype(np.float32)
     norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    usable = norms > 0
+    usable = np.isfinite(norms) & (norms > 0)  # NaN/inf weights (a broken model) have no direction
     index, vectors, norms = index[usable], vectors[usable], norms[usable]
     unit = (vectors / norms[:, None]).astype(np.float32)
     rows = max(1, _SIMILARITY_BLOCK // max(1, len(index)))
@@ -312,6 +318,8 @@ class AuditResult:
             acts = layer.activations
             if acts is None or not acts.images:
                 continue
+            if layer.activation in GATE_ACTIVATIONS or acts.elements_per_map == 1:
+                continue  # a gate or a pooled branch, not the main path
             magnitude, zeros = acts.mean_abs(), acts.zero_fraction()
             if zeros is not None and zeros > COLLAPSE_ZERO_FRACTION:
                 return {"index": layer.index, "name": layer.name,

@@ -456,3 +456,33 @@ def test_statistics_overlapped_with_inference_give_the_same_audit(save, images, 
     overlapped = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert overlapped == inline
     assert overlapped["layers"][1]["dead_channels"] == [4]
+
+
+def test_collapse_ignores_gates_and_pooled_branches(save, images):
+    """A squeeze-and-excite gate (1x1 maps, sigmoid values in [0, 1]) beside a main path whose
+    means are in the tens is not a collapse; the same small values on the main path are."""
+    from onnx import helper, numpy_helper
+
+    r = b.rng(11)
+    w1 = (r.standard_normal((8, 3, 3, 3)) * 300).astype(np.float32)
+    w_squeeze = (r.standard_normal((4, 8, 1, 1)) * 1e-4).astype(np.float32)
+    w_excite = (r.standard_normal((8, 4, 1, 1)) * 1e-4).astype(np.float32)
+    w2 = (r.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="main1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["pooled"]),
+        helper.make_node("Conv", ["pooled", "ws"], ["cs"], name="squeeze"),
+        helper.make_node("Relu", ["cs"], ["rs"]),
+        helper.make_node("Conv", ["rs", "we"], ["ce"], name="excite"),
+        helper.make_node("HardSigmoid", ["ce"], ["gate"]),
+        helper.make_node("Mul", ["r1", "gate"], ["scaled"]),
+        helper.make_node("Conv", ["scaled", "w2"], ["c2"], name="main2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w_squeeze, "ws"), (w_excite, "we"), (w2, "w2"))]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 12, 12))], [b.out("y")], inits)
+    result = audit(inspector.load(save(m)), [images], preprocess="tf", device="cpu", quiet=True)
+    by_name = {layer.name: layer for layer in result.layers}
+    assert by_name["excite"].activations.mean_abs() < 0.01 * by_name["main1"].activations.mean_abs()
+    assert result.collapse() is None
