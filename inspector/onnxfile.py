@@ -17,6 +17,7 @@ checked before any byte of it is read.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from .errors import InspectorError
 
 # Initializers smaller than this stay inline; moving them buys nothing.
 _INLINE_LIMIT = 1024
+# Weights at least this large are memory-mapped rather than read (see tensor_array).
+_MAP_LIMIT = 16 * 1024 * 1024
 
 # Field numbers from onnx.proto (stable since ONNX 1.0).
 _MODEL_GRAPH = 7
@@ -144,13 +147,47 @@ def _strip_model(buf, location: str) -> bytes:
     return b"".join(out)
 
 
-def check_topology(graph, model_name: str = "the model") -> None:
+def _check_arity(graph, model_name: str, opset: int | None) -> None:
+    """Every standard node has as many inputs and outputs as its ONNX schema allows.
+
+    The layer finder reads inputs by position (QLinearConv's weights are input
+    3); a node cut short by a broken exporter or a hostile file is refused here
+    with its name, not met later as an IndexError.
+    """
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    version = opset if opset is not None and 1 <= opset <= newest else newest
+    schemas: dict[str, object] = {}
+    for index, node in enumerate(graph.node):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type not in schemas:
+            try:
+                schemas[node.op_type] = onnx.defs.get_schema(node.op_type, version, "")
+            except onnx.defs.SchemaError:
+                schemas[node.op_type] = None  # unknown op: onnxruntime names it when it loads the model
+        schema = schemas[node.op_type]
+        if schema is None:
+            continue
+        inputs, outputs = len(node.input), len(node.output)
+        if not (schema.min_input <= inputs <= schema.max_input and schema.min_output <= outputs <= schema.max_output):
+            raise InspectorError(
+                f"{model_name} is broken: {node.op_type} node '{node.name or '#' + str(index)}' has {inputs} "
+                f"inputs and {outputs} outputs; ONNX {node.op_type} takes {schema.min_input}..{schema.max_input} "
+                f"inputs and {schema.min_output}..{schema.max_output} outputs; re-export the model")
+
+
+def check_topology(graph, model_name: str = "the model", opset: int | None = None) -> None:
     """Refuse graphs onnxruntime would reject, with a message that names the culprit.
 
-    Every node input must be a graph input, an initializer or another node's
-    output (no dangling names), every graph output must be produced, and the
-    nodes must form no cycle (their order in the file does not matter).
+    Every standard node has the number of inputs and outputs its schema allows
+    (``opset``: the model's ai.onnx version), every node input must be a graph
+    input, an initializer or another node's output (no dangling names), every
+    graph output must be produced, and the nodes must form no cycle (their
+    order in the file does not matter).
     """
+    _check_arity(graph, model_name, opset)
     known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     known |= {t.values.name for t in graph.sparse_initializer}
     producer: dict[str, int] = {}
@@ -249,7 +286,8 @@ class OnnxFile:
             raise InspectorError(f"not an ONNX model (no graph or opset): {os.fspath(path)}")
         self.model = model
         self.initializers = {t.name: t for t in model.graph.initializer}
-        check_topology(model.graph, os.path.basename(self.path))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        check_topology(model.graph, os.path.basename(self.path), opset)
         # Check every external location now, before anything (ours or onnxruntime) reads one.
         for tensor in model.graph.initializer:
             if tensor.data_location == _EXTERNAL:
@@ -262,6 +300,10 @@ class OnnxFile:
         location = info.get("location", "")
         if not location:
             raise InspectorError(f"external data of tensor '{tensor.name}' has no location")
+        if any(ord(ch) < 32 for ch in location):
+            raise InspectorError(
+                f"external data of tensor '{tensor.name}' has a location with control characters "
+                f"({location!r}); refused")
         if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location[:3]:
             raise InspectorError(
                 f"external data of tensor '{tensor.name}' uses an absolute path ({location!r}); "
@@ -295,7 +337,7 @@ class OnnxFile:
         if tensor.data_location != _EXTERNAL:
             try:
                 return numpy_helper.to_array(tensor)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, KeyError) as exc:  # KeyError: an unknown data_type
                 raise InspectorError(f"cannot decode tensor '{tensor.name}': {exc}") from None
         ref = self.external_ref(tensor)
         try:
@@ -303,11 +345,19 @@ class OnnxFile:
         except (KeyError, TypeError, ValueError):
             raise InspectorError(f"tensor '{tensor.name}' has an unsupported data type {tensor.data_type}") from None
         shape = tuple(int(d) for d in tensor.dims)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(d < 0 for d in shape):
+            raise InspectorError(f"tensor '{tensor.name}' has negative dimensions {shape}")
+        count = math.prod(shape)  # Python ints: no silent int64 overflow on hostile dims
         nbytes = count * dtype.itemsize
         if ref.length is not None and ref.length != nbytes:
             raise InspectorError(
                 f"tensor '{tensor.name}' should hold {nbytes} bytes but its data is {ref.length} bytes")
+        if ref.offset + nbytes > os.path.getsize(ref.path):
+            raise InspectorError(f"external data of tensor '{tensor.name}' is truncated")
+        if nbytes >= _MAP_LIMIT and dtype.byteorder != ">":
+            # Mapped, not read: a picture of the first 64 filters of a 1 GB layer
+            # pages in those filters only, so memory follows what is shown.
+            return np.memmap(ref.path, dtype=dtype, mode="r", offset=ref.offset, shape=shape)
         with open(ref.path, "rb") as handle:
             handle.seek(ref.offset)
             data = handle.read(nbytes)

@@ -56,9 +56,16 @@ def image(tmp_path):
     return str(path)
 
 
-def commands(model, image, out):
-    return [("layers", model), ("filters", model, "-o", out),
+def commands(model, image, out, every=False):
+    """The commands that read MODEL (with ``every``, audit and report too)."""
+    runs = [("layers", model), ("filters", model, "-o", out),
             ("maps", model, image, "--preprocess", "raw", "--device", "cpu", "-o", out)]
+    if every:
+        runs += [("audit", model, image, "--preprocess", "raw", "--device", "cpu", "--quiet",
+                  "--json", os.path.join(out, "audit.json")),
+                 ("report", model, image, "--preprocess", "raw", "--device", "cpu",
+                  "-o", os.path.join(out, "report.html"))]
+    return runs
 
 
 # ------------------------------------------------------------------ model files
@@ -96,7 +103,7 @@ def test_broken_model_files_exit_2_saying_what_is_wrong(tmp_path, tiny, image, k
         data, words = _broken_models(handle.read())[kind]
     path = tmp_path / f"{kind}.onnx"
     path.write_bytes(data)
-    for args in commands(path, image, tmp_path / "out"):
+    for args in commands(path, image, tmp_path / "out", every=True):
         code, _, err = cli(*args)
         assert_input_error(code, err, *words)
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
@@ -132,6 +139,99 @@ def test_onnxruntime_messages_are_one_clean_line(save, image, tmp_path):
                        "-o", tmp_path / "o")
     assert_input_error(code, err, "onnxruntime", "NoSuchOp")
     assert "onnxruntime_src" not in err
+
+
+# Found by tests/test_fuzz.py: each was an "unexpected" error (a bug) or numpy warnings on stderr.
+
+def test_node_with_fewer_inputs_than_its_schema_is_named(save, image, tmp_path):
+    """QLinearConv's weights are its input 3: a node cut short was an IndexError."""
+    nodes = [helper.make_node("QLinearConv", ["x", "w", "w"], ["c"], name="short")]
+    path = save(_one_conv(nodes=nodes))
+    for args in commands(path, image, tmp_path / "out", every=True):
+        assert_input_error(*cli(*args)[::2], "QLinearConv node 'short' has 3 inputs", "8..9")
+
+
+def test_transpose_with_a_bad_perm_after_a_conv_is_not_followed(save):
+    """A perm that is no permutation was an IndexError; the conv's own output is shown instead."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Transpose", ["c"], ["t"], perm=[0, 7, 1, 2]),
+             helper.make_node("Relu", ["t"], ["r"])]
+    code, out, err = cli("layers", save(_one_conv(nodes=nodes, outputs=("r",))), "--json")
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)[0]["output"] == "c"
+
+
+def test_bias_that_does_not_match_the_filters_is_refused(save, image, tmp_path):
+    m = _one_conv(nodes=[helper.make_node("Conv", ["x", "w", "bias"], ["c"], name="conv")])
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros(5, np.float32), "bias"))  # 2 filters
+    code, _, err = cli("filters", save(m), "-o", tmp_path / "o")
+    assert_input_error(code, err, "2 filters but 5 bias values")
+
+
+def test_initializer_of_unknown_data_type_is_refused(save, tmp_path):
+    m = _one_conv()
+    m.graph.initializer[0].data_type = 99
+    m.graph.initializer[0].ClearField("raw_data")
+    m.graph.initializer[0].float_data.extend([1.0] * 54)
+    code, _, err = cli("filters", save(m), "-o", tmp_path / "o")
+    assert_input_error(code, err, "tensor 'w'")
+
+
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf, 3e38])
+def test_nan_and_infinite_weights_draw_without_warnings(save, image, tmp_path, special):
+    """Broken weights still give a picture (the finite filters as usual) and a clean stderr, not numpy warnings."""
+    import warnings
+
+    w = np.random.default_rng(5).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w[1, 0, 1, 1] = special
+    w[2] = special
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 16, 16))], [b.out("c")], [numpy_helper.from_array(w, "w")])
+    path = save(m)
+    for args in (("filters", path, "-o", tmp_path / "o"), ("filters", path, "--norm", "filter", "-o", tmp_path / "o"),
+                 ("filters", path, "--channels", "2", "-o", tmp_path / "o"), *commands(path, image, tmp_path / "o", every=True)[2:]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # shown on stderr, as a user would see them
+            code, _, err = cli(*args)
+        assert code == 0 and "Warning" not in err and "error" not in err, (args, err)
+    from inspector.render import _drawable
+
+    shown = _drawable(w)
+    assert np.isfinite(shown).all()
+    np.testing.assert_array_equal(shown[0], w[0])  # finite filters are drawn from their own values
+
+
+def test_constant_node_external_data_is_checked_like_initializers(tmp_path, monkeypatch):
+    """A Constant's tensor read through numpy_helper resolved its location against the working directory,
+    outside the model's folder: now every external location goes through the same check."""
+    w = np.arange(54, dtype=np.float32).reshape(2, 3, 3, 3)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "secret.bin").write_bytes(w.tobytes())  # beside the working directory, not the model
+
+    def save_with(location):
+        tensor = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=w.shape,
+                                  data_location=onnx.TensorProto.EXTERNAL)
+        for key, value in (("location", location), ("offset", "0"), ("length", str(w.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        nodes = [helper.make_node("Constant", [], ["w"], value=tensor), helper.make_node("Conv", ["x", "w"], ["c"])]
+        m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("c")])
+        path = folder / f"{location.replace('/', '_')}.onnx"
+        path.write_bytes(m.SerializeToString())
+        return path
+
+    monkeypatch.chdir(tmp_path)
+    assert_input_error(*cli("filters", save_with("secret.bin"), "-o", tmp_path / "o")[::2],
+                       "external data file missing", "secret.bin")
+    assert_input_error(*cli("filters", save_with("../secret.bin"), "-o", tmp_path / "o")[::2],
+                       "external data", "outside the model's folder")
+    os.replace(tmp_path / "secret.bin", folder / "secret.bin")  # beside the model: read, and right
+    import inspector
+
+    np.testing.assert_array_equal(inspector.load(save_with("secret.bin")).filters(0), w)
 
 
 # --------------------------------------------------------------- external data

@@ -1,0 +1,352 @@
+"""Fuzz the real CLI entry point with mutated models and images.
+
+Small valid models (every kind the builders make, inline and external
+weights) and small images are mutated at the byte level (flips, truncation,
+insertions) and at the protobuf field level (dims, data types, op types,
+attribute values, inputs, input shapes, opsets, external data entries). Each
+case runs ``inspector.cli.main`` in-process and must end with exit 0, or exit
+2 and a one-line message, never a traceback or an "unexpected" error, within
+a per-case time bound.
+
+``make test`` runs a fixed-seed, bounded set; ``make fuzz`` sets
+INSPECTOR_FUZZ_EXAMPLES (per test) for a longer run. INSPECTOR_FUZZ_LOG=FILE
+appends every case's command, exit code and stderr to FILE;
+INSPECTOR_FUZZ_KEEP=DIR copies each failing case's files into DIR.
+
+Python warnings are shown on the redirected stderr, as a user would see them:
+a warning raised in inspector's own code (numpy overflow on NaN weights, say)
+or a leaked file fails the case too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import io
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import warnings
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import AttributeProto, helper, numpy_helper
+from PIL import Image
+
+import builders as b
+from inspector.cli import main
+
+EXAMPLES = int(os.environ.get("INSPECTOR_FUZZ_EXAMPLES", "500"))
+LOG = os.environ.get("INSPECTOR_FUZZ_LOG")  # a file to append every case's outcome to, for reading
+KEEP = os.environ.get("INSPECTOR_FUZZ_KEEP")  # a folder to copy each failing case's files into
+CASE_SECONDS = 20  # per-case time bound: a hang fails the case instead of the whole run
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+TALLY: Counter = Counter()
+
+
+class CaseTimeout(BaseException):
+    """Not an Exception: the CLI's last-resort handler must not swallow it."""
+
+
+@contextlib.contextmanager
+def time_bound(seconds=CASE_SECONDS):
+    """SIGALRM fails a slow case; if it cannot (a hang inside C code never returns
+    to Python), faulthandler dumps every thread's stack and ends the process, so
+    CI fails loudly instead of hanging."""
+    def expire(signum, frame):
+        raise CaseTimeout(f"case ran over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    faulthandler.dump_traceback_later(3 * seconds, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_cli(kind: str, args: list[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with time_bound(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown on the redirected stderr, as a user would see them
+        code = main(args)
+    message = err.getvalue()
+    TALLY[f"{kind} exit {code}"] += 1
+    if LOG:
+        with open(LOG, "a") as log:
+            log.write(f"{kind}\t{args[0]}\t{code}\t{message.strip()!r}\n")
+    assert code in (0, 2), (args, code, message)
+    assert "Traceback" not in message, (args, message)
+    assert "error: unexpected" not in message, (args, message)  # the CLI's last-resort handler
+    # numpy warnings out of our own code (NaN weights, overflow) and leaked files are
+    # defects; a library's warning about a corrupt file before the clean error is not.
+    assert not re.search(r"inspector/[\w/]+\.py:\d+: \w*Warning", message), (args, message)
+    assert "ResourceWarning" not in message, (args, message)
+    if code == 2:
+        errors = [line for line in message.splitlines() if line.startswith("inspector: error: ")]
+        assert len(errors) == 1 and len(errors[0]) > 30, (args, message)
+    return code
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request):
+    yield
+    total = sum(TALLY.values())
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(TALLY.items()))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nfuzz: {total} CLI runs ({summary})")
+
+
+# ---------------------------------------------------------------- seed inputs
+
+SEEDS = {
+    "conv_relu": lambda: b.conv_relu_nchw(size=8)[0],
+    "nhwc": lambda: b.tf2onnx_like_nhwc(size=8)[0],
+    "constant": lambda: b.constant_weights()[0],
+    "grouped": lambda: b.grouped_and_depthwise()[0],
+    "transpose": lambda: b.conv_transpose()[0],
+    "qdq": lambda: b.qdq_conv()[0],
+    "qlinear": lambda: b.qlinear_conv()[0],
+}
+OPS = ["Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "Relu", "Transpose", "Sigmoid", "Mul", "Add",
+       "DequantizeLinear", "Identity", "Cast", "Constant", "MaxPool", "Reshape", "If", "Loop", "NoSuchOp", ""]
+INTS = st.one_of(st.integers(-3, 40), st.sampled_from([0, -1, 2**31 - 1, 2**40, -(2**62), 10**6]))
+
+
+def _image_bytes(fmt: str) -> bytes:
+    # Large enough that most bytes are pixel data, small enough to stay fast.
+    pixels = np.random.default_rng(4).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+IMAGES = {fmt: _image_bytes(fmt) for fmt in IMAGE_FORMATS}
+
+
+COMMANDS = ["layers", "filters", "maps", "audit", "report"]
+
+
+def commands(model: str, image: str, out: str, which: str) -> list[str]:
+    if which == "layers":
+        return ["layers", model, "--json"]
+    if which == "filters":
+        return ["filters", model, "--all", "-o", out]
+    if which == "audit":
+        return ["audit", model, image, "--preprocess", "raw", "--device", "cpu", "--quiet",
+                "--json", os.path.join(out, "audit.json")]
+    if which == "report":
+        return ["report", model, image, "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
+                "-o", os.path.join(out, "report.html")]
+    return ["maps", model, image, "--all", "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
+            "-o", out, "--npz", os.path.join(out, "m.npz")]
+
+
+def run_model(kind: str, data: bytes, which: str, external: bytes | None = None, image: bytes | None = None):
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as folder:
+        model = os.path.join(folder, "m.onnx")
+        with open(model, "wb") as handle:
+            handle.write(data)
+        if external is not None:
+            with open(os.path.join(folder, "weights.bin"), "wb") as handle:
+                handle.write(external)
+        picture = os.path.join(folder, "img.png")
+        with open(picture, "wb") as handle:
+            handle.write(image if image is not None else IMAGES["PNG"])
+        try:
+            code = run_cli(kind, commands(model, picture, os.path.join(folder, "out"), which))
+        except BaseException:
+            if KEEP:  # the failing inputs, to rerun by hand with --verbose
+                shutil.copytree(folder, tempfile.mkdtemp(prefix="case-", dir=KEEP), dirs_exist_ok=True)
+            raise
+        leftovers = [n for _, _, files in os.walk(folder) for n in files if n.endswith(".part")]
+        assert not leftovers, leftovers
+    return code
+
+
+@pytest.mark.parametrize("seed", sorted(SEEDS))
+@pytest.mark.parametrize("which", COMMANDS)
+def test_every_seed_runs_clean(seed, which):
+    """Unmutated, every seed model works: the fuzz cases start from valid inputs,
+    and the harness itself (watchdog, stderr checks) passes a clean run."""
+    code = run_model("seed", SEEDS[seed]().SerializeToString(), which)
+    # The grouped seed takes 4 input channels: no image can feed it, by design.
+    assert code == (2 if seed == "grouped" and which in ("maps", "audit", "report") else 0)
+
+
+# -------------------------------------------------------------- byte mutations
+
+@st.composite
+def mutated_bytes(draw, data: bytes, focus: tuple[int, int] | None = None):
+    """Flips, truncation, insertion, deletion; half the positions fall in ``focus``
+    (the weights of a model, the pixels of an image) so that mutations also reach
+    past the parsers into the values."""
+    data = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "flip", "truncate", "insert", "delete"]))
+        if not data:
+            break
+        low, high = 0, len(data) - 1
+        if focus is not None and focus[0] < min(focus[1], len(data)) and draw(st.booleans()):
+            low, high = focus[0], min(focus[1], len(data)) - 1
+        pos = draw(st.integers(low, high))
+        if action == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif action == "truncate":
+            del data[pos:]
+        elif action == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[pos:pos + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+@FUZZ
+@given(data=st.data(), seed=st.sampled_from(sorted(SEEDS)), which=st.sampled_from(COMMANDS))
+def test_byte_mutated_models(data, seed, which):
+    model = SEEDS[seed]()
+    original = model.SerializeToString()
+    raw = max((t.raw_data for t in model.graph.initializer), key=len, default=b"")
+    start = original.find(raw) if raw else -1
+    focus = (start, start + len(raw)) if start >= 0 else None
+    run_model("model bytes", data.draw(mutated_bytes(original, focus)), which)
+
+
+# ------------------------------------------------------------- field mutations
+
+def _mutate_fields(model: onnx.ModelProto, draw) -> None:
+    graph = model.graph
+    names = [t.name for t in graph.initializer] + [o for n in graph.node for o in n.output] + ["x", "", "ghost"]
+    for _ in range(draw(st.integers(1, 3))):
+        target = draw(st.sampled_from(["dims", "data_type", "op_type", "attribute", "input", "input_shape",
+                                       "opset", "drop_node", "drop_initializer", "elem_type", "raw_data",
+                                       "values", "values"]))
+        if target == "dims" and graph.initializer:
+            tensor = draw(st.sampled_from(list(graph.initializer)))
+            dims = draw(st.lists(INTS, max_size=5))
+            del tensor.dims[:]
+            tensor.dims.extend(dims)
+        elif target == "data_type" and graph.initializer:
+            draw(st.sampled_from(list(graph.initializer))).data_type = draw(st.integers(-1, 30))
+        elif target == "op_type" and graph.node:
+            draw(st.sampled_from(list(graph.node))).op_type = draw(st.sampled_from(OPS))
+        elif target == "attribute" and graph.node:
+            node = draw(st.sampled_from(list(graph.node)))
+            name = draw(st.sampled_from(["pads", "strides", "dilations", "group", "perm", "axis", "alpha",
+                                         "kernel_shape", "auto_pad", "value"]))
+            kind = draw(st.sampled_from(["int", "ints", "float", "string"]))
+            value = {"int": lambda: draw(INTS), "ints": lambda: draw(st.lists(INTS, max_size=6)),
+                     "float": lambda: draw(st.floats(allow_nan=True)),
+                     "string": lambda: draw(st.sampled_from(["SAME_UPPER", "VALID", "NOTSET", "bogus"]))}[kind]()
+            kept = [a for a in node.attribute if a.name != name]
+            del node.attribute[:]
+            attr_type = {"int": AttributeProto.INT, "ints": AttributeProto.INTS, "float": AttributeProto.FLOAT,
+                         "string": AttributeProto.STRING}[kind]
+            node.attribute.extend(kept + [helper.make_attribute(name, value, attr_type=attr_type)])
+        elif target == "input" and graph.node:
+            node = draw(st.sampled_from(list(graph.node)))
+            if node.input and draw(st.booleans()):
+                node.input[draw(st.integers(0, len(node.input) - 1))] = draw(st.sampled_from(names))
+            else:
+                node.input.append(draw(st.sampled_from(names)))
+        elif target == "input_shape":
+            dims = graph.input[0].type.tensor_type.shape.dim
+            if dims and draw(st.booleans()):
+                dim = dims[draw(st.integers(0, len(dims) - 1))]
+                if draw(st.booleans()):
+                    dim.dim_value = draw(st.integers(-2, 5000))
+                else:
+                    dim.dim_param = draw(st.sampled_from(["N", "height", ""]))
+            else:
+                del dims[:]
+                for size in draw(st.lists(st.integers(0, 64), max_size=6)):
+                    dims.add().dim_value = size
+        elif target == "opset":
+            model.opset_import[0].version = draw(st.integers(-1, 40))
+        elif target == "drop_node" and graph.node:
+            del graph.node[draw(st.integers(0, len(graph.node) - 1))]
+        elif target == "drop_initializer" and graph.initializer:
+            del graph.initializer[draw(st.integers(0, len(graph.initializer) - 1))]
+        elif target == "elem_type":
+            graph.input[0].type.tensor_type.elem_type = draw(st.integers(0, 30))
+        elif target == "raw_data" and graph.initializer:
+            tensor = draw(st.sampled_from(list(graph.initializer)))
+            if tensor.raw_data:
+                tensor.raw_data = tensor.raw_data[: draw(st.integers(0, len(tensor.raw_data)))]
+        elif target == "values" and graph.initializer:
+            # Legal tensors with hostile values: NaN, infinities, extremes, all zero.
+            tensor = draw(st.sampled_from(list(graph.initializer)))
+            try:
+                values = numpy_helper.to_array(tensor).copy()
+            except Exception:  # an earlier mutation broke it already
+                continue
+            if values.size == 0:
+                continue
+            if values.dtype.kind == "f":
+                special = draw(st.sampled_from([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-45, 0.0]))
+            elif values.dtype.kind in "iu":
+                info = np.iinfo(values.dtype)
+                special = draw(st.sampled_from([info.min, info.max, 0]))
+            else:
+                continue
+            if draw(st.booleans()):
+                values[...] = special
+            else:
+                values.flat[draw(st.integers(0, values.size - 1))] = special
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+
+
+@FUZZ
+@given(data=st.data(), seed=st.sampled_from(sorted(SEEDS)), which=st.sampled_from(COMMANDS))
+def test_field_mutated_models(data, seed, which):
+    model = SEEDS[seed]()
+    _mutate_fields(model, data.draw)
+    run_model("model fields", model.SerializeToString(), which)
+
+
+@FUZZ
+@given(data=st.data(), which=st.sampled_from(COMMANDS))
+def test_mutated_external_data(data, which):
+    """Weights in weights.bin: mutate the external_data entries, or the weights file itself."""
+    model = b.conv_relu_nchw(size=8)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "m.onnx")
+        b.save_external(model, path)
+        light = onnx.load(path, load_external_data=False)
+        with open(os.path.join(folder, "weights.bin"), "rb") as handle:
+            weights = handle.read()
+    tensor = data.draw(st.sampled_from(list(light.graph.initializer)))
+    entry = data.draw(st.sampled_from(list(tensor.external_data)))
+    entry.value = data.draw(st.one_of(
+        st.sampled_from(["/etc/passwd", "../weights.bin", "weights.bin/..", ".", "", "-1", "99999999999",
+                         "0x10", "1e3", "weights.bin\x00", "nope.bin"]),
+        st.integers(-10, 2000).map(str)))
+    if data.draw(st.booleans()):
+        weights = data.draw(mutated_bytes(weights))
+    run_model("external data", light.SerializeToString(), which, external=weights)
+
+
+# --------------------------------------------------------------------- images
+
+@FUZZ
+@given(data=st.data(), fmt=st.sampled_from(IMAGE_FORMATS), which=st.sampled_from(["maps", "audit", "report"]))
+def test_mutated_images(data, fmt, which):
+    original = IMAGES[fmt]
+    image = data.draw(mutated_bytes(original, focus=(min(64, len(original) // 4), len(original))))
+    run_model("images", b.conv_relu_nchw(size=8)[0].SerializeToString(), which, image=image)
