@@ -151,8 +151,15 @@ def _convert(argv: list[str]) -> int:
 
 
 def _guarded(run, verbose: bool = False) -> int:
+    import warnings
+
     try:
-        return run()
+        with warnings.catch_warnings():
+            # numpy's floating-point warnings (NaN, infinite or huge weights in a broken model) are
+            # noise on a terminal; the pictures, tables and JSON show the values.
+            warnings.filterwarnings("ignore", r"(invalid value|overflow|divide by zero|underflow) encountered",
+                                    RuntimeWarning)
+            return run()
     except InspectorError as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE

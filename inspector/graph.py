@@ -214,8 +214,8 @@ class Graph:
             user = users[0]
             if user.op_type == "Transpose":
                 step = next((tuple(a.ints) for a in user.attribute if a.name == "perm"), None)
-                if step is None:
-                    break
+                if step is None or sorted(step) != list(range(len(step))) or (perm and len(perm) != len(step)):
+                    break  # no perm, or not a permutation that composes with the last one
                 base = perm or tuple(range(len(step)))
                 perm = tuple(base[a] for a in step)
                 tensor = user.output[0]
@@ -306,7 +306,7 @@ class Graph:
             raise InspectorError(f"tensor '{tensor}' is neither an initializer nor a node output")
         node = self.nodes[i]
         if node.op_type == "Constant":
-            return _constant_node_value(node)
+            return _constant_node_value(node, self.file)
         if node.op_type in ("Identity", "Cast"):
             return self.constant(node.input[0], _depth + 1)
         if node.op_type == "DequantizeLinear":
@@ -367,12 +367,12 @@ class Graph:
         raise InspectorError(f"no conv layer matches '{text}'{hint}")
 
 
-def _constant_node_value(node) -> np.ndarray:
-    from onnx import numpy_helper
-
+def _constant_node_value(node, onnx_file) -> np.ndarray:
     for attr in node.attribute:
         if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
+            # Through the file, never numpy_helper directly: a Constant may point at external
+            # data too, and its location must be checked against the model's folder like any other.
+            return onnx_file.tensor_array(attr.t)
         if attr.name == "value_float":
             return np.asarray(attr.f, np.float32)
         if attr.name == "value_floats":

@@ -159,7 +159,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
         raise InspectorError(
             f"input size {height}x{width} is too large (over {MAX_IMAGE_PIXELS:,} pixels); "
             "pass a smaller --size or check the model's input shape")
-    img = _open(path)
+    img = source = _open(path)
     mode = "RGB" if channels == 3 else "L"
     try:
         if getattr(img, "n_frames", 1) > 1:
@@ -188,6 +188,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
         ) from None
     finally:
         img.close()
+        source.close()  # img may be a converted copy; the file is held by the source
     if arr.ndim == 2:
         arr = arr[..., None]
     return arr

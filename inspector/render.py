@@ -142,6 +142,19 @@ class Grid:
         draw.text((x, top + 2), high, fill=MUTED, font=font)
 
 
+_DRAWABLE_LIMIT = 1e30  # far from float32's 3.4e38: sums and spans of clamped values cannot overflow
+
+
+def _drawable(values: np.ndarray) -> np.ndarray:
+    """Values safe to scale: NaN as 0 and infinite or huge values clamped, so that
+    a broken model's weights or maps draw (and warn about nothing) instead of
+    turning the whole grid into numpy overflow warnings and garbage."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.size and not np.abs(values).max() <= _DRAWABLE_LIMIT:  # also true for NaN
+        values = np.clip(np.nan_to_num(values, nan=0.0), -_DRAWABLE_LIMIT, _DRAWABLE_LIMIT)
+    return values
+
+
 def _apply_lut(scaled: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[(scaled * 255).round().astype(np.uint8)]
 
@@ -163,7 +176,7 @@ def filter_grid(weights: np.ndarray, layer, model_name: str, *, norm: str = "lay
     if norm not in ("filter", "layer"):
         raise InspectorError(f"unknown --norm '{norm}': use filter or layer")
     total = weights.shape[0]
-    shown = weights[: max(1, max_filters)]
+    shown = _drawable(weights[: max(1, max_filters)])
     lut = None
     per_tile = norm == "filter"
     if channels is None and shown.shape[1] == 3:
@@ -211,7 +224,7 @@ def map_grid(maps: np.ndarray, layer, model_name: str, *, image_name: str = "", 
     if maps.ndim != 3:
         raise InspectorError(f"layer '{layer.name}' output has shape {maps.shape}; expected (C, H, W)")
     total = maps.shape[0]
-    shown = maps[: max(1, max_maps)]
+    shown = _drawable(maps[: max(1, max_maps)])
     lut = colormap_lut(cmap)
     scaled, lo, hi = normalise(shown, per_tile=(norm == "map"))
     tiles = _apply_lut(scaled, lut)
