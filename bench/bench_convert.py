@@ -1,6 +1,7 @@
 """Conversion of the full VGG16: wall time and peak RSS, per stage and for the whole process.
 
     python bench/bench_convert.py --json bench/out/convert.json [--runs N] [--no-check] [--no-torch]
+    python bench/bench_convert.py --only torch      # the torch run alone (about 30 s)
 
 Every conversion runs in a fresh child process (one at a time: they are heavy).
 Keras VGG16 gets random weights (``--weights none``: ImageNet's cannot be
@@ -173,23 +174,24 @@ def run(args) -> dict:
                                       "-o", os.path.join(folder, "vgg16.onnx")])
         return figures
 
-    print("keras VGG16, plain command ...", flush=True)
-    keras = _median_runs(args.runs, plain_keras)
-    keras["goal"] = "<= 4096 MB and <= 60 s"
-    keras["goal_met"] = keras["peak_rss_mb"] <= 4 * GB and keras["wall_s"] <= 60
-    data["keras"] = keras
-    print("keras VGG16, stages ...", flush=True)
-    staged = _child_figures("keras", check=False)
-    data["keras_stages"] = staged.pop("stages")
-    data["keras_file"] = {k: staged[k] for k in ("conv_layers", "nodes", "transposes", "file_mb")}
-    if args.check:
+    if args.only != "torch":
+        print("keras VGG16, plain command ...", flush=True)
+        keras = _median_runs(args.runs, plain_keras)
+        keras["goal"] = "<= 4096 MB and <= 60 s"
+        keras["goal_met"] = keras["peak_rss_mb"] <= 4 * GB and keras["wall_s"] <= 60
+        data["keras"] = keras
+        print("keras VGG16, stages ...", flush=True)
+        staged = _child_figures("keras", check=False)
+        data["keras_stages"] = staged.pop("stages")
+        data["keras_file"] = {k: staged[k] for k in ("conv_layers", "nodes", "transposes", "file_mb")}
+    if args.check and args.only != "torch":
         print("keras VGG16 with --check ...", flush=True)
         checked = _child_figures("keras", check=True)
         data["keras_check_stages"] = checked.pop("stages")
         data["keras_check"] = {"seconds": checked["process_wall_s"], "peak_rss_mb": checked["peak_rss_mb"],
                                "worst_relative": checked["worst_relative"],
                                "goal_met": checked["peak_rss_mb"] <= 4 * GB}
-    if args.torch:
+    if args.torch and args.only != "keras":
         print("torch VGG16-sized module ...", flush=True)
         torch_figures = _median_runs(args.runs, lambda: _child_figures("torch", check=False))
         data["torch_stages"] = torch_figures.pop("stages")
@@ -209,12 +211,14 @@ def run(args) -> dict:
 
 def table(data: dict) -> str:
     lines = []
-    k = data["keras"]
-    lines.append(f"Keras VGG16 (random weights), whole `inspector convert` process: {k['wall_s']:.1f} s wall, "
-                 f"{k['peak_rss_mb']:.0f} MB peak RSS (goal <= 4096 MB, <= 60 s: {'met' if k['goal_met'] else 'MISSED'})")
-    f = data["keras_file"]
-    lines.append(f"  file: {f['file_mb']:.0f} MB, {f['conv_layers']} conv layers, {f['nodes']} nodes, "
-                 f"{f['transposes']} Transpose")
+    if "keras" in data:
+        k = data["keras"]
+        lines.append(f"Keras VGG16 (random weights), whole `inspector convert` process: {k['wall_s']:.1f} s wall, "
+                     f"{k['peak_rss_mb']:.0f} MB peak RSS (goal <= 4096 MB, <= 60 s: "
+                     f"{'met' if k['goal_met'] else 'MISSED'})")
+        f = data["keras_file"]
+        lines.append(f"  file: {f['file_mb']:.0f} MB, {f['conv_layers']} conv layers, {f['nodes']} nodes, "
+                     f"{f['transposes']} Transpose")
     for title, key in (("stages", "keras_stages"), ("stages with --check", "keras_check_stages"),
                        ("torch stages", "torch_stages")):
         if key not in data:
@@ -244,6 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs of each measurement (median; default 1)")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the --check run")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the torch run")
+    parser.add_argument("--only", choices=("keras", "torch"), help="run only the Keras or only the torch measurements")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--check", dest="child_check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

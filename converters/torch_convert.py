@@ -131,6 +131,12 @@ def export(module, input_shape, opset: int = 17, stages=None):
     keeps the exporter from doing it with weights it would not export), and
     the writer streams them to the file. Returns (model, conv layer names,
     payloads for ``writer.write_model``).
+
+    Even without the weights in the file, the exporter's ONNX shape
+    inference copies each parameter a node reads into a Constant and
+    serialises it, about twice the largest tensor at once (+800 MB on a
+    VGG16); so the trace gets them as inputs instead (``_state_as_inputs``):
+    shape inference then sees only their types.
     """
     torch = import_torch()
     import onnx
@@ -147,15 +153,16 @@ def export(module, input_shape, opset: int = 17, stages=None):
         with stages("torch.onnx.export"):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
-                with torch.no_grad(), warnings_quiet():
-                    torch.onnx.export(module, (dummy,), path, dynamo=False, opset_version=opset,
+                with torch.no_grad(), warnings_quiet(), _state_as_inputs(module) as (names, tensors):
+                    torch.onnx.export(module, (dummy, *tensors), path, dynamo=False, opset_version=opset,
                                       export_params=False, training=torch.onnx.TrainingMode.PRESERVE,
-                                      do_constant_folding=True, input_names=["input"], output_names=["output"],
+                                      do_constant_folding=True, input_names=["input", *names],
+                                      output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
             except Exception as exc:
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
                                      f"{str(exc).splitlines()[0][:200]})") from None
-            del dummy
+            del dummy, tensors
             model = onnx.load(path)
     with stages("attach weights"):
         state = {name: tensor for name, tensor in module.state_dict(keep_vars=False).items()}
@@ -171,6 +178,67 @@ def export(module, input_shape, opset: int = 17, stages=None):
         del model.graph.value_info[:]
         conv_layers = name_torch_layers(model.graph)
     return model, conv_layers, payloads
+
+
+@contextlib.contextmanager
+def _state_as_inputs(module):
+    """Yield (state-dict names, tensors) to pass to the trace as inputs after the image.
+
+    While it lasts the module holds None in their places (so the exporter
+    finds no parameters of its own), and its ``forward`` puts the traced
+    inputs there for the call. Shared tensors are passed once, under their
+    first name, as the exporter would. A state dict with entries that are
+    not plain parameters or buffers (custom ``_save_to_state_dict``, extra
+    state) is left alone: then the names and tensors are empty and the
+    exporter handles the parameters itself, as before.
+    """
+    slots, names, tensors, index = [], [], [], {}
+    for key, tensor in module.state_dict(keep_vars=True).items():
+        prefix, _, local = key.rpartition(".")
+        try:
+            owner = module.get_submodule(prefix) if prefix else module
+        except AttributeError:
+            owner = None
+        table = None
+        for candidate in (getattr(owner, "_parameters", {}), getattr(owner, "_buffers", {})):
+            if candidate.get(local) is tensor:
+                table = candidate
+        if table is None:
+            yield [], []
+            return
+        if id(tensor) not in index:
+            index[id(tensor)] = len(tensors)
+            names.append(key)
+            tensors.append(tensor)
+        slots.append((table, local, tensor, index[id(tensor)]))
+    if not slots:
+        yield [], []
+        return
+    had_forward = "forward" in module.__dict__
+    original_forward = module.forward
+
+    def forward(*args):
+        images, values = args[: len(args) - len(tensors)], args[len(args) - len(tensors):]
+        for table, local, _, k in slots:
+            table[local] = values[k]
+        try:
+            return original_forward(*images)
+        finally:
+            for table, local, _, _ in slots:
+                table[local] = None
+
+    try:
+        for table, local, _, _ in slots:
+            table[local] = None
+        module.forward = forward
+        yield names, tensors
+    finally:
+        if had_forward:
+            module.forward = original_forward
+        else:
+            del module.forward
+        for table, local, tensor, _ in slots:
+            table[local] = tensor
 
 
 @contextlib.contextmanager

@@ -257,10 +257,127 @@ def write_model(model, out: str, verify: Callable[[str], None] | None = None, st
 
 
 def _check(path: str) -> None:
-    """onnx.checker on the written file (it loads the model; the arrays were freed before)."""
+    """onnx.checker on the written file, without loading its weights.
+
+    ``check_model(path)`` reads the file into a string and parses it: twice
+    the weights at once (+1 GB for VGG16, more than the whole torch export).
+    So the file is read back as a skeleton: its protobuf framing is walked on
+    disk and each initializer's ``raw_data`` is skipped (seeked past), its
+    length checked against the tensor's dims and type, the one thing the
+    checker checks about those bytes; the initializers left without data
+    become typed graph inputs, and the checker runs on that skeleton. Files
+    with external data are small already and are checked by path.
+    """
     import onnx
 
     try:
-        onnx.checker.check_model(path, full_check=False)
+        skeleton, raw_sizes = _read_skeleton(path)
+        if not raw_sizes:
+            onnx.checker.check_model(path, full_check=False)
+            return
+        _initializers_as_inputs(skeleton, raw_sizes)
+        onnx.checker.check_model(skeleton, full_check=False)
     except onnx.checker.ValidationError as exc:
         raise InspectorError(f"the converted model does not pass onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+# Protobuf wire types.
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+def _read_varint(handle) -> int | None:
+    """The next varint, or None at the end of the file."""
+    value = shift = 0
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            if shift:
+                raise InspectorError(f"{handle.name} ends inside a field; the converted file is broken")
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+
+
+def _read_fields(handle, end: int, level: str, raw_sizes: dict) -> bytes:
+    """The message between here and ``end`` re-encoded, its initializers' raw_data left out.
+
+    ``level`` is model, graph or tensor: the graph (model field 7) and its
+    initializers (graph field 5) are descended into; every other field is
+    copied as it is. A tensor's skipped raw_data length goes to ``raw_sizes``
+    under the tensor's name.
+    """
+    import onnx
+
+    out = bytearray()
+    raw_length = None
+    while handle.tell() < end:
+        tag = _read_varint(handle)
+        field, wire = tag >> 3, tag & 7
+        if wire == _VARINT:
+            out += _varint(tag) + _varint(_read_varint(handle))
+        elif wire in (_FIXED64, _FIXED32):
+            out += _varint(tag) + handle.read(8 if wire == _FIXED64 else 4)
+        elif wire == _LENGTH:
+            length = _read_varint(handle)
+            if level == "tensor" and field == _TENSOR_RAW_DATA:
+                raw_length = length
+                handle.seek(length, os.SEEK_CUR)
+                continue
+            inner = {("model", _MODEL_GRAPH): "graph", ("graph", _GRAPH_INITIALIZER): "tensor"}.get((level, field))
+            body = (_read_fields(handle, handle.tell() + length, inner, raw_sizes) if inner
+                    else handle.read(length))
+            out += _varint(tag) + _varint(len(body)) + body
+        else:
+            raise InspectorError(f"{handle.name} has a protobuf field of wire type {wire}; "
+                                 "the converted file is broken")
+    if handle.tell() != end:
+        raise InspectorError(f"{handle.name}: a {level} message overruns its length; the converted file is broken")
+    if level == "tensor" and raw_length is not None:
+        header = onnx.TensorProto()
+        header.ParseFromString(bytes(out))
+        raw_sizes[header.name] = raw_length
+    return bytes(out)
+
+
+def _read_skeleton(path: str):
+    """(ModelProto of ``path`` without initializer raw_data, {initializer name: raw_data length})."""
+    import onnx
+
+    raw_sizes: dict[str, int] = {}
+    with open(path, "rb") as handle:
+        body = _read_fields(handle, os.fstat(handle.fileno()).st_size, "model", raw_sizes)
+    model = onnx.ModelProto()
+    model.ParseFromString(body)
+    return model, raw_sizes
+
+
+def _initializers_as_inputs(model, raw_sizes: dict) -> None:
+    """Check each skipped raw_data length, then turn those initializers into typed graph inputs."""
+    import numpy as np
+    import onnx
+
+    packed = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1")
+              if hasattr(onnx.TensorProto, name)}
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    kept = []
+    for tensor in graph.initializer:
+        if tensor.name not in raw_sizes:
+            kept.append(tensor)
+            continue
+        count = int(np.prod(tensor.dims, dtype=np.int64))
+        try:
+            width = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            width = None  # a type NumPy lacks: the checker still checks the type itself
+        expected = (count + 1) // 2 if tensor.data_type in packed else None if width is None else count * width
+        if expected is not None and raw_sizes[tensor.name] != expected:
+            raise onnx.checker.ValidationError(
+                f"initializer '{tensor.name}' has {raw_sizes[tensor.name]} bytes of raw_data; "
+                f"its shape and type need {expected}")
+        if tensor.name not in inputs:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
