@@ -47,9 +47,10 @@ class Filters(Command):
                                untrained=model.untrained)
             path = os.path.join(out_dir, f"filters_{layer.index:02d}_{safe_name(layer.name)}.png")
             width, height = save_filters_png(grid, path)
-            records.append({"index": layer.index, "name": layer.name, "weight_shape": list(weights.shape),
-                            "min": float(weights.min()), "max": float(weights.max()), "png": path})
-            if not args.json:
+            if args.json:  # min/max read the whole layer; the picture alone reads only the filters shown
+                records.append({"index": layer.index, "name": layer.name, "weight_shape": list(weights.shape),
+                                "min": float(weights.min()), "max": float(weights.max()), "png": path})
+            else:
                 print(f"{path}  ({layer.name}, {weights.shape[0]} filters, {width}x{height})")
         if args.json:
             print(json.dumps({"model": args.model, "layers": records}, indent=2))
