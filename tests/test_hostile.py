@@ -414,6 +414,10 @@ def test_unwritable_output_fails_before_the_work(tiny, tmp_path):
     assert_input_error(code, err, "output directory")
     code, _, err = cli("maps", tiny[0], missing_image, "--preprocess", "raw", "--no-png", "--npz", blocker / "m.npz")
     assert_input_error(code, err, "cannot be created or written")
+    code, _, err = cli("audit", tiny[0], missing_image, "--preprocess", "raw", "--json", blocker / "a.json")
+    assert_input_error(code, err, "cannot be created or written")
+    code, _, err = cli("report", tiny[0], missing_image, "--preprocess", "raw", "-o", blocker / "r.html")
+    assert_input_error(code, err, "cannot be created or written")
 
 
 _INTERRUPT_ON_RENAME = textwrap.dedent("""
@@ -456,6 +460,32 @@ def test_ctrl_c_between_write_and_rename_leaves_nothing_partial(tiny, image, tmp
     assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr and "Traceback" not in result.stderr
     assert _outputs_are_whole(out) == expect
+
+
+@pytest.mark.parametrize("command,name", [("audit", "audit.json"), ("report", "report.html")])
+def test_ctrl_c_before_the_rename_leaves_no_json_or_html(tiny, image, tmp_path, command, name):
+    """audit --json and report write one file each: interrupted with it written under its temp name,
+    nothing is left; uninterrupted, the file is whole."""
+    out = tmp_path / "out"
+    target = out / name
+    args = [command, tiny[0], image, "--preprocess", "raw", "--device", "cpu",
+            *(["--quiet", "--json", target] if command == "audit" else ["-o", target])]
+    interrupted = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, "1", *map(str, args)],
+                                 capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert "interrupted" in interrupted.stderr and "Traceback" not in interrupted.stderr
+    assert not out.exists() or os.listdir(out) == []
+    whole = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, "0", *map(str, args)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert whole.returncode == 0, whole.stderr
+    assert os.listdir(out) == [name]
+    text = target.read_text()
+    if command == "audit":
+        import json
+
+        assert json.loads(text)["layers"]
+    else:
+        assert text.rstrip().endswith("</html>")
 
 
 def _deep_model(layers=40, size=96, channels=16):
