@@ -76,7 +76,7 @@ def time_bound(seconds=CASE_SECONDS):
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_cli(kind: str, args: list[str]) -> None:
+def run_cli(kind: str, args: list[str]) -> int:
     out, err = io.StringIO(), io.StringIO()
     with time_bound(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             warnings.catch_warnings():
@@ -158,7 +158,8 @@ def commands(model: str, image: str, out: str, which: str) -> list[str]:
             "-o", out, "--npz", os.path.join(out, "m.npz")]
 
 
-def run_model(kind: str, data: bytes, which: str, external: bytes | None = None, image: bytes | None = None):
+def run_model(kind: str, data: bytes, which: str, external: bytes | None = None,
+              image: bytes | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fuzz-") as folder:
         model = os.path.join(folder, "m.onnx")
         with open(model, "wb") as handle:
@@ -178,6 +179,14 @@ def run_model(kind: str, data: bytes, which: str, external: bytes | None = None,
         leftovers = [n for _, _, files in os.walk(folder) for n in files if n.endswith(".part")]
         assert not leftovers, leftovers
     return code
+
+
+def test_the_watchdog_fails_a_hanging_case():
+    import time
+
+    with pytest.raises(CaseTimeout):
+        with time_bound(1):
+            time.sleep(5)
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))
