@@ -248,7 +248,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs of each measurement (median; default 1)")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the --check run")
     parser.add_argument("--no-torch", dest="torch", action="store_false", help="skip the torch run")
-    parser.add_argument("--only", choices=("keras", "torch"), help="run only the Keras or only the torch measurements")
+    parser.add_argument("--only", choices=("keras", "torch"),
+                        help="run only the Keras or only the torch measurements (--json: merged into the file)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--check", dest="child_check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -261,6 +262,9 @@ def main(argv=None) -> int:
         from inspector.atomic import ensure_parent, write_text
 
         ensure_parent(args.json)
+        if args.only and os.path.exists(args.json):  # one half re-measured: keep the other's figures
+            with open(args.json) as handle:
+                data = {**json.load(handle), **data}
         write_text(args.json, json.dumps(data, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

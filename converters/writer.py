@@ -314,13 +314,20 @@ def _read_fields(handle, end: int, level: str, raw_sizes: dict) -> bytes:
     raw_length = None
     while handle.tell() < end:
         tag = _read_varint(handle)
+        if tag is None:
+            break  # the file ended inside this message: reported below
         field, wire = tag >> 3, tag & 7
         if wire == _VARINT:
-            out += _varint(tag) + _varint(_read_varint(handle))
+            value = _read_varint(handle)
+            if value is None:
+                break
+            out += _varint(tag) + _varint(value)
         elif wire in (_FIXED64, _FIXED32):
             out += _varint(tag) + handle.read(8 if wire == _FIXED64 else 4)
         elif wire == _LENGTH:
             length = _read_varint(handle)
+            if length is None:
+                break
             if level == "tensor" and field == _TENSOR_RAW_DATA:
                 raw_length = length
                 handle.seek(length, os.SEEK_CUR)
@@ -328,17 +335,29 @@ def _read_fields(handle, end: int, level: str, raw_sizes: dict) -> bytes:
             inner = {("model", _MODEL_GRAPH): "graph", ("graph", _GRAPH_INITIALIZER): "tensor"}.get((level, field))
             body = (_read_fields(handle, handle.tell() + length, inner, raw_sizes) if inner
                     else handle.read(length))
+            if len(body) < length and not inner:
+                break
             out += _varint(tag) + _varint(len(body)) + body
         else:
             raise InspectorError(f"{handle.name} has a protobuf field of wire type {wire}; "
                                  "the converted file is broken")
     if handle.tell() != end:
-        raise InspectorError(f"{handle.name}: a {level} message overruns its length; the converted file is broken")
+        raise InspectorError(f"{handle.name}: a {level} message does not end where its length says; "
+                             "the converted file is broken")
     if level == "tensor" and raw_length is not None:
-        header = onnx.TensorProto()
-        header.ParseFromString(bytes(out))
+        header = _parse(onnx.TensorProto(), bytes(out), handle.name)
         raw_sizes[header.name] = raw_length
     return bytes(out)
+
+
+def _parse(message, body: bytes, path: str):
+    from google.protobuf.message import DecodeError
+
+    try:
+        message.ParseFromString(body)
+    except DecodeError as exc:
+        raise InspectorError(f"{path} does not parse as ONNX ({exc}); the converted file is broken") from None
+    return message
 
 
 def _read_skeleton(path: str):
@@ -348,9 +367,7 @@ def _read_skeleton(path: str):
     raw_sizes: dict[str, int] = {}
     with open(path, "rb") as handle:
         body = _read_fields(handle, os.fstat(handle.fileno()).st_size, "model", raw_sizes)
-    model = onnx.ModelProto()
-    model.ParseFromString(body)
-    return model, raw_sizes
+    return _parse(onnx.ModelProto(), body, path), raw_sizes
 
 
 def _initializers_as_inputs(model, raw_sizes: dict) -> None:
