@@ -65,6 +65,8 @@ def parse_args(argv=None):
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    if "keras" in args.sections and "maps" not in args.sections:
+        args.sections.append("maps")  # the Keras ways are rows of the maps table
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:
