@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ORT    ?= cpu
 TORCH  ?= 2.13.0
 
-.PHONY: demo demo-trained test test-fast fuzz bench clean
+.PHONY: demo demo-trained readme-images test test-fast fuzz bench clean
 
 .venv: $(STAMP)
 
@@ -42,6 +42,17 @@ demo-trained: .venv
 	$(BIN)/inspector maps models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 \
 	  --layer 0 --layer 61 --layer -1 -o demo/out-trained
 	$(BIN)/inspector audit models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 --quiet
+
+# The pictures in the README, made by the tool itself (after `make demo demo-trained`).
+PHOTO = $$($(BIN)/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
+readme-images: .venv
+	rm -rf docs/images.new && mkdir -p docs/images.new
+	$(BIN)/inspector filters models/vgg16.onnx --layer block1_conv1 -o docs/images.new
+	$(BIN)/inspector maps models/vgg16.onnx "$(PHOTO)" --layer block1_conv1 --layer block5_conv3 --max 24 -o docs/images.new
+	$(BIN)/inspector filters models/ppocr_det.onnx --layer 0 -o docs/images.new/ppocr
+	$(BIN)/inspector maps models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 \
+	  --layer 0 --layer -1 -o docs/images.new/ppocr
+	rm -rf docs/images && mv docs/images.new docs/images
 
 test: .venv
 	$(BIN)/python -m pytest -q
