@@ -104,9 +104,6 @@ class Model:
                                      f"do not split into {g} groups; re-export the model")
             weights = (weights.reshape(g, c_in // g, c_out_g, kh, kw)
                        .transpose(0, 2, 1, 3, 4).reshape(g * c_out_g, c_in // g, kh, kw))
-        if bias is not None and bias.size != weights.shape[0]:
-            raise InspectorError(f"layer '{layer.name}' is inconsistent: {weights.shape[0]} filters but "
-                                 f"{bias.size} bias values; re-export the model")
         return np.ascontiguousarray(weights, dtype=np.float32), bias
 
     # ------------------------------------------------------- preprocessing

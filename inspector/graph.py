@@ -332,9 +332,9 @@ class Graph:
             if layer.bias_input:
                 bias = self.constant(layer.bias_input).astype(np.float32) * (
                     np.asarray(x_scale, np.float32) * np.asarray(w_scale, np.float32).reshape(-1))
-            return w.astype(np.float32), bias
+            return w.astype(np.float32), _checked_bias(layer, w, bias)
         bias = self.constant(layer.bias_input).astype(np.float32) if layer.bias_input else None
-        return np.asarray(w, dtype=np.float32), bias
+        return np.asarray(w, dtype=np.float32), _checked_bias(layer, w, bias)
 
     # ------------------------------------------------------------- selection
 
@@ -365,6 +365,17 @@ class Graph:
         close = difflib.get_close_matches(text, [layer.name for layer in self.layers], n=5, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see 'inspector layers MODEL'"
         raise InspectorError(f"no conv layer matches '{text}'{hint}")
+
+
+def _checked_bias(layer: Layer, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray | None:
+    """One bias value per output channel, or the model is inconsistent (every reader indexes by filter)."""
+    if bias is None or w.ndim < 2:
+        return bias
+    filters = w.shape[1] * layer.groups if layer.op == "ConvTranspose" else w.shape[0]
+    if bias.size != filters:
+        raise InspectorError(f"layer '{layer.name}' is inconsistent: {filters} filters but {bias.size} "
+                             "bias values; re-export the model")
+    return bias
 
 
 def _constant_node_value(node, onnx_file) -> np.ndarray:
