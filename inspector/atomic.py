@@ -47,8 +47,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def ensure_dir(folder: str | os.PathLike) -> str:
-    """Create ``folder`` if needed and prove it writable, before any work starts."""
+def ensure_dir(folder: str | os.PathLike, option: str = "-o") -> str:
+    """Create ``folder`` if needed and prove it writable, before any work starts.
+
+    ``option`` names the flag that chose the folder, for the error message.
+    """
     folder = os.fspath(folder)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -58,14 +61,14 @@ def ensure_dir(folder: str | os.PathLike) -> str:
     except OSError as exc:
         raise InspectorError(
             f"output directory '{folder}' cannot be created or written ({exc.strerror or exc}); "
-            "choose another with -o") from None
+            f"choose another with {option}") from None
     return folder
 
 
-def ensure_parent(path: str | os.PathLike) -> str:
+def ensure_parent(path: str | os.PathLike, option: str = "-o") -> str:
     """Check that the folder a file will be written to exists and is writable."""
     path = os.fspath(path)
-    ensure_dir(os.path.dirname(os.path.abspath(path)))
+    ensure_dir(os.path.dirname(os.path.abspath(path)), option)
     return path
 
 

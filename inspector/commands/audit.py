@@ -49,7 +49,7 @@ class Audit(Command):
 
         to_stdout = args.json == "-"
         if args.json and not to_stdout:
-            ensure_parent(args.json)  # an unwritable target fails before the work starts
+            ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
         model = load(args.model, layout=args.layout)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)

@@ -61,7 +61,7 @@ class Maps(Command):
             colormap_lut(args.cmap)
             out_dir = ensure_dir(args.output)
         if args.npz:
-            ensure_parent(args.npz)
+            ensure_parent(args.npz, "--npz")
         batch = model.image_batch([args.image], spec, args.size)
         session = model.session(layers, device=args.device, verbose=args.verbose)
         if args.device == "auto" or args.verbose:
