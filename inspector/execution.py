@@ -98,17 +98,44 @@ def _log_severity(verbose: bool) -> int:
     return 1 if verbose else 4
 
 
-def session_options(folder: str, verbose: bool = False):
+# onnxruntime's full optimisation level re-lays every conv kernel out for its
+# blocked (NCHWc) kernels, a second copy of the conv weights. Faster, and cheap for
+# VGG16 (58 MB of conv kernels); for models whose conv kernels pass this size the
+# extended level (no relayout) keeps the session at about one copy of the weights.
+RELAYOUT_LIMIT = 1 << 30
+
+
+def conv_kernel_bytes(onnx_file) -> int:
+    """Bytes of the model's 4-D (conv-kernel-shaped) initializers, from their declared shapes."""
+    import math
+
+    from onnx import helper
+
+    total = 0
+    for tensor in onnx_file.initializers.values():
+        if len(tensor.dims) == 4:
+            try:
+                itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            except (KeyError, TypeError, ValueError):
+                continue
+            total += math.prod(int(d) for d in tensor.dims) * itemsize
+    return total
+
+
+def session_options(folder: str, verbose: bool = False, relayout: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = _log_severity(verbose)
+    if not relayout:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     # Light models refer to their weights by path; resolve them next to the model.
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
     return options
 
 
-def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbose: bool = False):
+def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbose: bool = False,
+                   relayout: bool = True):
     """(session, provider name). ``cuda`` fails loudly instead of falling back."""
     import onnxruntime as ort
 
@@ -126,7 +153,8 @@ def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbos
         _preload_cuda_libraries(verbose)
     providers = [_CUDA, _CPU] if want_cuda else [_CPU]
     try:
-        session = ort.InferenceSession(model_bytes, session_options(folder, verbose), providers=providers)
+        session = ort.InferenceSession(model_bytes, session_options(folder, verbose, relayout),
+                                       providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
         raise InspectorError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
     active = session.get_providers()
@@ -232,8 +260,13 @@ class FeatureMapSession:
         self.outputs = list(dict.fromkeys(layer.output for layer in self.layers))
         check_opsets(onnx_file.model)
         model = add_outputs(onnx_file.model, self.outputs)
+        kernels = conv_kernel_bytes(onnx_file)
+        self.relayout = kernels <= RELAYOUT_LIMIT
+        if not self.relayout and verbose:
+            print(f"inspector: {kernels / 2**30:.1f} GiB of conv kernels: onnxruntime's extended optimisation "
+                  "level, without the NCHWc relayout that would copy them", file=sys.stderr)
         self.session, self.provider = create_session(
-            onnx_file.serialized(model), onnx_file.folder, device, verbose)
+            onnx_file.serialized(model), onnx_file.folder, device, verbose, self.relayout)
         self.dequantizers = dequantizers or {}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -138,3 +138,27 @@ def test_unfolded_batchnorm_and_constant_bias_are_followed(save):
     shown = (b.conv2d(b.relu(bn), w["w2"]) + w["bias2"]) * w["scale2"]
     np.testing.assert_allclose(maps["conv2"], shown, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(maps["conv3"], b.conv2d(shown, w["w3"]), rtol=1e-4, atol=1e-4)
+
+
+def test_models_with_huge_conv_kernels_skip_the_relayout_copy(save, monkeypatch):
+    """Past RELAYOUT_LIMIT of conv kernels, the session uses the extended level (no NCHWc copy
+    of the kernels); the maps do not change."""
+    import onnxruntime as ort
+
+    from inspector import execution
+
+    m, w = b.conv_relu_nchw()
+    path = save(m)
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    kernels = w["w1"].nbytes + w["w2"].nbytes
+    model = inspector.load(path)
+    assert execution.conv_kernel_bytes(model.file) == kernels
+    default = model.session(device="cpu")
+    assert default.relayout
+    monkeypatch.setattr(execution, "RELAYOUT_LIMIT", kernels - 1)
+    lean = model.session(device="cpu")
+    assert not lean.relayout
+    level = lean.session.get_session_options().graph_optimization_level
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    for name, value in default.run(x).items():
+        np.testing.assert_allclose(lean.run(x)[name], value, rtol=1e-5, atol=1e-5)
