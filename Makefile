@@ -64,7 +64,7 @@ fuzz: .venv
 	INSPECTOR_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 bench: .venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) inspector-out demo/out demo/out-trained bench/out .pytest_cache
