@@ -15,6 +15,7 @@ from typing import Callable
 from inspector import metadata as md
 from inspector.atomic import atomic_path
 from inspector.errors import InspectorError
+from inspector.onnxfile import GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_RAW_DATA, encode_varint
 
 TWO_GB = 2**31 - 1
 
@@ -66,25 +67,11 @@ def check_opset(model, minimum: int = 17) -> None:
             raise InspectorError(f"the converted model has opset {entry.version}; use --opset {minimum} or newer")
 
 
-# Field numbers from onnx.proto (stable since ONNX 1.0).
-_MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
 _CHUNK = 16 << 20
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _key(field: int) -> bytes:
-    return _varint((field << 3) | 2)
+    return encode_varint((field << 3) | 2)
 
 
 class _Payload:
@@ -180,21 +167,21 @@ def _stream(model, handle, initializers, data_handle=None, data_name: str = "") 
             offset += payload.size
         body = header.SerializeToString()
         inline = payload is not None and data_handle is None
-        size = len(body) + (len(_key(_TENSOR_RAW_DATA)) + len(_varint(payload.size)) + payload.size if inline else 0)
+        size = len(body) + (len(_key(TENSOR_RAW_DATA)) + len(encode_varint(payload.size)) + payload.size if inline else 0)
         entries.append((body, payload, size))
     graph_bytes = graph_head.SerializeToString()
-    graph_size = len(graph_bytes) + sum(len(_key(_GRAPH_INITIALIZER)) + len(_varint(size)) + size
+    graph_size = len(graph_bytes) + sum(len(_key(GRAPH_INITIALIZER)) + len(encode_varint(size)) + size
                                         for _, _, size in entries)
     handle.write(head.SerializeToString())
-    handle.write(_key(_MODEL_GRAPH) + _varint(graph_size))
+    handle.write(_key(MODEL_GRAPH) + encode_varint(graph_size))
     handle.write(graph_bytes)
     for body, payload, size in entries:
-        handle.write(_key(_GRAPH_INITIALIZER) + _varint(size))
+        handle.write(_key(GRAPH_INITIALIZER) + encode_varint(size))
         handle.write(body)
         if payload is None:
             continue
         if data_handle is None:
-            handle.write(_key(_TENSOR_RAW_DATA) + _varint(payload.size))
+            handle.write(_key(TENSOR_RAW_DATA) + encode_varint(payload.size))
             payload.write_to(handle)
         else:
             payload.write_to(data_handle)
@@ -321,23 +308,23 @@ def _read_fields(handle, end: int, level: str, raw_sizes: dict) -> bytes:
             value = _read_varint(handle)
             if value is None:
                 break
-            out += _varint(tag) + _varint(value)
+            out += encode_varint(tag) + encode_varint(value)
         elif wire in (_FIXED64, _FIXED32):
-            out += _varint(tag) + handle.read(8 if wire == _FIXED64 else 4)
+            out += encode_varint(tag) + handle.read(8 if wire == _FIXED64 else 4)
         elif wire == _LENGTH:
             length = _read_varint(handle)
             if length is None:
                 break
-            if level == "tensor" and field == _TENSOR_RAW_DATA:
+            if level == "tensor" and field == TENSOR_RAW_DATA:
                 raw_length = length
                 handle.seek(length, os.SEEK_CUR)
                 continue
-            inner = {("model", _MODEL_GRAPH): "graph", ("graph", _GRAPH_INITIALIZER): "tensor"}.get((level, field))
+            inner = {("model", MODEL_GRAPH): "graph", ("graph", GRAPH_INITIALIZER): "tensor"}.get((level, field))
             body = (_read_fields(handle, handle.tell() + length, inner, raw_sizes) if inner
                     else handle.read(length))
             if len(body) < length and not inner:
                 break
-            out += _varint(tag) + _varint(len(body)) + body
+            out += encode_varint(tag) + encode_varint(len(body)) + body
         else:
             raise InspectorError(f"{handle.name} has a protobuf field of wire type {wire}; "
                                  "the converted file is broken")

@@ -32,9 +32,9 @@ _INLINE_LIMIT = 1024
 _MAP_LIMIT = 16 * 1024 * 1024
 
 # Field numbers from onnx.proto (stable since ONNX 1.0).
-_MODEL_GRAPH = 7
-_GRAPH_INITIALIZER = 5
-_TENSOR_RAW_DATA = 9
+MODEL_GRAPH = 7
+GRAPH_INITIALIZER = 5
+TENSOR_RAW_DATA = 9
 _TENSOR_EXTERNAL_DATA = 13
 _TENSOR_DATA_LOCATION = 14
 _EXTERNAL = 1
@@ -86,7 +86,8 @@ def _fields(buf, start: int, end: int):
         yield field, wire_type, key_start, value_start, pos
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Protobuf base-128 varint (also used by converters/writer.py to stream models)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -99,7 +100,7 @@ def _encode_varint(value: int) -> bytes:
 
 
 def _length_delimited(field: int, payload: bytes) -> bytes:
-    return _encode_varint((field << 3) | 2) + _encode_varint(len(payload)) + payload
+    return encode_varint((field << 3) | 2) + encode_varint(len(payload)) + payload
 
 
 def _entry(key: str, value: str) -> bytes:
@@ -112,7 +113,7 @@ def _strip_tensor(buf, start: int, end: int, location: str) -> bytes:
     parts: list[bytes] = []
     raw: tuple[int, int] | None = None
     for field, wire_type, key_start, value_start, value_end in _fields(buf, start, end):
-        if field == _TENSOR_RAW_DATA and wire_type == 2:
+        if field == TENSOR_RAW_DATA and wire_type == 2:
             raw = (value_start, value_end - value_start)
         else:
             parts.append(bytes(buf[key_start:value_end]))
@@ -122,7 +123,7 @@ def _strip_tensor(buf, start: int, end: int, location: str) -> bytes:
     parts.append(_entry("location", location))
     parts.append(_entry("offset", str(offset)))
     parts.append(_entry("length", str(length)))
-    parts.append(_encode_varint((_TENSOR_DATA_LOCATION << 3) | 0) + _encode_varint(_EXTERNAL))
+    parts.append(encode_varint((_TENSOR_DATA_LOCATION << 3) | 0) + encode_varint(_EXTERNAL))
     return b"".join(parts)
 
 
@@ -130,16 +131,16 @@ def _strip_model(buf, location: str) -> bytes:
     out: list[bytes] = []
     saw_graph = False
     for field, wire_type, key_start, value_start, value_end in _fields(buf, 0, len(buf)):
-        if field == _MODEL_GRAPH and wire_type == 2:
+        if field == MODEL_GRAPH and wire_type == 2:
             saw_graph = True
             graph_parts: list[bytes] = []
             for g_field, g_type, g_key, g_start, g_end in _fields(buf, value_start, value_end):
-                if g_field == _GRAPH_INITIALIZER and g_type == 2 and g_end - g_start > _INLINE_LIMIT:
+                if g_field == GRAPH_INITIALIZER and g_type == 2 and g_end - g_start > _INLINE_LIMIT:
                     graph_parts.append(_length_delimited(
-                        _GRAPH_INITIALIZER, _strip_tensor(buf, g_start, g_end, location)))
+                        GRAPH_INITIALIZER, _strip_tensor(buf, g_start, g_end, location)))
                 else:
                     graph_parts.append(bytes(buf[g_key:g_end]))
-            out.append(_length_delimited(_MODEL_GRAPH, b"".join(graph_parts)))
+            out.append(_length_delimited(MODEL_GRAPH, b"".join(graph_parts)))
         else:
             out.append(bytes(buf[key_start:value_end]))
     if not saw_graph:
