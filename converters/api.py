@@ -8,7 +8,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from inspector import metadata as md
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocess, preset
 
@@ -158,23 +157,9 @@ def load_custom_objects(spec: str | None) -> dict | None:
     """Import FILE.py or a module; its registered classes become loadable, plus any CUSTOM_OBJECTS dict."""
     if not spec:
         return None
-    import importlib
-    import importlib.util
+    from .user_code import import_user_module
 
-    if spec.endswith(".py"):
-        if not os.path.isfile(spec):
-            raise InspectorError(f"--custom-objects file not found: {spec}")
-        loader = importlib.util.spec_from_file_location("_inspector_custom_objects", spec)
-        module = importlib.util.module_from_spec(loader)
-        try:
-            loader.loader.exec_module(module)
-        except Exception as exc:
-            raise InspectorError(f"importing {spec} failed ({exc.__class__.__name__}: {exc})") from None
-    else:
-        try:
-            module = importlib.import_module(spec)
-        except ImportError as exc:
-            raise InspectorError(f"cannot import --custom-objects module '{spec}' ({exc})") from None
+    module = import_user_module(spec, "--custom-objects")
     objects = getattr(module, "CUSTOM_OBJECTS", None)
     if objects is None:
         objects = {n: v for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")}

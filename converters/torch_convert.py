@@ -11,17 +11,13 @@ weights are in memory once.
 from __future__ import annotations
 
 import contextlib
-import gc
-import importlib
-import importlib.util
 import os
-import re
-import sys
 import tempfile
 
 from inspector.errors import InspectorError
 
 from . import onnx_passes
+from .user_code import import_user_module
 
 
 def import_torch():
@@ -55,23 +51,7 @@ def resolve_factory(spec: str):
     where, name = spec.rsplit(":", 1)
     if not name.isidentifier() and not all(part.isidentifier() for part in name.split(".")):
         raise InspectorError(f"'{name}' is not a Python name; use FILE.py:FACTORY or package.module:FACTORY")
-    if where.endswith(".py") or os.sep in where:
-        if not os.path.isfile(where):
-            raise InspectorError(f"factory file not found: {where}")
-        module_name = "_inspector_factory_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(where))[0])
-        loader_spec = importlib.util.spec_from_file_location(module_name, where)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[module_name] = module
-        try:
-            loader_spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise InspectorError(f"importing {where} failed ({exc.__class__.__name__}: {exc})") from None
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as exc:
-            raise InspectorError(f"cannot import module '{where}' ({exc}); check the name and PYTHONPATH") from None
+    module = import_user_module(where, "factory")
     target = module
     for part in name.split("."):
         if not hasattr(target, part):

@@ -168,6 +168,10 @@ def test_lambda_refused_without_unsafe(tmp_path, capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["keras", "{tmp}/missing.keras", "-o", "{tmp}/x.onnx"], "not found"),
     (["keras", "{tmp}/notes.keras", "-o", "{tmp}/x.onnx"], "not a Keras model"),
+    (["keras", "{tmp}/notes.keras", "--custom-objects", "{tmp}/nope.py", "-o", "{tmp}/x.onnx"],
+     "--custom-objects file not found"),
+    (["keras", "{tmp}/notes.keras", "--custom-objects", "no_such_module_xyz", "-o", "{tmp}/x.onnx"],
+     "cannot import --custom-objects module"),
     (["keras-app", "VGG17", "-o", "{tmp}/x.onnx"], "VGG16"),
     (["keras-app", "VGG16", "--weights", "{tmp}/nope.h5", "-o", "{tmp}/x.onnx"], "weights file not found"),
     (["keras-app", "VGG16", "--weights", "none", "--opset", "13", "-o", "{tmp}/x.onnx"], "opset"),
