@@ -230,3 +230,25 @@ def unfolded_bn(seed=7):
     arrays = dict(w1=w1, gamma=gamma, beta=beta, mean=mean, var=var, w2=w2, bias2=bias2, scale2=scale2, w3=w3)
     inits = [numpy_helper.from_array(a, n) for n, a in arrays.items()]
     return model(nodes, [image_input(shape=(1, 3, 10, 10))], [out("y")], inits), arrays
+
+
+def random_photo(path, height=40, width=48, seed=0) -> str:
+    """A noise picture written with Pillow (format from the suffix); returns its path as str."""
+    from PIL import Image
+
+    Image.fromarray(rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def maps_through_cli(model_path, image, folder) -> dict:
+    """Every conv layer's map as ``inspector maps --all --npz`` saves it, via the real CLI entry point."""
+    import os
+
+    from inspector import cli
+
+    npz = os.path.join(str(folder), "maps.npz")
+    code = cli.main(["maps", str(model_path), str(image), "--all", "--npz", npz, "--no-png",
+                     "-o", os.path.join(str(folder), "png")])
+    assert code == 0, f"inspector maps exited {code}"
+    with np.load(npz) as data:
+        return {name: data[name] for name in data.files}

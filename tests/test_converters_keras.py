@@ -12,6 +12,7 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 
 from converters import api, cli  # noqa: E402
+import builders as b  # noqa: E402
 from inspector import metadata as md  # noqa: E402
 
 pytestmark = pytest.mark.keras
@@ -102,18 +103,11 @@ def test_metadata(converted):
 
 def test_inspector_maps_npz_match_keras(converted, tmp_path):
     """Through the inspector's own CLI: every conv layer's map equals the Keras layer's output."""
-    from PIL import Image
-
-    from inspector import cli as inspector_cli
     from inspector.preprocess import load_image, preset
 
     model, out, result, _ = converted
-    image = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
-    npz = tmp_path / "maps.npz"
-    assert inspector_cli.main(["maps", out, str(image), "--all", "--npz", str(npz), "--no-png",
-                               "-o", str(tmp_path / "png")]) == 0
-    maps = np.load(npz)
+    image = b.random_photo(tmp_path / "photo.png", 40, 48, seed=3)
+    maps = b.maps_through_cli(out, image, tmp_path)
     x = preset("caffe").apply(load_image(str(image), (32, 32)))[None]
     # What the inspector shows: the post-activation output (block2_conv1 -> after BN and ReLU).
     shown = {"block1_conv1": "block1_conv1", "block1_conv2": "block1_conv2",

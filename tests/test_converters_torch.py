@@ -12,6 +12,7 @@ onnx = pytest.importorskip("onnx")
 
 import converters  # noqa: E402
 from converters import cli, torch_convert  # noqa: E402
+import builders as b  # noqa: E402
 from inspector import metadata as md  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -131,18 +132,11 @@ def test_metadata(converted):
 
 def test_inspector_maps_npz_match_torch(converted, nets, tmp_path):
     """Through `inspector maps --npz`: every conv layer's map equals torch's own module output."""
-    from PIL import Image
-
-    from inspector import cli as inspector_cli
     from inspector.preprocess import load_image, preset
 
     _, out, _ = converted
-    image = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(image)
-    npz = tmp_path / "maps.npz"
-    assert inspector_cli.main(["maps", out, str(image), "--all", "--npz", str(npz), "--no-png",
-                               "-o", str(tmp_path / "png")]) == 0
-    maps = np.load(npz)
+    image = b.random_photo(tmp_path / "photo.png", 40, 36, seed=5)
+    maps = b.maps_through_cli(out, image, tmp_path)
     assert sorted(maps.files) == sorted(CONV_LAYERS)
 
     net = _load_factory(nets)().eval()
