@@ -137,7 +137,7 @@ def test_inspector_maps_npz_match_torch(converted, nets, tmp_path):
     _, out, _ = converted
     image = b.random_photo(tmp_path / "photo.png", 40, 36, seed=5)
     maps = b.maps_through_cli(out, image, tmp_path)
-    assert sorted(maps.files) == sorted(CONV_LAYERS)
+    assert sorted(maps) == sorted(CONV_LAYERS)
 
     net = _load_factory(nets)().eval()
     x = preset("torch").apply(load_image(str(image), (32, 32))).transpose(2, 0, 1)[None].astype(np.float32)
