@@ -20,14 +20,18 @@ number of images:
 - per layer: mean and max activation, mean absolute activation, fraction of
   exact zeros, and per channel the zero fraction and the fraction of images
   on which it does not fire;
-- collapse: the first layer whose mean absolute activation falls below
-  ``COLLAPSE_RATIO`` (1%) of the largest mean absolute activation of the
-  layers before it, or whose zero fraction exceeds ``COLLAPSE_ZERO_FRACTION``
-  (0.99). Gates and global-context branches are left out of this comparison,
-  neither flagged nor used as the reference: layers whose activation is
-  bounded (Sigmoid, HardSigmoid, Tanh, Softsign: attention gates, whose
-  values sit in [0, 1] beside main-path means in the tens) and layers whose
-  maps are 1x1 (squeeze-and-excite and other pooled branches).
+- collapse: the first layer whose zero fraction exceeds
+  ``COLLAPSE_ZERO_FRACTION`` (0.99), or else the first layer from which the
+  spread of the activations (the mean over channels of each channel's
+  standard deviation over images and positions) stays below
+  ``COLLAPSE_RATIO`` (1%) of the largest spread before it on every later
+  layer: activations that die out carry no information any more, whatever
+  a bias does to their mean, and a dip that recovers is not a collapse.
+  Gates and global-context branches are left out of both rules, neither
+  flagged nor used as the reference: layers whose activation is bounded
+  (Sigmoid, HardSigmoid, Tanh, Softsign: attention gates, whose values sit
+  in [0, 1] beside main-path activations in the tens) and layers whose maps
+  are 1x1 (squeeze-and-excite and other pooled branches).
 
 The dead fraction (``--fail-on-dead``) counts each filter once when it is a
 dead filter, a dead channel, or both, over all filters of all conv layers.
@@ -160,6 +164,7 @@ class ActivationStats:
         self.elements_per_map = 0
         self.total = np.zeros(channels, np.float64)
         self.abs_total = np.zeros(channels, np.float64)
+        self.squares = np.zeros(channels, np.float64)
         self.zeros = np.zeros(channels, np.int64)
         self.silent = np.zeros(channels, np.int64)  # images on which the channel does not fire
         self.maximum = np.full(channels, -np.inf, np.float64)
@@ -184,6 +189,8 @@ class ActivationStats:
             self.abs_total += sums.sum(axis=0, dtype=np.float64)
         else:
             self.abs_total += np.abs(flat).sum(axis=2).sum(axis=0, dtype=np.float64)
+        # Sum of squares per map without a squared copy of the batch.
+        self.squares += np.einsum("ncm,ncm->nc", flat, flat).sum(axis=0, dtype=np.float64)
         self.zeros += _count_zeros(flat).sum(axis=0, dtype=np.int64)
         self.images += n
 
@@ -201,6 +208,21 @@ class ActivationStats:
 
     def max(self) -> float | None:
         return float(self.maximum.max()) if self.images and self.channels else None
+
+    def channel_std(self) -> np.ndarray:
+        """Per channel, the standard deviation over all images and positions."""
+        count = max(1, self.images * self.elements_per_map)
+        mean = self.total / count
+        return np.sqrt(np.maximum(self.squares / count - mean * mean, 0.0))
+
+    def spread(self) -> float | None:
+        """How much the layer's activations vary: the mean over channels of ``channel_std``.
+
+        A layer whose outputs no longer vary carries no information, whatever
+        its mean (a bias alone keeps the mean up); this is what "activations
+        die out" measures.
+        """
+        return float(self.channel_std().mean()) if self.count else None
 
     def zero_fraction(self) -> float | None:
         return float(self.zeros.sum() / self.count) if self.count else None
@@ -267,6 +289,7 @@ class LayerAudit:
             "mean_activation": _number(acts.mean()) if measured else None,
             "mean_abs_activation": _number(acts.mean_abs()) if measured else None,
             "max_activation": _number(acts.max()) if measured else None,
+            "activation_std": _number(acts.spread()) if measured else None,
             "channel_zero_fraction": [_number(v) for v in acts.channel_zero_fraction()] if measured else None,
             "channel_silent_fraction": [_number(v) for v in acts.channel_silent_fraction()] if measured else None,
             "collapse": collapse_index == self.index,
@@ -310,26 +333,32 @@ class AuditResult:
         return self.dead_unit_count / total if total else 0.0
 
     def collapse(self) -> dict | None:
-        """The first layer where activations collapse (see module docstring), or None."""
+        """The layer where activations die out (see module docstring), or None."""
         if not self.images:
             return None
-        largest_before = 0.0
+        main: list[tuple[LayerAudit, float]] = []
         for layer in self.layers:
             acts = layer.activations
             if acts is None or not acts.images:
                 continue
             if layer.activation in GATE_ACTIVATIONS or acts.elements_per_map == 1:
                 continue  # a gate or a pooled branch, not the main path
-            magnitude, zeros = acts.mean_abs(), acts.zero_fraction()
+            zeros = acts.zero_fraction()
             if zeros is not None and zeros > COLLAPSE_ZERO_FRACTION:
                 return {"index": layer.index, "name": layer.name,
                         "reason": f"{zeros:.1%} of its activations are exactly zero"}
-            if largest_before > 0 and magnitude is not None and magnitude < COLLAPSE_RATIO * largest_before:
+            spread = acts.spread()
+            if spread is not None and math.isfinite(spread):
+                main.append((layer, spread))
+        # Die out = fall under the ratio and never come back on the rest of the main path.
+        peak_before = 0.0
+        for i, (layer, spread) in enumerate(main):
+            if peak_before > 0 and all(later < COLLAPSE_RATIO * peak_before for _, later in main[i:]):
                 return {"index": layer.index, "name": layer.name,
-                        "reason": f"mean |activation| {magnitude:.3g} is {magnitude / largest_before:.2%} "
-                                  f"of the largest before it ({largest_before:.3g})"}
-            if magnitude is not None and math.isfinite(magnitude):
-                largest_before = max(largest_before, magnitude)
+                        "reason": f"the spread of its activations (mean per-channel std {spread:.3g}) is "
+                                  f"{spread / peak_before:.2%} of the largest before it ({peak_before:.3g}), "
+                                  "and no later layer recovers"}
+            peak_before = max(peak_before, spread)
         return None
 
     def to_dict(self) -> dict:
@@ -376,7 +405,7 @@ class AuditResult:
         collapse = self.collapse()
         head = ["#", "layer", "filters", "dead", "dup pairs", "near-0 w"]
         if measured:
-            head += ["dead ch", "zero act", "mean", "max", ""]
+            head += ["dead ch", "zero act", "mean", "max", "spread", ""]
         rows = [head]
         for layer in self.layers:
             w = layer.weights
@@ -385,7 +414,8 @@ class AuditResult:
             if measured and layer.activations is not None:
                 a = layer.activations
                 row += [str(len(layer.dead_channels)), f"{a.zero_fraction():.1%}", f"{a.mean():.3g}",
-                        f"{a.max():.3g}", "<- collapse" if collapse and collapse["index"] == layer.index else ""]
+                        f"{a.max():.3g}", f"{a.spread():.3g}",
+                        "<- collapse" if collapse and collapse["index"] == layer.index else ""]
             rows.append(row)
         widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]

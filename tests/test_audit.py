@@ -236,6 +236,7 @@ def reference_stats(maps):
         "channel_zero_fraction": (x == 0).mean(axis=(0, 2, 3)),
         "channel_silent_fraction": (per_map_max <= 0).mean(axis=0),
         "dead_channels": list(np.flatnonzero((per_map_max <= 0).all(axis=0))),
+        "spread": x.std(axis=(0, 2, 3)).mean(),
     }
 
 
@@ -249,6 +250,7 @@ def check_against(result, references, rtol):
         np.testing.assert_allclose(acts.channel_zero_fraction(), ref["channel_zero_fraction"], atol=1e-3)
         np.testing.assert_allclose(acts.channel_silent_fraction(), ref["channel_silent_fraction"])
         assert layer.dead_channels == ref["dead_channels"]
+        assert acts.spread() == pytest.approx(ref["spread"], rel=max(rtol, 1e-5))
 
 
 def test_activation_stats_match_numpy_convolution_and_model_run(save, images):
@@ -331,6 +333,24 @@ def test_collapse_flags_the_layer_where_activations_die(save, images):
     result = audit(inspector.load(save(m, "dead.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
     assert result.collapse()["index"] == 0 and "exactly zero" in result.collapse()["reason"]
     assert result.layers[0].dead_channels == list(range(8))
+
+
+def test_a_dip_that_recovers_or_a_bias_alone_is_judged_by_the_spread(save, images):
+    """c2 scaled down 1e-3 and c3 scaled back up 1e3: the activations dip and recover, no collapse.
+    c2 scaled 1e-3 with c3 unscaled, as the last layer: c3 keeps a mean from its bias (0.3) but
+    almost no spread: the activations died at c2. (A further 3x3 layer would see the zero padding
+    around c3's near-constant maps as edges, and its spread would recover.)"""
+    specs = (("c1", 8, True), ("c2", 8, True), ("c3", 8, True), ("c4", 8, True))
+    m, _ = conv_stack(specs, size=12, scale={"c2": 1e-3, "c3": 1e3})
+    result = audit(inspector.load(save(m)), [images], preprocess="tf", device="cpu", quiet=True)
+    spreads = [layer.activations.spread() for layer in result.layers]
+    assert spreads[1] < 0.01 * spreads[0] and spreads[2] > 0.01 * spreads[0]
+    assert result.collapse() is None
+    m, _ = conv_stack(specs[:3], size=12, scale={"c2": 1e-3})
+    result = audit(inspector.load(save(m, "biased.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
+    means = [layer.activations.mean_abs() for layer in result.layers]
+    assert means[2] > 0.5 * means[0]  # the mean alone would say c3 is alive
+    assert result.collapse()["name"] == "c2"
 
 
 # ---------------------------------------------------------------------------------- CLI
