@@ -52,6 +52,11 @@ readme-images: .venv
 	$(BIN)/inspector filters models/ppocr_det.onnx --layer 0 -o docs/images.new/ppocr
 	$(BIN)/inspector maps models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 \
 	  --layer 0 --layer -1 -o docs/images.new/ppocr
+	$(BIN)/inspector report models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 \
+	  -o demo/out-trained/report.html
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run \
+	  --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --hide-scrollbars \
+	  --window-size=1280,1500 --screenshot=docs/images.new/report.png demo/out-trained/report.html
 	rm -rf docs/images && mv docs/images.new docs/images
 
 test: .venv
