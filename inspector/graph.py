@@ -354,6 +354,13 @@ class Graph:
                 return exact[0]
         lowered = text.lower()
         hits = [layer for layer in self.layers if lowered in layer.name.lower()]
+        if len(hits) > 1:
+            # A whole trailing part of one name wins over a mere substring of others
+            # ("conv.1" is p2o.Conv.1, not p2o.Conv.10; "block1_conv1" beats "block1_conv10").
+            whole = [layer for layer in hits if layer.name.lower() == lowered
+                     or re.search(r"(^|[./_:#-])" + re.escape(lowered) + "$", layer.name.lower())]
+            if len(whole) == 1:
+                return whole[0]
         if not hits:
             hits = [layer for layer in self.layers
                     if lowered in layer.node_name.lower() or lowered in layer.output.lower()]

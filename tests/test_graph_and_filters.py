@@ -137,3 +137,19 @@ def test_no_conv_layers_is_an_input_error(save):
     assert model.layers == []
     with pytest.raises(InspectorError, match="no conv layers"):
         model.select(None)
+
+
+def test_a_whole_trailing_name_part_beats_longer_names_that_contain_it(save):
+    """Paddle names its convs p2o.Conv.0 .. p2o.Conv.N: 'conv.1' means p2o.Conv.1, not Conv.10."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits, tensor = [], [], "x"
+    for i in range(12):
+        inits.append(numpy_helper.from_array(np.full((3, 3, 1, 1), 0.1, np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [tensor, f"w{i}"], [f"c{i}"], name=f"p2o.Conv.{i}"))
+        tensor = f"c{i}"
+    model = inspector.load(save(b.model(nodes, [b.image_input(shape=(1, 3, 4, 4))], [b.out(tensor)], inits)))
+    assert model.layer("conv.1").name == "p2o.Conv.1"
+    assert model.layer("Conv.11").name == "p2o.Conv.11"
+    with pytest.raises(InspectorError, match="ambiguous"):
+        model.layer("conv.")  # a part of every name, the whole trailing part of none
