@@ -78,26 +78,49 @@ class Layer:
 
 
 _TF_OP_SUFFIX = re.compile(r"_(\d+)$")
+_TF_WRAPPERS = re.compile(r"^(StatefulPartitionedCall|PartitionedCall)(_\d+)?$")
+
+
+def scoped_layer(name: str) -> str | None:
+    """The layer a scoped exporter name belongs to, or None when the name carries no scope.
+
+    torch.onnx (names start with ``/``): the module's qualified name, as in its
+    state dict: ``/features/features.0/Conv`` -> ``features.0``,
+    ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``.
+    tf2onnx (``model/layer/op...``, saved-model wrappers skipped): the layer
+    scope under the model's: ``vgg16_1/block1_conv1_1/BiasAdd`` -> ``block1_conv1``
+    (Keras 3 suffixes the scopes it re-enters with ``_1``, model and layer
+    alike), ``tiny_1/block1_conv2_1/convolution/merged_input:0`` -> ``block1_conv2``.
+    """
+    if name.startswith("/"):
+        parts = [p for p in name.split("/") if p][:-1]  # the last part is the op
+        qualified = ""
+        for part in parts:
+            qualified = part if not qualified or part.startswith(qualified + ".") else f"{qualified}.{part}"
+        return qualified or None
+    parts = [p for p in name.split(":")[0].split("/") if p]
+    while parts and _TF_WRAPPERS.match(parts[0]):
+        parts = parts[1:]
+    if len(parts) == 2:
+        return parts[0]
+    if len(parts) < 3:
+        return None
+    layer = parts[1]
+    model_suffix = _TF_OP_SUFFIX.search(parts[0])
+    if model_suffix:
+        suffix = "_" + model_suffix.group(1)
+        if layer.endswith(suffix) and len(layer) > len(suffix):
+            layer = layer[: -len(suffix)]
+    return layer
 
 
 def source_name(node_name: str) -> str:
     """The source framework's layer name recovered from an exporter's node name.
 
-    tf2onnx: ``vgg16_1/block1_conv1_1/BiasAdd`` -> ``block1_conv1`` (Keras 3
-    suffixes the scopes it re-enters with ``_1``, model and layer alike).
-    torch.onnx: ``/features/features.0/Conv`` -> ``features.0``. Names without
-    a scope (ours, and most other exporters) are kept as they are.
+    See ``scoped_layer``; names without a scope (ours, and most other
+    exporters) are kept as they are.
     """
-    parts = [p for p in node_name.split("/") if p]
-    if len(parts) < 2:
-        return node_name
-    layer = parts[-2]
-    first = _TF_OP_SUFFIX.search(parts[0])
-    if len(parts) >= 3 and first:
-        suffix = "_" + first.group(1)
-        if layer.endswith(suffix) and len(layer) > len(suffix):
-            layer = layer[: -len(suffix)]
-    return layer
+    return scoped_layer(node_name) or node_name
 
 
 class Graph:
@@ -163,6 +186,15 @@ class Graph:
         return layers
 
     def _name_for(self, node, output: str) -> str:
+        """The source layer's name: tf2onnx names a conv node after whatever it fused last (a
+        BatchNorm's ``batchnorm/mul_1``, or ``Conv__26``), while the weights and bias it reads keep
+        the conv layer's scope; torch.onnx names the node by its module path."""
+        inputs = [t for t in node.input[1:3] if t] if node.op_type != "QLinearConv" else []
+        for tensor in inputs:
+            if not tensor.startswith("/") and tensor.count("/") >= 2:  # tf-style scoped tensor
+                layer = scoped_layer(tensor)
+                if layer:
+                    return layer
         if node.name:
             return source_name(node.name)
         return output
