@@ -18,7 +18,6 @@ def assert_close(got, reference, name):
 
 
 @pytest.mark.keras
-@pytest.mark.slow
 def test_tf2onnx_default_export_of_a_keras_model(tmp_path):
     pytest.importorskip("tensorflow")
     tf2onnx = pytest.importorskip("tf2onnx")
