@@ -25,7 +25,9 @@ class Layers(Command):
             return 0
         rows = [("#", "name", "op", "weights", "groups", "params", "output")]
         for layer in layers:
-            op = layer.op + (f"/{layer.activation}" if layer.activation else "")
+            # Conv+BN/Relu: what lies between the conv and the tensor shown (unfolded steps, activation).
+            op = layer.op + "".join("+" + _SHORT.get(step, step) for step in layer.affine)
+            op += f"/{layer.activation}" if layer.activation else ""
             rows.append((str(layer.index), layer.name, op, "x".join(map(str, layer.weight_shape)),
                          str(layer.groups), f"{layer.params:,}", layer.output))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -35,5 +37,7 @@ class Layers(Command):
         print(f"\n{len(layers)} conv layers, {total:,} conv parameters ({model.name})")
         return 0
 
+
+_SHORT = {"BatchNormalization": "BN"}
 
 COMMAND = Layers()
