@@ -189,3 +189,11 @@ def test_json_summaries_of_filters_and_maps(tiny, photo, tmp_path):
     first = summary["layers"][0]
     assert first["shape"] == [8, 32, 32] and first["min"] >= 0.0  # post-ReLU
     assert 0.0 <= first["zero_fraction"] < 1.0 and os.path.isfile(first["png"])
+
+
+def test_layers_table_shows_unfolded_steps(save):
+    m, _ = b.unfolded_bn()
+    result = cli("layers", save(m))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:4]]
+    assert [row[2] for row in rows] == ["Conv+BN/Relu", "Conv+Add+Mul", "Conv"]
