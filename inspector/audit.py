@@ -326,6 +326,19 @@ class AuditResult:
     def dead_unit_count(self) -> int:
         return sum(len(layer.dead_units) for layer in self.layers)
 
+    def add_maps(self, maps: dict[str, np.ndarray], real: int | None = None) -> None:
+        """Stream one batch of every layer's maps ``{name: (N, C, ...)}`` into the activation statistics.
+
+        ``real``: how many of the N are images (the rest pad a fixed batch dimension).
+        ``images`` is the caller's to count.
+        """
+        for layer_audit in self.layers:
+            if layer_audit.activations is None:
+                layer_audit.activations = ActivationStats(layer_audit.filters,
+                                                          layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
+            values = maps[layer_audit.name]
+            layer_audit.activations.add(values if real is None or real == len(values) else values[:real])
+
     @property
     def dead_fraction(self) -> float:
         """Dead filters, plus dead channels when images were given (each once), over all filters."""
@@ -532,23 +545,15 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     result.images_requested = len(files)
     result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
     result.provider = session.provider
-    for layer_audit in audits:
-        layer_audit.activations = ActivationStats(layer_audit.filters,
-                                                  layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
 
     def warn(message: str) -> None:
         print(message, file=sys.stderr)
-
-    def accumulate(maps: dict[str, np.ndarray], real: int) -> None:
-        for layer_audit in audits:
-            values = maps[layer_audit.name]
-            layer_audit.activations.add(values if real == len(values) else values[:real])
 
     # On CUDA the host cores idle while the GPU runs: do one batch's statistics while the next one runs.
     # On the CPU onnxruntime already uses every core, so the statistics run in turn (and half the memory).
     overlap = _OVERLAP if _OVERLAP is not None else session.provider == "CUDAExecutionProvider"
     stream = _batches(model, files, spec, input_size, per_batch, result.skipped, warn)
-    with _Pipeline(accumulate, overlap) as pipeline:
+    with _Pipeline(result.add_maps, overlap) as pipeline:
         for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
                                      unit="batch", quiet=quiet):
             try:

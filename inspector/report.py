@@ -76,13 +76,10 @@ def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider
     The weight statistics come from ``audit`` itself (no images, so no run); the activation
     statistics are fed from ``maps`` rather than from a second onnxruntime run.
     """
-    from .audit import NON_NEGATIVE_ACTIVATIONS, ActivationStats, audit
+    from .audit import audit
 
     result = audit(model, quiet=True)
-    for layer_audit in result.layers:
-        stats = ActivationStats(layer_audit.filters, layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
-        stats.add(maps[layer_audit.name][None])
-        layer_audit.activations = stats
+    result.add_maps({layer_audit.name: maps[layer_audit.name][None] for layer_audit in result.layers})
     result.images = result.images_requested = 1
     result.batch, result.input_size, result.preprocess = 1, tuple(input_size), spec.mode
     result.provider = provider or None
