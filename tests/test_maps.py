@@ -162,3 +162,25 @@ def test_models_with_huge_conv_kernels_skip_the_relayout_copy(save, monkeypatch)
     assert level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     for name, value in default.run(x).items():
         np.testing.assert_allclose(lean.run(x)[name], value, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_sessions_share_one_arena_that_grows_by_what_is_asked(save):
+    """The process-wide CPU arena (kSameAsRequested) is what CPU sessions allocate from; the maps
+    are the same as with a session's own default arena."""
+    from inspector import execution
+
+    m, _ = b.conv_relu_nchw()
+    path = save(m)
+    model = inspector.load(path)
+    x = np.random.default_rng(4).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    shared = model.session(device="cpu")
+    assert execution._shared_cpu_arena()
+    options = shared.session.get_session_options()
+    assert options.get_session_config_entry("session.use_env_allocators") == "1"
+    import onnx
+
+    whole = execution.add_outputs(onnx.load(str(path)), shared.outputs)  # the weights inline, a session of its own
+    plain = ort.InferenceSession(whole.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = dict(zip(shared.outputs, plain.run(shared.outputs, {"x": x})))
+    for layer in model.layers:
+        np.testing.assert_array_equal(shared.run(x)[layer.name], expected[layer.output])
