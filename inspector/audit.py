@@ -564,6 +564,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
                                          "try --batch 1") from None
                 raise
             pipeline.submit(maps, real)
+            del maps  # else this batch's maps stay alive through the next run: two batches in memory
             result.images += real
     if not result.images:
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
