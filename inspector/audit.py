@@ -332,12 +332,20 @@ class AuditResult:
         ``real``: how many of the N are images (the rest pad a fixed batch dimension).
         ``images`` is the caller's to count.
         """
+        work = []
         for layer_audit in self.layers:
             if layer_audit.activations is None:
                 layer_audit.activations = ActivationStats(layer_audit.filters,
                                                           layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
             values = maps[layer_audit.name]
-            layer_audit.activations.add(values if real is None or real == len(values) else values[:real])
+            work.append((layer_audit.activations, values if real is None or real == len(values) else values[:real]))
+        if sum(values.size for _, values in work) < _PARALLEL_ELEMENTS:
+            for stats, values in work:
+                stats.add(values)
+            return
+        # onnxruntime is idle between runs and numpy's reductions release the GIL: one layer per core.
+        for future in [_stats_pool().submit(stats.add, values) for stats, values in work]:
+            future.result()
 
     @property
     def dead_fraction(self) -> float:
@@ -573,6 +581,18 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
 
 # None: overlap statistics with inference on CUDA only; True/False force it (tests).
 _OVERLAP: bool | None = None
+# Batches of maps at least this many values get their layers' statistics on all cores.
+_PARALLEL_ELEMENTS = 4_000_000
+_POOL = None
+
+
+def _stats_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="inspector-stats")
+    return _POOL
 
 
 class _Pipeline:

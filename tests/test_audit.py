@@ -506,3 +506,25 @@ def test_collapse_ignores_gates_and_pooled_branches(save, images):
     by_name = {layer.name: layer for layer in result.layers}
     assert by_name["excite"].activations.mean_abs() < 0.01 * by_name["main1"].activations.mean_abs()
     assert result.collapse() is None
+
+
+def test_statistics_on_all_cores_equal_the_sequential_ones(save, images, monkeypatch):
+    """Big batches spread their layers' statistics over a thread pool: the same figures."""
+    from inspector import audit as audit_module
+
+    m, _ = small_net(dead={"conv2": [3]})
+    model = inspector.load(save(m))
+    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 10**12)
+    sequential = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
+    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 0)
+    calls = []
+    real_pool = audit_module._stats_pool
+
+    def counting_pool():
+        calls.append(1)
+        return real_pool()
+
+    monkeypatch.setattr(audit_module, "_stats_pool", counting_pool)
+    parallel = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
+    assert calls  # the pool really ran
+    assert_same_audit(sequential, parallel)
