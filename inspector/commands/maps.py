@@ -73,14 +73,17 @@ class Maps(Command):
                     np.savez(handle, **maps)
             if not args.json:
                 print(f"{args.npz}  ({len(maps)} layers, channel-first arrays)")
+        if args.no_png and not args.json:
+            return 0
         image_name = os.path.basename(args.image)
         records = []
         for layer in progress(layers, total=len(layers), desc="maps", unit="layer"):
             values = maps[layer.name]
-            record = {"index": layer.index, "name": layer.name, "shape": list(values.shape),
-                      "min": float(values.min()), "max": float(values.max()),
-                      "zero_fraction": float(np.count_nonzero(values == 0) / max(values.size, 1)),
-                      "png": None, "npz": args.npz}
+            record = {"index": layer.index, "name": layer.name, "shape": list(values.shape), "png": None,
+                      "npz": args.npz}
+            if args.json:  # three passes over every map: only when asked for
+                record.update(min=float(values.min()), max=float(values.max()),
+                              zero_fraction=float(np.count_nonzero(values == 0) / max(values.size, 1)))
             if not args.no_png:
                 grid = map_grid(values, layer, model.name, image_name=image_name,
                                 preprocess=spec.mode, cmap=args.cmap, max_maps=args.max, norm=args.norm,
