@@ -152,9 +152,12 @@ class Model:
     # ------------------------------------------------------------ execution
 
     def session(self, layers: Sequence[Layer] | None = None, device: str = "auto",
-                verbose: bool = False) -> FeatureMapSession:
+                verbose: bool = False, model_outputs: bool = False) -> FeatureMapSession:
+        """A session returning these layers' maps; ``model_outputs=True`` also returns the model's outputs
+        (``session.run_with_outputs``), for commands that need class scores or detections."""
         layers = list(layers) if layers is not None else self.require_layers()
-        return FeatureMapSession(self.file, layers, self.input, device, verbose, self._dequantizers(layers))
+        return FeatureMapSession(self.file, layers, self.input, device, verbose, self._dequantizers(layers),
+                                 model_outputs)
 
     def run(self, batch: np.ndarray, layers: Sequence[str | int | Layer] | None = None,
             device: str = "auto") -> dict[str, np.ndarray]:

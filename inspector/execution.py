@@ -282,10 +282,13 @@ class FeatureMapSession:
     """
 
     def __init__(self, onnx_file, layers, model_input: ModelInput, device="auto", verbose=False,
-                 dequantizers: dict | None = None):
+                 dequantizers: dict | None = None, model_outputs: bool = False):
         self.layers = list(layers)
         self.input = model_input
-        self.outputs = list(dict.fromkeys(layer.output for layer in self.layers))
+        # The model's own outputs (class scores, detections) only when a caller asks:
+        # maps alone never need the part of the graph after the last requested layer.
+        self.model_outputs = [o.name for o in onnx_file.model.graph.output] if model_outputs else []
+        self.outputs = list(dict.fromkeys([*(layer.output for layer in self.layers), *self.model_outputs]))
         check_opsets(onnx_file.model)
         model = add_outputs(onnx_file.model, self.outputs)
         kernels = conv_kernel_bytes(onnx_file)
@@ -298,8 +301,17 @@ class FeatureMapSession:
         self.dequantizers = dequantizers or {}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``{layer name: (N, C, H, W) float32}`` from one run."""
+        return self.run_with_outputs(batch)[0]
+
+    def run_with_outputs(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(maps by layer name, the model's own outputs by name) from one run.
+
+        The second dict is empty unless the session was made with ``model_outputs=True``.
+        """
         feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
         values = run(self.session, feeds, self.outputs)
+        own = {name: values[name] for name in self.model_outputs}
         result = {}
         for layer in self.layers:
             array = values[layer.output]
@@ -308,4 +320,4 @@ class FeatureMapSession:
                 array = (array.astype(np.float32) - zero) * scale
             array = to_channel_first(array, layer.output_perm)
             result[layer.name] = np.asarray(array, dtype=np.float32)
-        return result
+        return result, own
