@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU onnxruntime by default; `make .venv ORT=gpu` installs onnxruntime-gpu instead (never both).
 ORT    ?= cpu
-TORCH  ?= 2.13.0
+TORCH  ?= 2.14.1
+TORCHVISION ?= 0.29.1
 
 .PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench clean
 
@@ -14,9 +15,10 @@ TORCH  ?= 2.13.0
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned to the CPU build on this machine's disk: the unpinned
-	# extra would pull a multi-GB CUDA build the converters never use.
-	$(BIN)/python -m pip install -q 'torch==$(TORCH)'
+	# torch and torchvision first, pinned as a matching pair: an unpinned extra could pair
+	# a torchvision with a torch whose C++ operators it cannot load ('torchvision::nms
+	# does not exist'). PyPI's pair is a CUDA build; it runs on the CPU here.
+	$(BIN)/python -m pip install -q 'torch==$(TORCH)' 'torchvision==$(TORCHVISION)'
 	$(BIN)/python -m pip install -q -e '.[$(ORT),keras,torch,test]'
 	touch $(STAMP)
 
