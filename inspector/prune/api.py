@@ -111,7 +111,8 @@ class PruneResult:
         from converters.writer import stamp, write_model
 
         model = self.surgery.model
-        stamp(model, {METADATA_KEY: json.dumps(self.record(), sort_keys=True)})
+        if self.changed:  # a model with nothing to remove comes out as it went in
+            stamp(model, {METADATA_KEY: json.dumps(self.record(), sort_keys=True)})
         payloads = dict(self.surgery.payloads)
         write_model(model, out, verify=verify, payloads=payloads, source_folder=self.model.file.folder)
         self.output = out

@@ -33,16 +33,23 @@ def compare(onnx_file, pruned_path: str, batch: np.ndarray) -> dict:
     name = original.get_inputs()[0].name
     if len(original.get_inputs()) != 1:
         raise InspectorError("--check feeds models with one input only")
-    reference = original.run(None, {name: batch})
-    candidate = dict(zip([o.name for o in pruned.get_outputs()], pruned.run(None, {name: batch})))
+    # One image at a time: many detectors fix their batch dimension at 1.
+    reference, candidate = [], []
+    for sample in batch:
+        reference.append(original.run(None, {name: sample[None]}))
+        got = dict(zip([o.name for o in pruned.get_outputs()], pruned.run(None, {name: sample[None]})))
+        candidate.append(got)
     outputs = {}
-    for meta, ref in zip(original.get_outputs(), reference):
-        got = candidate.get(meta.name)
-        if got is None or got.shape != ref.shape:
-            raise InspectorError(f"the pruned model's output '{meta.name}' is missing or has another shape")
-        ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-        diff = float(np.max(np.abs(ref64 - got64))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref64))) if ref.size else 0.0
+    for position, meta in enumerate(original.get_outputs()):
+        diff = scale = 0.0
+        for ref_all, got_all in zip(reference, candidate):
+            ref, got = ref_all[position], got_all.get(meta.name)
+            if got is None or got.shape != ref.shape:
+                raise InspectorError(f"the pruned model's output '{meta.name}' is missing or has another shape")
+            if ref.size:
+                ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+                diff = max(diff, float(np.max(np.abs(ref64 - got64))))
+                scale = max(scale, float(np.max(np.abs(ref64))))
         outputs[meta.name] = {"max_abs_diff": diff, "max_rel_diff": diff / scale if scale > 0 else diff,
                               "max_abs_output": scale}
     return {

@@ -150,7 +150,7 @@ def apply(plan: Plan) -> Surgery:
                 weights = np.asarray(tracer.const(node.input[1]), np.float64)
                 summed = weights[:, positions].reshape(weights.shape[0], len(positions), -1).sum(axis=2)
                 convs[use.node]["fold"] = summed @ consts
-                folded[use.node] = len(positions)
+                folded[use.node] = int(np.unique(carrier.ids[positions]).size)  # channels, not flattened features
         elif use.kind == "depthwise":
             out_keep = plan.keep(node.output[0])
             if not out_keep.all():
@@ -208,7 +208,7 @@ def _dense(ed: _Editor, use, carrier, keep, shapes, folded) -> None:
     shapes[use.node] = (tuple(matrix.shape), tuple(new_matrix.shape))
     if not len(positions):
         return
-    folded[use.node] = len(positions)
+    folded[use.node] = int(np.unique(carrier.ids[positions]).size)  # channels, not flattened features
     fold = consts @ np.asarray(rows[positions], np.float64)  # (outputs,)
     kind = use.extra["bias"]
     if kind[0] == "gemm":
