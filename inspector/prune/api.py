@@ -150,9 +150,16 @@ def render_table(result: PruneResult) -> str:
     return "\n".join(out)
 
 
-def _param_count(model_proto, payloads=None) -> int:
-    return sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in model_proto.graph.initializer
-               if t.data_type in (1, 10, 11, 16))  # float, float16, double, bfloat16: weights, not shapes
+_FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16: weights, not shapes or indices
+
+
+def _param_count(model_proto) -> int:
+    """Weights in initializers and Constant nodes (Paddle exports keep every weight in a Constant)."""
+    tensors = list(model_proto.graph.initializer)
+    for node in model_proto.graph.node:
+        if node.op_type == "Constant":
+            tensors += [a.t for a in node.attribute if a.name == "value"]
+    return sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in tensors if t.data_type in _FLOAT_TYPES)
 
 
 def _overrides(model, dead: dict | None, channels: bool):

@@ -36,8 +36,8 @@ def compare(onnx_file, pruned_path: str, batch: np.ndarray) -> dict:
     # One image at a time: many detectors fix their batch dimension at 1.
     reference, candidate = [], []
     for sample in batch:
-        reference.append(original.run(None, {name: sample[None]}))
-        got = dict(zip([o.name for o in pruned.get_outputs()], pruned.run(None, {name: sample[None]})))
+        reference.append(_run(original, name, sample[None], "the original model"))
+        got = dict(zip([o.name for o in pruned.get_outputs()], _run(pruned, name, sample[None], "the pruned model")))
         candidate.append(got)
     outputs = {}
     for position, meta in enumerate(original.get_outputs()):
@@ -58,3 +58,13 @@ def compare(onnx_file, pruned_path: str, batch: np.ndarray) -> dict:
         "max_abs_diff": max((o["max_abs_diff"] for o in outputs.values()), default=0.0),
         "max_rel_diff": max((o["max_rel_diff"] for o in outputs.values()), default=0.0),
     }
+
+
+def _run(session, name: str, x: np.ndarray, which: str):
+    try:
+        return session.run(None, {name: x})
+    except Exception as exc:  # onnxruntime's own error types
+        from ..execution import _first_line
+
+        raise InspectorError(f"onnxruntime cannot run {which} on the --check images ({_first_line(exc)}); "
+                             "is the input size right (--size HxW)?") from None
