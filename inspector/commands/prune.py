@@ -73,7 +73,7 @@ class Prune(Command):
 
             dead = dead_by_layer(audit(model, images, preprocess=args.preprocess, size=args.size, device="cpu",
                                        quiet=True).to_dict())
-        result = prune(model, dead=dead, channels=args.channels)
+        result = prune(model, dead=dead, channels=args.channels, size=args.size)
         out = sys.stderr if to_stdout else sys.stdout
         tolerance = args.tolerance if args.tolerance is not None else (1e-5 if result.exact else None)
 

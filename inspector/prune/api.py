@@ -58,6 +58,7 @@ class PruneResult:
         self.approximate = approximate  # layer -> channels treated as zero that are not exactly zero
         self.params_before, self.params_after = params
         self.check: dict | None = None
+        self.input_size: tuple[int, int] | None = None
         self.output: str | None = None
 
     @property
@@ -97,6 +98,7 @@ class PruneResult:
             "params_after": self.params_after,
             "macs_before": sum(r.macs_before or 0 for r in total),
             "macs_after": sum(r.macs_after or 0 for r in total),
+            "macs_input_size": list(self.input_size) if self.input_size else None,
             "layers": [r.to_dict() for r in self.rows],
             "dead_filters_kept": self.kept_dead,
             "approximate": self.approximate,
@@ -141,7 +143,9 @@ def render_table(result: PruneResult) -> str:
     macs_after = sum(r.macs_after or 0 for r in result.rows)
     shrink = 1 - result.params_after / result.params_before if result.params_before else 0.0
     out.append(f"removed {result.removed_filters} filters; model parameters {result.params_before:,} -> "
-               f"{result.params_after:,} ({shrink:.1%} fewer); conv and dense MACs {macs_before:,} -> {macs_after:,}"
+               f"{result.params_after:,} ({shrink:.1%} fewer); conv and dense MACs per image"
+               + (f" at {result.input_size[0]}x{result.input_size[1]}" if result.input_size else "")
+               + f" {macs_before:,} -> {macs_after:,}"
                + ("" if result.exact else "; APPROXIMATE (channels the audit found silent)"))
     for kept in result.kept_dead[:20]:
         out.append(f"kept dead filter {kept['layer']}[{kept['filter']}]: {kept['reason']}")
@@ -181,13 +185,15 @@ def _overrides(model, dead: dict | None, channels: bool):
     return out
 
 
-def prune(model, dead: dict | None = None, channels: bool = False) -> PruneResult:
+def prune(model, dead: dict | None = None, channels: bool = False, size=None) -> PruneResult:
     """Plan and cut the dead filters of ``model`` (an ``inspector.Model`` or a path).
 
     ``dead``: ``{layer: {"filters": [...], "channels": [...]}}`` from an audit
     (``audit_input.dead_by_layer``). Without ``channels`` only exact removals
     happen (zero filters, constant channels folded where exact); with it, the
     audit's dead filters and channels are treated as zero too (approximate).
+    ``size`` (H, W): the input size MACs are counted at where the model leaves it open (default: its
+    metadata's, else 224x224).
     """
     from ..api import Model, load
 
@@ -196,7 +202,8 @@ def prune(model, dead: dict | None = None, channels: bool = False) -> PruneResul
     model.require_layers()
     overrides = _overrides(model, dead, channels)
     light = model.file.model
-    tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers}, inferred_shapes(light),
+    probe, input_size = _with_static_input(model, size)
+    tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers}, inferred_shapes(probe),
                     overrides).run()
     plan = tracer.plan()
     surgery = apply(plan)
@@ -212,7 +219,31 @@ def prune(model, dead: dict | None = None, channels: bool = False) -> PruneResul
             if loose:
                 approximate[layer.name] = sorted(set(loose))
     params = (_param_count(light), _param_count(surgery.model))
-    return PruneResult(model, tracer, plan, surgery, rows, kept_dead, approximate, params)
+    result = PruneResult(model, tracer, plan, surgery, rows, kept_dead, approximate, params)
+    result.input_size = input_size
+    return result
+
+
+def _with_static_input(model, size):
+    """The light model with open input dims fixed (batch 1, the metadata's or --size's spatial size), so that
+    shape inference reaches every layer: MACs are then counted per image at that size."""
+    import onnx
+
+    try:
+        spec = model.input
+        height, width = model.input_size(size)
+    except InspectorError:
+        return model.file.model, None
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model.file.model)
+    entry = next(i for i in probe.graph.input if i.name == spec.name)
+    spatial = (2, 3) if spec.layout == "NCHW" else (1, 2)
+    dims = entry.type.tensor_type.shape.dim
+    for position, value in ((0, 1), (spatial[0], height), (spatial[1], width)):
+        if not dims[position].HasField("dim_value") or dims[position].dim_value <= 0:
+            dims[position].Clear()
+            dims[position].dim_value = value
+    return probe, (height, width)
 
 
 def _rows(model, tracer, surgery) -> list[LayerRow]:

@@ -117,6 +117,7 @@ class Tracer:
         self.uses: list[Use] = []
         self.blocks: list[tuple[np.ndarray, str]] = []
         self._shape_reads: list = []
+        self.lost: list[tuple[np.ndarray, str]] = []  # constant channels that stop being constant, and where
         self.alive_at: list[tuple[np.ndarray, np.ndarray, str]] = []  # (ids, values, where) at summing layers
         self.producer = {}
         self.consumers: dict[str, list[int]] = {}
@@ -255,6 +256,10 @@ class Tracer:
             sums = flat.astype(np.float64).sum(axis=1)
             through = np.where(incoming == 0, bias, incoming * sums + bias if no_padding else np.nan)
             out_values = np.where(zero_weights, bias, through)
+            lost = ~np.isnan(incoming) & np.isnan(out_values)
+            if lost.any():
+                self.lost.append((np.repeat(data.ids, m)[lost], f"constant before {_node_label(node, index)}, whose "
+                                                                "zero padding makes it vary at the borders"))
             self.uses.append(Use("depthwise", index, node.input[0], {"multiplier": m}))
             self.set_carrier(node.output[0], Carrier(1, rank, np.repeat(data.ids, m), out_values))
             return
@@ -338,7 +343,11 @@ class Tracer:
                 return
             for x, y in zip(a.ids, b.ids):
                 self.uf.union(x, y)
-            self.set_carrier(node.output[0], Carrier(a.axis, a.rank, a.ids, fn.binary(op, a.values, b.values)))
+            out_values = fn.binary(op, a.values, b.values)
+            lost = (~np.isnan(a.values) | ~np.isnan(b.values)) & np.isnan(out_values)
+            if lost.any():
+                self.lost.append((a.ids[lost], f"tied to a live channel by {_node_label(node, index)}"))
+            self.set_carrier(node.output[0], Carrier(a.axis, a.rank, a.ids, out_values))
             return
         carrier, position = (a, 0) if a is not None else (b, 1)
         other_name = node.input[1 - position]
@@ -391,6 +400,32 @@ class Tracer:
         if node.op_type in ("LpPool", "GlobalLpPool"):
             out_values = np.where(data.values == 0, 0.0, np.nan)
         self.set_carrier(node.output[0], Carrier(1, data.rank, data.ids, out_values))
+
+    def _reduce(self, index, node, ins) -> None:
+        """ReduceMean & co over positions only (squeeze-and-excite's pooling): channels pass through."""
+        data = ins[0]
+        if any(c is not None for c in ins[1:]):
+            self.block_all(node, index, ins, "traced channels as axes")
+            return
+        axes = self.const(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "axes")
+        if axes is None:
+            if _attr(node, "noop_with_empty_axes", 0):
+                self.set_carrier(node.output[0], Carrier(data.axis, data.rank, data.ids, data.values))
+            else:
+                self.block(data, f"{_node_label(node, index)}: reduces every axis, channels included")
+            return
+        axes = sorted({int(a) + data.rank if int(a) < 0 else int(a) for a in np.asarray(axes).reshape(-1)})
+        if data.axis in axes:
+            self.block(data, f"{_node_label(node, index)}: reduces over the channel axis")
+            return
+        keep_dims = int(_attr(node, "keepdims", 1))
+        axis = data.axis if keep_dims else data.axis - sum(a < data.axis for a in axes)
+        rank = data.rank if keep_dims else data.rank - len(axes)
+        same = node.op_type in ("ReduceMean", "ReduceMax", "ReduceMin")
+        out_values = data.values if same else np.where(data.values == 0, 0.0, np.nan)
+        self.set_carrier(node.output[0], Carrier(axis, rank, data.ids, out_values))
+
+    _op_ReduceMean = _op_ReduceMax = _op_ReduceMin = _op_ReduceSum = _op_ReduceL1 = _op_ReduceL2 = _reduce
 
     def _op_Transpose(self, index, node, ins) -> None:
         data = ins[0]
@@ -598,6 +633,10 @@ class Plan:
             for root in set(uf.roots(ids).tolist()):
                 self.blocked.setdefault(root, reason)
         self.kept: dict[int, str] = {}  # root -> why a group with a constant channel stays
+        lost: dict[int, str] = {}
+        for ids, reason in tracer.lost:
+            for root in set(uf.roots(ids).tolist()):
+                lost.setdefault(root, reason)
         live: set[int] = set()
         for use in tracer.uses:
             if use.kind not in ("conv_in", "dense"):
@@ -608,7 +647,7 @@ class Plan:
             unknown = np.isnan(carrier.values)
             live.update(roots[unknown].tolist())
             for root in set(roots[unknown].tolist()):
-                self.kept.setdefault(root, f"tied to a live channel (at {where})")
+                self.kept.setdefault(root, lost.get(root) or f"not constant where {where} reads it")
             constant = ~unknown & (carrier.values != 0)
             if constant.any() and not use.extra.get("fold_ok"):
                 why = ("zero padding over a constant channel (folding would not be exact)" if use.kind == "conv_in"
