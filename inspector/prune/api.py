@@ -127,7 +127,10 @@ def render_table(result: PruneResult) -> str:
 
     header = ("layer", "op", "filters", "params", "MACs", "removed")
     lines = []
-    for r in result.rows:
+    shown = result.rows
+    if len(shown) > 20:  # a big model: the layers that changed; --json lists every layer
+        shown = [r for r in result.rows if r.params_before != r.params_after or r.folded]
+    for r in shown:
         filters = f"{r.filters_before}" if r.filters_before == r.filters_after else f"{r.filters_before}->{r.filters_after}"
         params = count(r.params_before) if r.params_before == r.params_after else \
             f"{count(r.params_before)}->{count(r.params_after)}"
@@ -139,6 +142,8 @@ def render_table(result: PruneResult) -> str:
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    if len(shown) < len(result.rows):
+        out.append(f"({len(result.rows) - len(shown)} unchanged layers not shown; --json lists every layer)")
     macs_before = sum(r.macs_before or 0 for r in result.rows)
     macs_after = sum(r.macs_after or 0 for r in result.rows)
     shrink = 1 - result.params_after / result.params_before if result.params_before else 0.0
