@@ -175,6 +175,34 @@ def uncovered_ops():
     return n.model(y), {"removed": {}, "kept": {("c1", 1): ("Softmax", "grouped"), ("c1", 2): ("Softmax", "grouped")}}
 
 
+# x -> c1 (8, x: 2) -> HardSwish as x*Clip(x+3, 0, 6)/6 --------------------------+
+#        \-> ReduceMean(H, W) -> r (1x1, 4) -> Relu -> e (1x1, 8) -> HardSigmoid -> Mul -> Resize x2 -> c2 (6) -> y
+# Squeeze-and-excite: the gate's channel 2 (e's filter 2) multiplies a zero channel, so it goes too.
+def squeeze_excite():
+    n = Net(11)
+    c1 = n.conv("c1", "x", 3, 8, dead=(2,))
+    clipped = n.op("Clip", [n.op("Add", [c1, n.const("three", np.float32(3))], "plus3"),
+                            n.const("lo", np.float32(0)), n.const("hi", np.float32(6))], "clip")
+    act = n.op("Div", [n.op("Mul", [c1, clipped], "hsw_mul"), n.const("six", np.float32(6))], "hswish")
+    pooled = n.op("ReduceMean", [act], "squeeze", axes=[2, 3], keepdims=1)
+    gate = n.op("HardSigmoid", [n.conv("e", n.op("Relu", [n.conv("r", pooled, 8, 4, k=1)], "rr"), 4, 8, k=1)], "hs")
+    scaled = n.op("Resize", [n.op("Mul", [act, gate], "excite"), "", n.const("scales", np.array(
+        [1, 1, 2, 2], np.float32))], "up", mode="nearest")
+    y = n.conv("c2", scaled, 8, 6)
+    return n.model(y), {"removed": {"c1": [2], "e": [2]}, "shapes": {"r.weight": (4, 7, 1, 1), "e.weight": (7, 4, 1, 1),
+                                                                   "c2.weight": (6, 7, 3, 3)}}
+
+
+# x -> c (4, constant 0.5: 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm without bias (4 -> 3) -> y
+# The constant channel's contribution 0.5 * W[:, 1] becomes the Gemm's new bias.
+def constant_into_gemm():
+    n = Net(12)
+    pooled = n.op("GlobalAveragePool", [n.op("Relu", [n.conv("c", "x", 3, 4, constant={1: 0.5})], "r")], "gap")
+    weights = n.const("fc.weight", n.rng.standard_normal((4, 3)).astype(np.float32))
+    y = n.op("Gemm", [n.op("Flatten", [pooled], "flat"), weights], "fc")
+    return n.model(y), {"removed": {"c": [1]}, "folded": 1, "shapes": {"fc.weight": (3, 3)}}
+
+
 # x -> c1 (8) -> Relu -> c2 (8) -> Relu -> y        nothing dead: the model comes out unchanged
 def nothing_dead():
     n = Net(10)
@@ -183,4 +211,5 @@ def nothing_dead():
 
 
 BUILDERS = [conv_chain, depthwise, residual_add, concat, split, flatten_gemm_nchw, flatten_matmul_nhwc,
-            batchnorm_unfolded, constant_before_padding, uncovered_ops, nothing_dead]
+            batchnorm_unfolded, constant_before_padding, uncovered_ops, squeeze_excite, constant_into_gemm,
+            nothing_dead]
