@@ -203,6 +203,30 @@ def constant_into_gemm():
     return n.model(y), {"removed": {"c": [1]}, "folded": 1, "shapes": {"fc.weight": (3, 3)}}
 
 
+# x -> c1 (8, x: 3 6) -> Relu -> dw (depthwise, multiplier 2: 16, x: 9) -> Relu -> pw (1x1, 5) -> y
+# Each input channel owns two depthwise filters: 3 -> 6, 7 and 6 -> 12, 13 go with it. Depthwise
+# filter 9 alone leaves its sibling 8 alive, so channel 4 stays.
+def depthwise_multiplier():
+    n = Net(13)
+    r1 = n.op("Relu", [n.conv("c1", "x", 3, 8, dead=(3, 6))], "r1")
+    r2 = n.op("Relu", [n.conv("dw", r1, 8, 16, group=8, dead=(9,))], "r2")
+    y = n.conv("pw", r2, 16, 5, k=1)
+    return n.model(y), {"removed": {"c1": [3, 6], "dw": [6, 7, 12, 13]},
+                        "shapes": {"dw.weight": (12, 1, 3, 3), "pw.weight": (5, 12, 1, 1)}}
+
+
+# x -> c1 (4, x: 1) -> Relu = r1;  If (true) { Identity(r1) } -> c2 (3) -> y
+# The If body reads r1 by name, not as a node input: the channel must stay.
+def read_in_subgraph():
+    n = Net(14)
+    r1 = n.op("Relu", [n.conv("c1", "x", 3, 4, dead=(1,))], "r1")
+    branch = helper.make_graph([helper.make_node("Identity", [r1], ["branch_out"])], "body", [],
+                               [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, [1, 4, 12, 12])])
+    picked = n.op("If", [n.const("cond", np.array(True))], "if", then_branch=branch, else_branch=branch)
+    y = n.conv("c2", picked, 4, 3)
+    return n.model(y), {"removed": {}, "kept": {("c1", 1): "subgraph"}}
+
+
 # x -> c1 (8) -> Relu -> c2 (8) -> Relu -> y        nothing dead: the model comes out unchanged
 def nothing_dead():
     n = Net(10)
@@ -212,4 +236,4 @@ def nothing_dead():
 
 BUILDERS = [conv_chain, depthwise, residual_add, concat, split, flatten_gemm_nchw, flatten_matmul_nhwc,
             batchnorm_unfolded, constant_before_padding, uncovered_ops, squeeze_excite, constant_into_gemm,
-            nothing_dead]
+            depthwise_multiplier, read_in_subgraph, nothing_dead]

@@ -100,6 +100,26 @@ def _node_label(node, index: int) -> str:
     return f"{node.op_type} '{node.name or '#' + str(index)}'"
 
 
+def _subgraph_reads(nodes) -> dict[str, str]:
+    """Tensors that If/Loop/Scan bodies read from the outer graph (by name, without listing them as inputs)."""
+    reads: dict[str, str] = {}
+
+    def visit(graph, where: str) -> None:
+        for node in graph.node:
+            for name in node.input:
+                if name:
+                    reads.setdefault(name, where)
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs)):
+                    visit(sub, where)
+
+    for index, node in enumerate(nodes):
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs)):
+                visit(sub, _node_label(node, index))
+    return reads
+
+
 class Tracer:
     """Trace channels through the graph of a light model (``OnnxFile``) and decide what can go."""
 
@@ -118,7 +138,6 @@ class Tracer:
         self.blocks: list[tuple[np.ndarray, str]] = []
         self._shape_reads: list = []
         self.lost: list[tuple[np.ndarray, str]] = []  # constant channels that stop being constant, and where
-        self.alive_at: list[tuple[np.ndarray, np.ndarray, str]] = []  # (ids, values, where) at summing layers
         self.producer = {}
         self.consumers: dict[str, list[int]] = {}
         for i, node in enumerate(self.nodes):
@@ -191,6 +210,9 @@ class Tracer:
                 handler(index, node, ins)
         for index, node, data in self._shape_reads:
             self._judge_shape(index, node, data)
+        for tensor, where in _subgraph_reads(self.nodes).items():
+            if tensor in self.carriers:
+                self.block(self.carriers[tensor], f"read inside the subgraph of {where}")
         for output in self.graph.output:
             if output.name in self.carriers:
                 self.block(self.carriers[output.name], f"'{output.name}' is a model output")
@@ -243,7 +265,6 @@ class Tracer:
         if group == 1:
             if data is not None:
                 self.uses.append(Use("conv_in", index, node.input[0], {"fold_ok": no_padding}))
-                self.alive_at.append((data.ids, data.values, _node_label(node, index)))
             ids = self.uf.new(filters)
             self.sources.append(Source(index, self.layer_names.get(index, node.name), node.output[0], ids,
                                        zero_weights))
@@ -288,7 +309,6 @@ class Tracer:
             return
         self.uses.append(Use("dense", index, node.input[0], {"transB": int(_attr(node, "transB", 0)),
                                                              "fold_ok": True, "bias": ("gemm", index)}))
-        self.alive_at.append((a.ids, a.values, _node_label(node, index)))
 
     def _op_MatMul(self, index, node, ins) -> None:
         a = ins[0]
@@ -310,7 +330,6 @@ class Tracer:
                     bias = ("add", users[0], other)
         self.uses.append(Use("dense", index, node.input[0], {"transB": 0, "fold_ok": bias is not None,
                                                              "bias": bias}))
-        self.alive_at.append((a.ids, a.values, _node_label(node, index)))
 
     # --------------------------------------------------------- elementwise ops
 
