@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import jsonschema
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,6 +24,16 @@ from builders import random_photo
 from inspector.api import load
 from inspector.cli import main
 from inspector.prune import prune
+
+
+SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "inspector", "schemas",
+                      "prune.schema.json")
+
+
+def _valid(data: dict) -> dict:
+    with open(SCHEMA) as handle:
+        jsonschema.validate(data, json.load(handle))
+    return data
 
 
 def _save(m, folder, name="planted.onnx") -> str:
@@ -123,7 +134,7 @@ def test_cli_writes_checks_and_reports(tmp_path, capsys):
     assert _cli("prune", source, "-o", out, "--check", photo, "--preprocess", "raw", "--json", report) == 0
     text = capsys.readouterr().out
     assert "4->3" in text and "max relative" in text
-    data = json.loads(report.read_text())
+    data = _valid(json.loads(report.read_text()))
     assert data["removed_filters"] == 1 and data["check"]["max_rel_diff"] < 1e-5 and data["output"] == str(out)
     assert os.path.exists(out)
 
@@ -134,7 +145,7 @@ def test_cli_dry_run_writes_nothing(tmp_path, capsys):
     before = sorted(os.listdir(tmp_path))
     assert _cli("prune", source, "--dry-run", "--json", "-") == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["removed_filters"] == 2 and "8->6" in captured.err
+    assert _valid(json.loads(captured.out))["removed_filters"] == 2 and "8->6" in captured.err
     assert sorted(os.listdir(tmp_path)) == before
 
 
@@ -180,9 +191,14 @@ def test_audit_then_prune_channels(tmp_path, capsys):
     assert data["exact"] and data["layers"][0]["removed"] == [2, 5]
     assert _cli("prune", source, "-o", out, "--from-audit", audit_json, "--channels", "--check", *photos,
                 "--preprocess", "raw", "--json", report) == 0
-    data = json.loads(report.read_text())
+    data = _valid(json.loads(report.read_text()))
     assert not data["exact"] and data["layers"][0]["removed"] == [0, 2, 5] and data["approximate"] == {"c1": [0]}
     assert data["check"]["max_rel_diff"] < 1e-6
+    # --channels without --from-audit audits the --check images itself.
+    assert _cli("prune", source, "-o", out, "--channels", "--check", *photos, "--preprocess", "raw", "--json",
+                report) == 0
+    data = _valid(json.loads(report.read_text()))
+    assert data["layers"][0]["removed"] == [0, 2, 5] and data["check"]["max_rel_diff"] < 1e-6
     # A tolerance the change cannot meet: exit 1 and nothing written.
     b[0] = -0.05  # now fires on some pixels: removing it moves the outputs
     init["c1.bias"].CopyFrom(numpy_helper.from_array(b, "c1.bias"))

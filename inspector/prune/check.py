@@ -17,9 +17,8 @@ def _session(onnx_file=None, path: str | None = None):
 
     if onnx_file is not None:  # the light model: onnxruntime reads the weights from the original file
         return create_session(onnx_file.serialized(), onnx_file.folder, device="cpu")[0]
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return create_session(data, os.path.dirname(os.path.abspath(path)), device="cpu")[0]
+    # By path: onnxruntime reads the file itself, without a second copy of it in a bytes object.
+    return create_session(os.path.abspath(path), os.path.dirname(os.path.abspath(path)), device="cpu")[0]
 
 
 def compare(onnx_file, pruned_path: str, batch: np.ndarray) -> dict:
