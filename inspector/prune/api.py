@@ -115,10 +115,40 @@ class PruneResult:
         model = self.surgery.model
         if self.changed:  # a model with nothing to remove comes out as it went in
             stamp(model, {METADATA_KEY: json.dumps(self.record(), sort_keys=True)})
+        _typed_outputs(model, self.tracer.shapes)
         payloads = dict(self.surgery.payloads)
-        write_model(model, out, verify=verify, payloads=payloads, source_folder=self.model.file.folder)
+        try:
+            write_model(model, out, verify=verify, payloads=payloads, source_folder=self.model.file.folder)
+        except InspectorError as exc:
+            if "onnx.checker" not in str(exc):
+                raise
+            raise InspectorError(_checker_blame(self.model.path, str(exc))) from None
         self.output = out
         return out
+
+
+def _typed_outputs(model, shapes: dict) -> None:
+    """Graph outputs declared without a shape (onnxruntime accepts them, onnx.checker does not) get their
+    inferred rank, every dim left open."""
+    for output in model.graph.output:
+        tensor_type = output.type.tensor_type
+        if output.type.HasField("tensor_type") and not tensor_type.HasField("shape") and output.name in shapes:
+            tensor_type.shape.SetInParent()
+            for _ in shapes[output.name]:
+                tensor_type.shape.dim.add()
+
+
+def _checker_blame(original: str, message: str) -> str:
+    """Whose fault an onnx.checker failure is: the input model's, or the pruning's."""
+    from converters.writer import _check
+
+    detail = message.split("onnx.checker:", 1)[-1].strip()
+    try:
+        _check(original)
+    except InspectorError:
+        return (f"{os.path.basename(original)} itself does not pass onnx.checker ({detail}); prune writes only "
+                "models that do: re-export it")
+    return f"the pruned model does not pass onnx.checker ({detail}); please report this with the model"
 
 
 def render_table(result: PruneResult) -> str:
@@ -208,10 +238,14 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
     overrides = _overrides(model, dead, channels)
     light = model.file.model
     probe, input_size = _with_static_input(model, size)
-    tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers}, inferred_shapes(probe),
-                    overrides).run()
-    plan = tracer.plan()
-    surgery = apply(plan)
+    try:
+        tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers},
+                        inferred_shapes(probe), overrides).run()
+        plan = tracer.plan()
+        surgery = apply(plan)
+    except (ValueError, IndexError) as exc:  # shapes that contradict each other: onnxruntime would refuse too
+        raise InspectorError(f"cannot prune {os.path.basename(model.path)}: its tensors' shapes do not fit "
+                             f"together ({exc}); does onnxruntime run it?") from None
     rows = _rows(model, tracer, surgery)
     kept_dead = _kept_dead(model, tracer, plan, dead, channels)
     approximate = {}

@@ -251,11 +251,20 @@ class Tracer:
             self.block(data, f"{_node_label(node, index)}: weights are not plain constants (quantized or computed)")
             return
         filters = weights.shape[0]
+        if bias is not None and bias.size != filters:
+            self.block(data, f"{_node_label(node, index)}: its bias does not match its {filters} filters")
+            return
         bias = np.zeros(filters) if bias is None else np.asarray(bias, np.float64).reshape(-1)
         group = int(_attr(node, "group", 1) or 1)
         rank = weights.ndim
         if data is not None and (data.axis != 1 or data.rank != rank):
             self.block(data, f"{_node_label(node, index)}: channels arrive on axis {data.axis}, not 1")
+            data = None
+            if group != 1:
+                return
+        if data is not None and weights.shape[1] * group != len(data.ids):
+            self.block(data, f"{_node_label(node, index)}: its weights read {weights.shape[1] * group} channels, "
+                             f"the input has {len(data.ids)}")
             data = None
             if group != 1:
                 return
@@ -307,6 +316,9 @@ class Tracer:
                 or (c_name and self.const(c_name) is None)):
             self.block(a, f"{_node_label(node, index)}: only A (N, features) x constant B is covered")
             return
+        if b.shape[1 if _attr(node, "transB", 0) else 0] != len(a.ids):
+            self.block(a, f"{_node_label(node, index)}: its weights do not match its {len(a.ids)} input features")
+            return
         self.uses.append(Use("dense", index, node.input[0], {"transB": int(_attr(node, "transB", 0)),
                                                              "fold_ok": True, "bias": ("gemm", index)}))
 
@@ -318,6 +330,9 @@ class Tracer:
         b = self.const(node.input[1])
         if b is None or b.ndim != 2 or a.axis != a.rank - 1:
             self.block(a, f"{_node_label(node, index)}: only (..., features) x constant matrix is covered")
+            return
+        if b.shape[0] != len(a.ids):
+            self.block(a, f"{_node_label(node, index)}: its weights do not match its {len(a.ids)} input features")
             return
         bias = None
         users = self.consumers.get(node.output[0], [])
@@ -404,6 +419,9 @@ class Tracer:
             self.block_all(node, index, ins, "BatchNormalization in training mode or with computed parameters")
             return
         scale, bias, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+        if any(len(p) != len(data.ids) for p in (scale, bias, mean, var)):
+            self.block(data, f"{_node_label(node, index)}: its parameters do not match {len(data.ids)} channels")
+            return
         out_values = fn.batch_norm(data.values, scale, bias, mean, var, _attr(node, "epsilon", 1e-5))
         self.uses.append(Use("batchnorm", index, node.input[0]))
         self.set_carrier(node.output[0], Carrier(1, data.rank, data.ids, out_values))
@@ -459,7 +477,8 @@ class Tracer:
         if any(c is not None for c in ins[1:]):
             self.block_all(node, index, ins, "traced channels as a parameter")
             return
-        scales_name = node.input[2] if len(node.input) > 2 else (node.input[1] if node.op_type == "Upsample" else "")
+        # Resize-10 and Upsample: (X, scales); Resize-11+: (X, roi, scales, sizes).
+        scales_name = node.input[2] if len(node.input) > 2 else (node.input[1] if len(node.input) == 2 else "")
         sizes_name = node.input[3] if len(node.input) > 3 else ""
         scales = self.const(scales_name) if scales_name else _attr(node, "scales")
         if sizes_name or scales is None or len(np.asarray(scales).reshape(-1)) != data.rank \
