@@ -44,6 +44,7 @@ class Prune(Command):
         from ..errors import CheckFailed, InspectorError
         from ..prune import prune
         from ..prune.audit_input import dead_by_layer, read_audit
+        from ..prune.check import EXACT_TOLERANCE
 
         if not args.output and not args.dry_run:
             raise InspectorError("give the pruned model's path with -o OUT.onnx, or --dry-run to only see the plan")
@@ -75,14 +76,20 @@ class Prune(Command):
                                        quiet=True).to_dict())
         result = prune(model, dead=dead, channels=args.channels, size=args.size)
         out = sys.stderr if to_stdout else sys.stdout
-        tolerance = args.tolerance if args.tolerance is not None else (1e-5 if result.exact else None)
+        tolerance = args.tolerance if args.tolerance is not None else (EXACT_TOLERANCE if result.exact else None)
 
-        batch = model.image_batch(images, args.preprocess, args.size) if images else None
+        batch = None
+        if images:
+            model.image_batch(images[:1], args.preprocess, args.size)  # a wrong --preprocess or size fails now
+
+            def batch():  # one image at a time: memory does not grow with the number of images
+                for image in images:
+                    yield model.image_batch([image], args.preprocess, args.size)[0]
 
         def verify(path: str) -> None:
             from ..prune.check import compare
 
-            result.check = compare(model.file, path, batch)
+            result.check = compare(model.file, path, batch(), total=len(images))
             result.check["tolerance"] = tolerance
             if tolerance is not None and result.check["max_rel_diff"] > tolerance:
                 raise _CheckRefused

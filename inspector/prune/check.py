@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 import numpy as np
 
@@ -21,38 +22,43 @@ def _session(onnx_file=None, path: str | None = None):
     return create_session(os.path.abspath(path), os.path.dirname(os.path.abspath(path)), device="cpu")[0]
 
 
-def compare(onnx_file, pruned_path: str, batch: np.ndarray) -> dict:
+def compare(onnx_file, pruned_path: str, samples: Iterable[np.ndarray], total: int | None = None,
+            quiet: bool = False) -> dict:
     """Largest absolute and relative output difference over every model output, on CPU.
 
-    Relative: the absolute difference over the largest magnitude of that
+    ``samples``: inputs of one image each, in the model's layout (a batch, or a
+    generator that loads them one at a time, so memory does not grow with their
+    number). Relative: the absolute difference over the largest magnitude of that
     output in the original model (a per-element ratio explodes near zero).
     """
+    from ..progress import progress
+
     original = _session(onnx_file=onnx_file)
     pruned = _session(path=pruned_path)
-    name = original.get_inputs()[0].name
     if len(original.get_inputs()) != 1:
         raise InspectorError("--check feeds models with one input only")
+    name = original.get_inputs()[0].name
+    metas = original.get_outputs()
+    diff = [0.0] * len(metas)
+    scale = [0.0] * len(metas)
+    count = 0
     # One image at a time: many detectors fix their batch dimension at 1.
-    reference, candidate = [], []
-    for sample in batch:
-        reference.append(_run(original, name, sample[None], "the original model"))
+    for sample in progress(samples, total=total, desc="check", unit="image", quiet=quiet):
+        reference = _run(original, name, sample[None], "the original model")
         got = dict(zip([o.name for o in pruned.get_outputs()], _run(pruned, name, sample[None], "the pruned model")))
-        candidate.append(got)
-    outputs = {}
-    for position, meta in enumerate(original.get_outputs()):
-        diff = scale = 0.0
-        for ref_all, got_all in zip(reference, candidate):
-            ref, got = ref_all[position], got_all.get(meta.name)
-            if got is None or got.shape != ref.shape:
+        for position, meta in enumerate(metas):
+            ref, new = reference[position], got.get(meta.name)
+            if new is None or new.shape != ref.shape:
                 raise InspectorError(f"the pruned model's output '{meta.name}' is missing or has another shape")
             if ref.size:
-                ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-                diff = max(diff, float(np.max(np.abs(ref64 - got64))))
-                scale = max(scale, float(np.max(np.abs(ref64))))
-        outputs[meta.name] = {"max_abs_diff": diff, "max_rel_diff": diff / scale if scale > 0 else diff,
-                              "max_abs_output": scale}
+                ref64 = np.asarray(ref, np.float64)
+                diff[position] = max(diff[position], float(np.max(np.abs(ref64 - new))))
+                scale[position] = max(scale[position], float(np.max(np.abs(ref64))))
+        count += 1
+    outputs = {meta.name: {"max_abs_diff": d, "max_rel_diff": d / m if m > 0 else d, "max_abs_output": m}
+               for meta, d, m in zip(metas, diff, scale)}
     return {
-        "inputs": int(batch.shape[0]),
+        "inputs": count,
         "outputs": outputs,
         "max_abs_diff": max((o["max_abs_diff"] for o in outputs.values()), default=0.0),
         "max_rel_diff": max((o["max_rel_diff"] for o in outputs.values()), default=0.0),
