@@ -290,3 +290,34 @@ def test_trained_yolov8_c2f(tmp_path):
     assert list(next(a for a in split.attribute if a.name == "split").ints) == [15, 16]
     batch = _photos_batch(source, entry, "raw")[:1]
     assert _max_rel(_outputs(source, batch), _outputs(out, batch)) < 1e-5
+
+
+# ------------------------------------------------------------------ constant channels through ops
+
+@pytest.mark.parametrize("op, attrs", [
+    ("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+    ("HardSwish", {}), ("Tanh", {}), ("Elu", {"alpha": 0.7}), ("Selu", {}), ("Celu", {"alpha": 1.5}),
+    ("Softplus", {}), ("Softsign", {}), ("Gelu", {}), ("Gelu", {"approximate": "tanh"}), ("Mish", {}),
+    ("ThresholdedRelu", {"alpha": 0.4}), ("Neg", {}), ("Abs", {}), ("Erf", {}),
+])
+def test_constant_channel_values_match_onnxruntime(op, attrs):
+    """What the tracer believes a constant channel becomes, against onnxruntime running the op."""
+    from onnx import TensorProto, helper
+
+    from inspector.prune import values
+
+    x = np.array([-3.0, -1.0, -0.25, 0.0, 0.3, 0.5, 2.0, 7.0])
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    opset = 20 if op == "Gelu" else 18
+    m = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])]),
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+    try:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - an older onnxruntime without the op at this opset
+        pytest.skip(f"onnxruntime cannot run {op}: {exc}")
+    expected = session.run(None, {"x": x.astype(np.float32)})[0]
+    got = values.UNARY[op](node, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(values.UNARY[op](node, np.array([np.nan]))).all()  # a live channel stays live
