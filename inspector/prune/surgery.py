@@ -91,16 +91,21 @@ class _Editor:
 
     def finish(self) -> None:
         """Swap in the new initializer headers; drop what no node reads any more."""
+        import onnx
+
         graph = self.graph
         kept = [t for t in graph.initializer if t.name not in self.headers]
         kept += list(self.headers.values())
-        read = {name for node in graph.node for name in node.input if name} | {o.name for o in graph.output}
-        # Constant nodes whose value moved into an initializer, and weights replaced under a new name.
-        alive_nodes = [n for n in graph.node if not (n.op_type == "Constant" and not any(o in read for o in n.output))]
-        read = {name for node in alive_nodes for name in node.input if name} | {o.name for o in graph.output}
+        outputs = {o.name for o in graph.output}
+        read_before = {name for node in self.tracer.nodes for name in node.input if name} | outputs
+        read = {name for node in graph.node for name in node.input if name} | outputs
+        # Only what the rewiring orphaned goes (Constant nodes whose value moved into an initializer,
+        # weights replaced under a new name); whatever the model already left unused stays as it was.
+        orphaned = read_before - read
+        alive_nodes = [n for n in graph.node if not (n.op_type == "Constant" and any(o in orphaned for o in n.output))]
         del graph.node[:]
         graph.node.extend(alive_nodes)
-        kept = [t for t in kept if t.name in read]
+        kept = [t for t in kept if t.name not in orphaned]
         del graph.initializer[:]
         graph.initializer.extend(kept)
         shapes = {t.name: t for t in kept}
@@ -114,6 +119,11 @@ class _Editor:
                 for d in self.headers[entry.name].dims:
                     dims.dim.add().dim_value = d
             inputs.append(entry)
+        if self.model.ir_version < 4:  # IR 3: every initializer is also a graph input
+            listed = {entry.name for entry in inputs}
+            for name, header in self.headers.items():
+                if name not in listed and name in shapes:
+                    inputs.append(onnx.helper.make_tensor_value_info(name, header.data_type, list(header.dims)))
         del graph.input[:]
         graph.input.extend(inputs)
         # Shapes recorded for traced tensors are stale where channels went.
