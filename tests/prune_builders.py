@@ -227,6 +227,17 @@ def read_in_subgraph():
     return n.model(y), {"removed": {}, "kept": {("c1", 1): "subgraph"}}
 
 
+# x -> c1 (6, x: 0 4, constant 0.2: 2) -> Relu -> ConvTranspose (stride 2, 6 -> 3) -> y
+# Zero channels leave the transposed conv's weight rows; the constant one stays (spread unevenly).
+def into_conv_transpose():
+    n = Net(15)
+    r = n.op("Relu", [n.conv("c1", "x", 3, 6, dead=(0, 4), constant={2: 0.2})], "r")
+    w = n.const("up.weight", (n.rng.standard_normal((6, 3, 2, 2)) * 0.3).astype(np.float32))
+    y = n.op("ConvTranspose", [r, w], "up", strides=[2, 2])
+    return n.model(y), {"removed": {"c1": [0, 4]}, "shapes": {"up.weight": (4, 3, 2, 2)},
+                        "kept": {("c1", 2): "transposed conv"}}
+
+
 # x -> c1 (8) -> Relu -> c2 (8) -> Relu -> y        nothing dead: the model comes out unchanged
 def nothing_dead():
     n = Net(10)
@@ -236,4 +247,4 @@ def nothing_dead():
 
 BUILDERS = [conv_chain, depthwise, residual_add, concat, split, flatten_gemm_nchw, flatten_matmul_nhwc,
             batchnorm_unfolded, constant_before_padding, uncovered_ops, squeeze_excite, constant_into_gemm,
-            depthwise_multiplier, read_in_subgraph, nothing_dead]
+            depthwise_multiplier, read_in_subgraph, into_conv_transpose, nothing_dead]

@@ -244,6 +244,9 @@ def test_trained_vgg16_tf2onnx(tmp_path):
     assert {r.name: r.removed for r in result.rows if r.removed} == plan
     assert result.kept_dead == []
     out = result.write(str(tmp_path / "pruned.onnx"))
+    onnx.checker.check_model(out, full_check=True)
+    record = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["inspector.pruned"])
+    assert record["removed_filters"] == plan and record["exact"]
     pruned = {t.name: tuple(t.dims) for t in onnx.load(out, load_external_data=False).graph.initializer}
     original = {t.name: tuple(t.dims) for t in onnx.load(source, load_external_data=False).graph.initializer}
     changed = {name: (original[name], shape) for name, shape in pruned.items() if original[name] != shape}

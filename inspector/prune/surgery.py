@@ -161,6 +161,10 @@ def apply(plan: Plan) -> Surgery:
                 summed = weights[:, positions].reshape(weights.shape[0], len(positions), -1).sum(axis=2)
                 convs[use.node]["fold"] = summed @ consts
                 folded[use.node] = int(np.unique(carrier.ids[positions]).size)  # channels, not flattened features
+        elif use.kind == "convT_in" and not keep.all():
+            weights = np.asarray(ed.value(use.node, 1))
+            ed.set_input(use.node, 1, weights[keep])
+            shapes[use.node] = (tuple(weights.shape), tuple(weights[keep].shape))
         elif use.kind == "depthwise":
             out_keep = plan.keep(node.output[0])
             if not out_keep.all():

@@ -303,6 +303,17 @@ class Tracer:
             return False
         return not any(_attr(node, "pads", []) or [])
 
+    def _op_ConvTranspose(self, index, node, ins) -> None:
+        """Reads channels like a conv (input channel c is weight row c); its outputs are not traced."""
+        data = ins[0]
+        weights = self.const(node.input[1]) if len(node.input) > 1 else None
+        if (data is None or any(c is not None for c in ins[1:]) or weights is None or weights.ndim < 3
+                or int(_attr(node, "group", 1) or 1) != 1 or data.axis != 1 or weights.shape[0] != len(data.ids)):
+            self.block_all(node, index, ins, "only a plain ConvTranspose (group 1, constant weights) is covered")
+            return
+        # A constant input does not give a constant output (taps overlap unevenly): only zeros can go.
+        self.uses.append(Use("convT_in", index, node.input[0], {"fold_ok": False}))
+
     # ------------------------------------------------------------ dense layers
 
     def _op_Gemm(self, index, node, ins) -> None:
@@ -677,7 +688,7 @@ class Plan:
                 lost.setdefault(root, reason)
         live: set[int] = set()
         for use in tracer.uses:
-            if use.kind not in ("conv_in", "dense"):
+            if use.kind not in ("conv_in", "convT_in", "dense"):
                 continue
             carrier = tracer.carriers[use.tensor]
             roots = uf.roots(carrier.ids)
@@ -688,8 +699,9 @@ class Plan:
                 self.kept.setdefault(root, lost.get(root) or f"not constant where {where} reads it")
             constant = ~unknown & (carrier.values != 0)
             if constant.any() and not use.extra.get("fold_ok"):
-                why = ("zero padding over a constant channel (folding would not be exact)" if use.kind == "conv_in"
-                       else "no bias to fold a constant channel into")
+                why = {"conv_in": "zero padding over a constant channel (folding would not be exact)",
+                       "convT_in": "a transposed conv spreads a constant unevenly (folding would not be exact)"
+                       }.get(use.kind, "no bias to fold a constant channel into")
                 for root in set(roots[constant].tolist()):
                     self.kept.setdefault(root, f"constant channel at {where}: {why}")
         for root, reason in self.blocked.items():
