@@ -110,6 +110,9 @@ class Prune(Command):
             check = result.check
             print(f"check on {check['inputs']} image(s): max abs output difference {check['max_abs_diff']:.3g}, "
                   f"max relative {check['max_rel_diff']:.3g}", file=out)
+            if tolerance is None and check["max_rel_diff"] > EXACT_TOLERANCE:
+                print("inspector: the outputs moved (approximate pruning); --tolerance REL makes that a failure",
+                      file=sys.stderr)
         if result.output:
             print(f"{result.output}  ({os.path.getsize(result.output):,} bytes)", file=out)
         if args.json:
