@@ -140,7 +140,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 IMAGES = {fmt: _image_bytes(fmt) for fmt in IMAGE_FORMATS}
 
 
-COMMANDS = ["layers", "filters", "maps", "audit", "report"]
+COMMANDS = ["layers", "filters", "maps", "audit", "report", "prune"]
 
 
 def commands(model: str, image: str, out: str, which: str) -> list[str]:
@@ -151,6 +151,8 @@ def commands(model: str, image: str, out: str, which: str) -> list[str]:
     if which == "audit":
         return ["audit", model, image, "--preprocess", "raw", "--device", "cpu", "--quiet",
                 "--json", os.path.join(out, "audit.json")]
+    if which == "prune":
+        return ["prune", model, "-o", os.path.join(out, "pruned.onnx"), "--json", os.path.join(out, "prune.json")]
     if which == "report":
         return ["report", model, image, "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
                 "-o", os.path.join(out, "report.html")]

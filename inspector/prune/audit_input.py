@@ -1,0 +1,42 @@
+"""Channels the audit found dead, read from its JSON (``inspector audit --json``) or result.
+
+Only the documented per-layer fields are read (``name``, ``dead_filters``,
+``dead_channels``); anything else in the file is ignored, so newer audits with
+more fields still work.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import InspectorError
+
+
+def read_audit(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise InspectorError(f"--from-audit: cannot read {path} ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise InspectorError(f"--from-audit: {path} is not JSON ({exc}); write it with 'inspector audit --json'") from None
+    return data
+
+
+def dead_by_layer(audit: dict, source: str = "the audit") -> dict[str, dict[str, list[int]]]:
+    """{layer name: {"filters": [...], "channels": [...]}} from an audit's dict."""
+    layers = audit.get("layers") if isinstance(audit, dict) else None
+    if not isinstance(layers, list):
+        raise InspectorError(f"{source} has no 'layers' list; write it with 'inspector audit --json'")
+    out: dict[str, dict[str, list[int]]] = {}
+    for entry in layers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InspectorError(f"{source}: a layer entry has no name")
+        found = {}
+        for key, field in (("filters", "dead_filters"), ("channels", "dead_channels")):
+            value = entry.get(field) or []
+            if not isinstance(value, list) or not all(isinstance(i, int) and i >= 0 for i in value):
+                raise InspectorError(f"{source}: '{field}' of layer '{entry['name']}' is not a list of indices")
+            found[key] = sorted(set(value))
+        out[entry["name"]] = found
+    return out
