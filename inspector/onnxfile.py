@@ -164,10 +164,15 @@ def _check_arity(graph, model_name: str, opset: int | None) -> None:
         if node.domain not in ("", "ai.onnx"):
             continue
         if node.op_type not in schemas:
-            try:
-                schemas[node.op_type] = onnx.defs.get_schema(node.op_type, version, "")
-            except onnx.defs.SchemaError:
-                schemas[node.op_type] = None  # unknown op: onnxruntime names it when it loads the model
+            schemas[node.op_type] = None  # unknown op: onnxruntime names it when it loads the model
+            # An op newer than the declared opset (QLinearConv at opset 1) has no schema there;
+            # its newest schema still says how many inputs the layer finder may read.
+            for at in (version, newest):
+                try:
+                    schemas[node.op_type] = onnx.defs.get_schema(node.op_type, at, "")
+                    break
+                except onnx.defs.SchemaError:
+                    continue
         schema = schemas[node.op_type]
         if schema is None:
             continue

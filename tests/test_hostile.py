@@ -151,6 +151,14 @@ def test_node_with_fewer_inputs_than_its_schema_is_named(save, image, tmp_path):
         assert_input_error(*cli(*args)[::2], "QLinearConv node 'short' has 3 inputs", "8..9")
 
 
+def test_node_cut_short_under_an_opset_older_than_its_op_is_named(save, image, tmp_path):
+    """QLinearConv (opset 10) in an opset-1 file has no schema there; its newest one still bounds it."""
+    nodes = [helper.make_node("QLinearConv", ["x", "w", "w"], ["c"], name="short")]
+    path = save(_one_conv(opset=1, nodes=nodes))
+    for args in commands(path, image, tmp_path / "out", every=True):
+        assert_input_error(*cli(*args)[::2], "QLinearConv node 'short' has 3 inputs", "8..9")
+
+
 def test_transpose_with_a_bad_perm_after_a_conv_is_not_followed(save):
     """A perm that is no permutation was an IndexError; the conv's own output is shown instead."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
