@@ -159,7 +159,7 @@ def test_near_duplicates_found_exactly_across_blocks(monkeypatch):
     expected = {(i, j) for i in range(64) for j in range(i + 1, 64)
                 if alive[i] and alive[j] and similarity[i, j] > 0.99}
     assert expected == {(2, 40), (5, 63)}
-    monkeypatch.setattr(audit_module, "_SIMILARITY_BLOCK", 64 * 5)  # 5 rows per block: pairs span blocks
+    monkeypatch.setattr(audit_module.weights, "_SIMILARITY_BLOCK", 64 * 5)  # 5 rows per block: pairs span blocks
     stats = weight_stats(w.reshape(64, 3, 3, 3))
     assert stats.duplicate_pairs == 2
     assert {(a, b) for a, b, _ in stats.duplicate_examples} == expected
@@ -470,9 +470,9 @@ def test_statistics_overlapped_with_inference_give_the_same_audit(save, images, 
     """The CUDA path computes one batch's statistics on a worker thread while the next batch runs."""
     m, _ = small_net(dead={"conv2": [4]})
     model = inspector.load(save(m))
-    monkeypatch.setattr(audit_module, "_OVERLAP", False)
+    monkeypatch.setattr(audit_module.parallel, "_OVERLAP", False)
     inline = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
-    monkeypatch.setattr(audit_module, "_OVERLAP", True)
+    monkeypatch.setattr(audit_module.parallel, "_OVERLAP", True)
     overlapped = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert overlapped == inline
     assert overlapped["layers"][1]["dead_channels"] == [4]
@@ -514,17 +514,17 @@ def test_statistics_on_all_cores_equal_the_sequential_ones(save, images, monkeyp
 
     m, _ = small_net(dead={"conv2": [3]})
     model = inspector.load(save(m))
-    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 10**12)
+    monkeypatch.setattr(audit_module.parallel, "_PARALLEL_ELEMENTS", 10**12)
     sequential = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
-    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(audit_module.parallel, "_PARALLEL_ELEMENTS", 0)
     calls = []
-    real_pool = audit_module._stats_pool
+    real_pool = audit_module.parallel._stats_pool
 
     def counting_pool():
         calls.append(1)
         return real_pool()
 
-    monkeypatch.setattr(audit_module, "_stats_pool", counting_pool)
+    monkeypatch.setattr(audit_module.parallel, "_stats_pool", counting_pool)
     parallel = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert calls  # the pool really ran
     assert_same_audit(sequential, parallel)
