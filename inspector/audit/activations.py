@@ -26,8 +26,10 @@ class ActivationStats:
         self.abs_total = np.zeros(channels, np.float64)
         self.squares = np.zeros(channels, np.float64)
         self.zeros = np.zeros(channels, np.int64)
-        self.silent = np.zeros(channels, np.int64)  # images on which the channel does not fire
+        self.silent = np.zeros(channels, np.int64)  # images on which the channel's map is all exactly zero
         self.maximum = np.full(channels, -np.inf, np.float64)
+        self.minimum = np.full(channels, np.inf, np.float64)
+        self.image_means_squared = np.zeros(channels, np.float64)  # sum over images of (map mean)^2
 
     def add(self, maps: np.ndarray) -> None:
         """``maps``: (N, C, ...) float32, one batch of this layer's outputs."""
@@ -40,10 +42,11 @@ class ActivationStats:
             raise InspectorError("feature map sizes changed between batches; pass a fixed --size")
         self.elements_per_map = per_map
         peak = flat.max(axis=2)  # (N, C)
-        self.silent += np.count_nonzero(peak <= 0, axis=0)
         np.maximum(self.maximum, peak.max(axis=0), out=self.maximum)
+        np.minimum(self.minimum, flat.min(axis=2).min(axis=0), out=self.minimum)
         # Pairwise float32 sums along each contiguous map, then float64 across maps and batches.
         sums = flat.sum(axis=2)
+        self.image_means_squared += np.square(sums.astype(np.float64) / per_map).sum(axis=0)
         self.total += sums.sum(axis=0, dtype=np.float64)
         if self.non_negative:
             self.abs_total += sums.sum(axis=0, dtype=np.float64)
@@ -51,7 +54,9 @@ class ActivationStats:
             self.abs_total += np.abs(flat).sum(axis=2).sum(axis=0, dtype=np.float64)
         # Sum of squares per map without a squared copy of the batch.
         self.squares += np.einsum("ncm,ncm->nc", flat, flat).sum(axis=0, dtype=np.float64)
-        self.zeros += _count_zeros(flat).sum(axis=0, dtype=np.int64)
+        zeros = _count_zeros(flat)  # (N, C)
+        self.zeros += zeros.sum(axis=0, dtype=np.int64)
+        self.silent += np.count_nonzero(zeros == per_map, axis=0)
         self.images += n
 
     # Derived figures (None before any image).
@@ -84,6 +89,31 @@ class ActivationStats:
         """
         return float(self.channel_std().mean()) if self.count else None
 
+    def channel_mean_abs(self) -> np.ndarray:
+        return self.abs_total / max(1, self.images * self.elements_per_map)
+
+    def channel_rms(self) -> np.ndarray:
+        return np.sqrt(self.squares / max(1, self.images * self.elements_per_map))
+
+    def channel_image_response(self) -> np.ndarray:
+        """Per channel, how much its map's mean changes from image to image, over its RMS.
+
+        The standard deviation over images of the per-image map mean, divided by the channel's
+        root mean square over all images and positions: 0 for a channel that gives every image the
+        same answer, unchanged when the channel is multiplied by any s > 0. 0 for all-zero channels.
+        """
+        images = max(1, self.images)
+        mean = self.total / max(1, images * self.elements_per_map)
+        between = np.sqrt(np.maximum(self.image_means_squared / images - mean * mean, 0.0))
+        rms = self.channel_rms()
+        return np.where(rms > 0, between / np.where(rms > 0, rms, 1.0), 0.0)
+
+    def constant_channels(self, rtol: float) -> np.ndarray:
+        """Channels whose every value, over all images and positions, is the same (to ``rtol``)."""
+        span = self.maximum - self.minimum
+        size = np.maximum(np.abs(self.maximum), np.abs(self.minimum))
+        return (span <= rtol * size) | (span == 0)
+
     def zero_fraction(self) -> float | None:
         return float(self.zeros.sum() / self.count) if self.count else None
 
@@ -93,10 +123,9 @@ class ActivationStats:
     def channel_silent_fraction(self) -> np.ndarray:
         return self.silent / max(1, self.images)
 
-    def dead_channels(self) -> list[int]:
-        if not self.images:
-            return []
-        return [int(i) for i in np.flatnonzero(self.silent == self.images)]
+    def all_zero_channels(self) -> np.ndarray:
+        """Channels exactly zero on every image and position."""
+        return self.zeros == self.images * self.elements_per_map
 
 
 def _count_zeros(flat: np.ndarray) -> np.ndarray:

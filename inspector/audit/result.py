@@ -1,22 +1,18 @@
-"""The audit's result: per-layer findings, verdicts over the whole model, the JSON and the table."""
+"""The audit's result: per-layer findings, the verdicts over the whole model, the JSON and the table."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import parallel
+from . import parallel, verdicts
 from .activations import NON_NEGATIVE_ACTIVATIONS, ActivationStats
+from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
+                       channel_verdicts, image_response)
 from .weights import DEAD_NORM_RATIO, DUPLICATE_COSINE, NEAR_ZERO_RATIO, WeightStats, _number
 
-SCHEMA_VERSION = "1"
-
-COLLAPSE_RATIO = 0.01
-COLLAPSE_ZERO_FRACTION = 0.99
-# Bounded activations: the layer is a gate, not the main path (see collapse above).
-GATE_ACTIVATIONS = frozenset({"Sigmoid", "HardSigmoid", "Tanh", "Softsign"})
+SCHEMA_VERSION = "2"
 
 
 @dataclass
@@ -28,37 +24,63 @@ class LayerAudit:
     weight_shape: tuple[int, ...]
     weights: WeightStats
     activations: ActivationStats | None = None
+    rectifier: bool = False  # Relu or Relu6: only exact zeros mean silence
+    outgoing: np.ndarray | None = None  # per channel, the norm of the conv weights that read it (routing.py)
 
     @property
     def filters(self) -> int:
         return self.weights.filters
 
     @property
-    def dead_channels(self) -> list[int]:
-        return self.activations.dead_channels() if self.activations else []
+    def measured(self) -> bool:
+        return self.activations is not None and self.activations.images > 0
+
+    def channel_masks(self) -> dict:
+        """Per-channel verdict masks (verdicts.channel_verdicts); all False before any image."""
+        if not self.measured:
+            no = np.zeros(self.filters, bool)
+            return {"all_zero": no, "constant": no, "dormant": no, "dead": no, "dormant_score": None}
+        return channel_verdicts(self.activations, self.rectifier, self.outgoing)
 
     @property
-    def dead_units(self) -> list[int]:
-        """Filters dead by their weights, or silent on every image, each counted once."""
-        return sorted(set(self.weights.dead_filters) | set(self.dead_channels))
+    def dead_channels(self) -> list[int]:
+        """Channels that do not respond on the images seen (judged only with enough images)."""
+        return [int(i) for i in np.flatnonzero(self.channel_masks()["dead"])]
+
+    def dead_units(self, channels_judged: bool = True) -> list[int]:
+        """Filters dead by their weights, plus (when judged) dead channels, each counted once."""
+        dead = set(self.weights.dead_filters)
+        if channels_judged:
+            dead |= set(self.dead_channels)
+        return sorted(dead)
 
     def to_dict(self, collapse_index: int | None = None) -> dict:
         acts = self.activations
-        measured = acts is not None and acts.images > 0
+        measured = self.measured
+        masks = self.channel_masks()
+        score = masks["dormant_score"]
+        indices = lambda mask: [int(i) for i in np.flatnonzero(mask)]  # noqa: E731
         return {
             "index": self.index,
             "name": self.name,
             "op": self.op,
             "activation": self.activation,
+            "rectifier": self.rectifier,
             "weight_shape": list(self.weight_shape),
             "filters": self.filters,
+            "groups": self.weights.groups,
             **self.weights.to_dict(),
-            "dead_channels": self.dead_channels if measured else None,
+            "dead_channels": indices(masks["dead"]) if measured else None,
+            "constant_channels": indices(masks["constant"]) if measured else None,
+            "dormant_channels": indices(masks["dormant"]) if measured else None,
+            "min_dormant_score": (_number(np.min(score)) if score is not None and len(score) else None),
+            "dormant_weighted": self.outgoing is not None and not self.rectifier,
             "zero_fraction": _number(acts.zero_fraction()) if measured else None,
             "mean_activation": _number(acts.mean()) if measured else None,
             "mean_abs_activation": _number(acts.mean_abs()) if measured else None,
             "max_activation": _number(acts.max()) if measured else None,
             "activation_std": _number(acts.spread()) if measured else None,
+            "image_response": _number(image_response(acts)) if measured else None,
             "channel_zero_fraction": [_number(v) for v in acts.channel_zero_fraction()] if measured else None,
             "channel_silent_fraction": [_number(v) for v in acts.channel_silent_fraction()] if measured else None,
             "collapse": collapse_index == self.index,
@@ -77,7 +99,13 @@ class AuditResult:
     batch: int | None = None
     input_size: tuple[int, int] | None = None
     preprocess: str | None = None
+    preprocess_source: str | None = None  # flag | metadata | exporter | guessed
     provider: str | None = None
+
+    @property
+    def channels_judged(self) -> bool:
+        """Enough images for verdicts about channels (MIN_IMAGES); with fewer, figures only."""
+        return self.images >= MIN_IMAGES
 
     @property
     def total_filters(self) -> int:
@@ -89,11 +117,13 @@ class AuditResult:
 
     @property
     def dead_channel_count(self) -> int:
+        """Channels that do not respond on the images seen, judged or not."""
         return sum(len(layer.dead_channels) for layer in self.layers)
 
     @property
     def dead_unit_count(self) -> int:
-        return sum(len(layer.dead_units) for layer in self.layers)
+        judged = self.channels_judged
+        return sum(len(layer.dead_units(judged)) for layer in self.layers)
 
     def add_maps(self, maps: dict[str, np.ndarray], real: int | None = None) -> None:
         """Stream one batch of every layer's maps ``{name: (N, C, ...)}`` into the activation statistics.
@@ -104,8 +134,8 @@ class AuditResult:
         work = []
         for layer_audit in self.layers:
             if layer_audit.activations is None:
-                layer_audit.activations = ActivationStats(layer_audit.filters,
-                                                          layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
+                layer_audit.activations = ActivationStats(
+                    layer_audit.filters, layer_audit.rectifier or layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
             values = maps[layer_audit.name]
             work.append((layer_audit.activations, values if real is None or real == len(values) else values[:real]))
         if sum(values.size for _, values in work) < parallel._PARALLEL_ELEMENTS:
@@ -118,44 +148,32 @@ class AuditResult:
 
     @property
     def dead_fraction(self) -> float:
-        """Dead filters, plus dead channels when images were given (each once), over all filters."""
+        """Dead filters, plus dead channels when judged (each once), over all filters: what the gate compares."""
         total = self.total_filters
         return self.dead_unit_count / total if total else 0.0
 
     def collapse(self) -> dict | None:
-        """The layer where activations die out (see module docstring), or None."""
-        if not self.images:
-            return None
-        main: list[tuple[LayerAudit, float]] = []
-        for layer in self.layers:
-            acts = layer.activations
-            if acts is None or not acts.images:
-                continue
-            if layer.activation in GATE_ACTIVATIONS or acts.elements_per_map == 1:
-                continue  # a gate or a pooled branch, not the main path
-            zeros = acts.zero_fraction()
-            if zeros is not None and zeros > COLLAPSE_ZERO_FRACTION:
-                return {"index": layer.index, "name": layer.name,
-                        "reason": f"{zeros:.1%} of its activations are exactly zero"}
-            spread = acts.spread()
-            if spread is not None and math.isfinite(spread):
-                main.append((layer, spread))
-        # Die out = fall under the ratio and never come back on the rest of the main path.
-        peak_before = 0.0
-        for i, (layer, spread) in enumerate(main):
-            if peak_before > 0 and all(later < COLLAPSE_RATIO * peak_before for _, later in main[i:]):
-                return {"index": layer.index, "name": layer.name,
-                        "reason": f"the spread of its activations (mean per-channel std {spread:.3g}) is "
-                                  f"{spread / peak_before:.2%} of the largest before it ({peak_before:.3g}), "
-                                  "and no later layer recovers"}
-            peak_before = max(peak_before, spread)
-        return None
+        """The layer where the network stops answering its input (verdicts.collapse), or None."""
+        return verdicts.collapse(self.layers, self.images)
+
+    def notes(self) -> list[str]:
+        """What a reader must know to read the verdicts."""
+        out = []
+        if self.images and not self.channels_judged:
+            out.append(f"channel verdicts need at least {MIN_IMAGES} images; with {self.images} the "
+                       f"channels that do not respond are reported (silent on {self.images} of "
+                       f"{self.images} images) but not counted in dead_fraction or --fail-on-dead")
+        if self.preprocess_source == "guessed":
+            out.append(f"the preprocessing was guessed ({self.preprocess}): the file does not say what it "
+                       "expects; pass --preprocess to set it")
+        return out
 
     def to_dict(self) -> dict:
         from .. import __version__
 
         collapse = self.collapse()
         collapse_index = collapse["index"] if collapse else None
+        measured = self.images > 0
         return {
             "schema_version": SCHEMA_VERSION,
             "inspector_version": __version__,
@@ -167,25 +185,35 @@ class AuditResult:
                 "batch": self.batch,
                 "input_size": list(self.input_size) if self.input_size else None,
                 "preprocess": self.preprocess,
+                "preprocess_source": self.preprocess_source,
                 "provider": self.provider,
             },
             "rules": {
                 "dead_norm_ratio": DEAD_NORM_RATIO,
                 "duplicate_cosine": DUPLICATE_COSINE,
                 "near_zero_ratio": NEAR_ZERO_RATIO,
-                "collapse_ratio": COLLAPSE_RATIO,
-                "collapse_zero_fraction": COLLAPSE_ZERO_FRACTION,
+                "min_images": MIN_IMAGES,
+                "dormant_tau": DORMANT_TAU,
+                "constant_rtol": CONSTANT_RTOL,
+                "collapse_response": COLLAPSE_RESPONSE,
+                "collapse_dead_fraction": COLLAPSE_DEAD_FRACTION,
             },
             "layers": [layer.to_dict(collapse_index) for layer in self.layers],
             "summary": {
                 "layers": len(self.layers),
                 "filters": self.total_filters,
                 "dead_filters": self.dead_filter_count,
-                "dead_channels": self.dead_channel_count if self.images else None,
+                "dead_channels": self.dead_channel_count if measured else None,
+                "constant_channels": (sum(int(layer.channel_masks()["constant"].sum()) for layer in self.layers)
+                                      if measured else None),
+                "dormant_channels": (sum(int(layer.channel_masks()["dormant"].sum()) for layer in self.layers)
+                                     if measured else None),
+                "channels_judged": self.channels_judged if measured else None,
                 "dead_units": self.dead_unit_count,
                 "dead_fraction": self.dead_fraction,
                 "near_duplicate_pairs": sum(layer.weights.duplicate_pairs for layer in self.layers),
                 "collapse_layer": collapse,
+                "notes": self.notes(),
             },
         }
 
@@ -193,18 +221,24 @@ class AuditResult:
         """The human-readable table the CLI prints."""
         measured = self.images > 0
         collapse = self.collapse()
-        head = ["#", "layer", "filters", "dead", "dup pairs", "near-0 w"]
+        head = ["#", "layer", "act", "filters", "dead", "dup pairs", "near-0 w"]
         if measured:
-            head += ["dead ch", "zero act", "mean", "max", "spread", ""]
+            head += ["dead ch", "zero act", "mean|a|", "max", "response", ""]
         rows = [head]
         for layer in self.layers:
             w = layer.weights
-            row = [str(layer.index), layer.name, str(layer.filters), str(len(w.dead_filters)),
+            act = layer.activation or "-"
+            row = [str(layer.index), layer.name, act, str(layer.filters), str(len(w.dead_filters)),
                    str(w.duplicate_pairs), f"{w.near_zero_weight_fraction:.1%}"]
             if measured and layer.activations is not None:
                 a = layer.activations
-                row += [str(len(layer.dead_channels)), f"{a.zero_fraction():.1%}", f"{a.mean():.3g}",
-                        f"{a.max():.3g}", f"{a.spread():.3g}",
+                masks = layer.channel_masks()
+                dead = int(masks["dead"].sum())
+                detail = ""
+                if dead and not layer.rectifier:
+                    detail = f" ({int(masks['constant'].sum())}c/{int(masks['dormant'].sum())}d)"
+                row += [f"{dead}{detail}", f"{a.zero_fraction():.1%}", f"{a.mean_abs():.3g}",
+                        f"{a.max():.3g}", f"{image_response(a):.3g}",
                         "<- collapse" if collapse and collapse["index"] == layer.index else ""]
             rows.append(row)
         widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(head))]
@@ -213,13 +247,25 @@ class AuditResult:
         summary = (f"{len(self.layers)} conv layers, {self.total_filters:,} filters: "
                    f"{self.dead_filter_count} dead by weights")
         if measured:
-            summary += (f", {self.dead_channel_count} channels silent on all {self.images} images "
-                        f"({self.dead_unit_count} dead in all)")
+            if self.channels_judged:
+                summary += (f", {self.dead_channel_count} channels that do not respond on {self.images} images "
+                            f"({self.dead_unit_count} dead in all)")
+            else:
+                summary += (f", {self.dead_channel_count} channels silent on {self.images} of {self.images} "
+                            f"images (not judged: fewer than {MIN_IMAGES} images)")
         summary += f"; dead fraction {self.dead_fraction:.4f}"
         lines.append(summary)
+        if measured:
+            lines.append("dead ch: after Relu, exactly zero everywhere; otherwise constant (c) or dormant (d, "
+                         f"mean |a| <= {DORMANT_TAU:g} x the layer's average)")
         if self.skipped:
             lines.append(f"{len(self.skipped)} image(s) skipped (unreadable)")
         if measured:
-            lines.append(f"activations collapse at layer {collapse['index']} {collapse['name']}: {collapse['reason']}"
-                         if collapse else "activations do not collapse with depth")
+            if collapse:
+                lines.append(f"activations collapse at layer {collapse['index']} {collapse['name']}: {collapse['reason']}")
+            elif self.images < MIN_IMAGES:
+                lines.append(f"collapse not judged: fewer than {MIN_IMAGES} images")
+            else:
+                lines.append("activations do not collapse with depth")
+        lines += [f"note: {note}" for note in self.notes()]
         return "\n".join(lines)

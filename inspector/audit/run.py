@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InspectorError
-from . import parallel
+from . import parallel, routing
 from .images import batch_size, batches, collect_images
 from .result import AuditResult, LayerAudit
 from .weights import weight_stats
@@ -27,10 +27,17 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
         model = load(model)
     layers = model.require_layers()
     audits = []
+    filters_by_node = {}
     for layer in layers:
         weights, bias = _layer_weights(model, layer)
+        groups = max(1, int(layer.groups or 1))
+        filters_by_node[layer.node_index] = (weights, groups)
         audits.append(LayerAudit(layer.index, layer.name, layer.op, layer.activation,
-                                 tuple(layer.weight_shape), weight_stats(weights, bias)))
+                                 tuple(layer.weight_shape), weight_stats(weights, bias, groups),
+                                 rectifier=routing.is_rectifier(model, layer)))
+    for layer, layer_audit in zip(layers, audits):
+        if not layer_audit.rectifier:
+            layer_audit.outgoing = routing.outgoing_norms(model, layer, layer_audit.filters, filters_by_node)
     result = AuditResult(model.name, os.fspath(model.path), _weights_trained(model), audits)
     if not images:
         return result
@@ -38,6 +45,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     files = collect_images(images)
     per_batch = batch_size(model, batch)
     spec = model.preprocessing(preprocess)
+    result.preprocess_source = model.preprocess_source(preprocess)
     input_size = model.input_size(size, spec)
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)

@@ -1,4 +1,6 @@
-"""Weight-level rules, no images needed: filter norms, dead filters, near-duplicate filters, near-zero weights."""
+"""Weight-level rules: filter norms, dead filters (all weights exactly zero), near-duplicate filters within a
+group (each input channel's weights normalised over the group, so no rescaling can move a pair), near-zero
+weights. No images needed."""
 
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ class WeightStats:
     l1: np.ndarray  # (filters,) L1 norm of weights + bias
     l2: np.ndarray  # (filters,) L2 norm of weights + bias
     median_l2: float
-    dead_filters: list[int]
+    dead_filters: list[int]  # weights all exactly zero: the map is the bias alone, whatever the input
+    weak_filters: list[int]  # L2 under DEAD_NORM_RATIO x the median: information, not a verdict
     duplicate_pairs: int
     duplicate_examples: list[tuple[int, int, float]]  # (a, b, cosine), most similar first
     near_zero_weight_fraction: float
+    groups: int = 1
 
     def to_dict(self) -> dict:
         return {
@@ -35,6 +39,7 @@ class WeightStats:
             "filter_l2": [_number(v) for v in self.l2],
             "median_filter_l2": _number(self.median_l2),
             "dead_filters": list(self.dead_filters),
+            "weak_filters": list(self.weak_filters),
             "near_duplicates": {
                 "pairs": self.duplicate_pairs,
                 "examples": [{"a": a, "b": b, "cosine": round(float(c), 6)} for a, b, c in self.duplicate_examples],
@@ -43,8 +48,12 @@ class WeightStats:
         }
 
 
-def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None) -> WeightStats:
-    """Statistics of one layer's filters: ``weights`` is (filters, ...), ``bias`` (filters,) or None."""
+def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None, groups: int = 1) -> WeightStats:
+    """Statistics of one layer's filters: ``weights`` is (filters, in_per_group, ...), ``bias`` (filters,) or None.
+
+    ``groups``: the conv's groups; only filters of one group read the same input channels, so only
+    they can duplicate each other (never two depthwise filters).
+    """
     weights = np.asarray(weights, dtype=np.float32)
     count = weights.shape[0] if weights.ndim else 0
     flat = weights.reshape(count, -1)
@@ -54,12 +63,41 @@ def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None) -> WeightS
     l1 = np.abs(wide).sum(axis=1)
     l2 = np.sqrt(np.square(wide).sum(axis=1))
     median = float(np.median(l2)) if count else 0.0
-    all_zero = ~np.any(with_bias != 0, axis=1)
-    dead = all_zero | (l2 < DEAD_NORM_RATIO * median)
+    dead = ~np.any(flat != 0, axis=1)
+    weak = ~dead & (l2 < DEAD_NORM_RATIO * median)
     largest = float(np.max(np.abs(flat))) if flat.size else 0.0
     near_zero = float(np.mean(np.abs(flat) <= NEAR_ZERO_RATIO * largest)) if flat.size else 0.0
-    pairs, examples = _near_duplicates(flat, keep=~dead)
-    return WeightStats(count, l1, l2, median, [int(i) for i in np.flatnonzero(dead)], pairs, examples, near_zero)
+    pairs, examples = grouped_duplicates(weights, groups, ~dead)
+    return WeightStats(count, l1, l2, median, [int(i) for i in np.flatnonzero(dead)],
+                       [int(i) for i in np.flatnonzero(weak)], pairs, examples, near_zero, groups)
+
+
+def grouped_duplicates(weights: np.ndarray, groups: int, keep: np.ndarray) -> tuple[int, list[tuple[int, int, float]]]:
+    """Near-duplicate pairs among the filters of each group (filter indices are the layer's).
+
+    Each input channel's weights are first divided by their norm over the group's filters: a
+    function-preserving rescaling of the layer before multiplies input channel c by s and divides
+    exactly these weights by s, so without this step it could make or break a pair.
+    """
+    count = weights.shape[0] if weights.ndim else 0
+    groups = max(1, int(groups or 1))
+    if count == 0 or count % groups:
+        return 0, []
+    per_group = count // groups
+    if per_group < 2:
+        return 0, []  # depthwise: every filter reads its own input channel
+    pairs, examples = 0, []
+    for g in range(groups):
+        rows = slice(g * per_group, (g + 1) * per_group)
+        block = np.asarray(weights[rows], np.float64)
+        if block.ndim >= 2:
+            columns = np.sqrt(np.square(block).sum(axis=(0,) + tuple(range(2, block.ndim)), keepdims=True))
+            block = np.divide(block, columns, out=np.zeros_like(block), where=columns > 0)
+        found, found_examples = _near_duplicates(block.reshape(per_group, -1).astype(np.float32), keep[rows])
+        pairs += found
+        examples += [(a + g * per_group, b + g * per_group, c) for a, b, c in found_examples]
+    examples = sorted(examples, key=lambda e: (-e[2], e[0], e[1]))[:DUPLICATE_EXAMPLES]
+    return pairs, examples
 
 
 def _near_duplicates(flat: np.ndarray, keep: np.ndarray) -> tuple[int, list[tuple[int, int, float]]]:

@@ -51,6 +51,9 @@ class Audit(Command):
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
         model = load(args.model, layout=args.layout)
+        note = model.guessed_preprocessing_note(args.preprocess) if args.images else None
+        if note:
+            print(note, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
