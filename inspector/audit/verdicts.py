@@ -45,7 +45,8 @@ def channel_verdicts(stats, rectifier: bool, outgoing: np.ndarray | None) -> dic
                 "dormant_score": None}
     constant = stats.constant_channels(CONSTANT_RTOL)
     magnitude = stats.channel_mean_abs()
-    if outgoing is not None and len(outgoing) == channels:
+    if outgoing is not None and len(outgoing) == channels and float(np.max(outgoing, initial=0.0)) > 0:
+        # (A reader whose weights are all zero is the dead layer, not this one: raw magnitudes then.)
         magnitude = magnitude * outgoing
     average = float(magnitude.mean()) if channels else 0.0
     score = magnitude / average if average > 0 else np.zeros(channels)
