@@ -161,3 +161,36 @@ def test_the_captcha_reader_gets_bgr_0_to_255():
     np.testing.assert_array_equal(batch[0].transpose(1, 2, 0), rgb[..., ::-1])
     custom = model.image_batch([photo], "order=BGR;scale=1;mean=0;std=1")
     np.testing.assert_array_equal(custom, batch)
+
+
+def test_a_rescaled_real_vgg16_gets_the_same_verdicts(tmp_path):
+    """block4_conv3's filters times 10^U(-2, 2) (weights and bias), block5_conv1's input channels divided
+    by the same: the fine-tuned VGG16 computes the same function. The old spread rule called this
+    "collapse at block5_conv1" (with x100 on every filter); every verdict must stay as it was."""
+    import onnxruntime as ort
+    from test_audit_rules import verdicts
+
+    model, entry, data = audited("vgg16_tumor")
+    layers = {layer.name: layer for layer in model.layers}
+    proto = onnx.load(model.path)
+    inits = {t.name: t for t in proto.graph.initializer}
+
+    def change(name, values):
+        inits[name].CopyFrom(numpy_helper.from_array(values.astype(np.float32), name))
+
+    scaled, reader = layers["block4_conv3"], layers["block5_conv1"]
+    factors = 10.0 ** np.random.default_rng(0).uniform(-2, 2, 512)
+    weights = numpy_helper.to_array(inits[scaled.weight_input]).astype(np.float64)
+    bias = numpy_helper.to_array(inits[scaled.bias_input]).astype(np.float64)
+    change(scaled.weight_input, weights * factors[:, None, None, None])
+    change(scaled.bias_input, bias * factors)
+    change(reader.weight_input, numpy_helper.to_array(inits[reader.weight_input]) / factors[None, :, None, None])
+    path = str(tmp_path / "rescaled.onnx")
+    onnx.save(proto, path)
+    batch = model.image_batch(audit_photos(entry)[:1], entry["preprocess"])
+    before, after = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {model.input.name: batch})[0]
+                     for p in (model.path, path))
+    np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-5)  # the same function
+    rescaled = audit(inspector.load(path), audit_photos(entry), preprocess=entry["preprocess"], device="cpu",
+                     quiet=True).to_dict()
+    assert verdicts(rescaled) == verdicts(data)
