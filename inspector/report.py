@@ -102,7 +102,8 @@ def render_html(model, layers: Sequence, maps: dict[str, np.ndarray], audit: dic
     parts = [_head(model.name), "<body>", _header(model, image_name, spec, input_size, provider,
                      (audit.get("images") or {}).get("preprocess_source")),
              _contents(model, layers), '<main>', _summary(model, audit, by_name),
-             _layer_table(model, maps, by_name, {layer.index for layer in layers})]
+             _layer_table(model, maps, by_name, {layer.index for layer in layers},
+                          (audit.get("summary") or {}).get("channels_judged") is not False)]
     open_attr = " open" if len(layers) <= OPEN_SECTIONS_UP_TO else ""
     parts.append('<section id="layers-drawn"><h2>Filters and feature maps</h2>')
     if not layers:
@@ -319,7 +320,7 @@ def _dead_counts(entry: dict, filters: int) -> tuple[int, int | None, float | No
 COLLAPSE_MARK = ' <strong class="bad">collapse</strong>'
 
 
-def _layer_table(model, maps: dict, by_name: dict, drawn: set[int]) -> str:
+def _layer_table(model, maps: dict, by_name: dict, drawn: set[int], judged: bool = True) -> str:
     head = ("<tr><th>#</th><th>name</th><th>op</th><th>weights</th><th>groups</th><th>params</th>"
             "<th>output</th><th>dead filters</th><th>dead channels</th><th>zero fraction</th>"
             "<th>mean activation</th></tr>")
@@ -330,8 +331,10 @@ def _layer_table(model, maps: dict, by_name: dict, drawn: set[int]) -> str:
         output = "x".join(map(str, array.shape)) if array is not None else "–"
         dead_filters = entry.get("dead_filters") or []
         dead_channels = entry.get("dead_channels")
-        klass = ' class="dead"' if dead_filters or dead_channels else ""
+        klass = ' class="dead"' if dead_filters or (judged and dead_channels) else ""
         channels_text = "–" if dead_channels is None else str(len(dead_channels))
+        if dead_channels and not judged:
+            channels_text += " (silent, not judged)"
         rows.append(
             f'<tr{klass} data-layer="{_e(layer.name)}">'
             f'<td class="num">{layer.index}</td>'
