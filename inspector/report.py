@@ -250,8 +250,11 @@ def _summary(model, audit: dict, by_name: dict) -> str:
         label = SUMMARY_LABELS.get(key, key.replace("_", " "))
         if key == "collapse_layer":
             klass = ' class="bad"' if value else ""
+            text = _collapse_text(value)
+            if not value and summary.get("channels_judged") is False:
+                text = "not judged (too few images to tell whether the output changes between images)"
             rows.append(f'<dt>{_e(label)}</dt><dd data-key="{_e(key)}" data-value="{_e(_collapse_raw(value))}"'
-                        f'{klass}>{_e(_collapse_text(value))}</dd>')
+                        f'{klass}>{_e(text)}</dd>')
             continue
         if isinstance(value, (dict, list)):
             continue

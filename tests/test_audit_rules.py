@@ -217,3 +217,21 @@ def test_an_untouched_chain_has_no_findings(tmp_path, images, save):
     assert (summary["dead_units"], summary["dead_channels"], summary["near_duplicate_pairs"],
             summary["collapse_layer"]) == (0, 0, 0, None)
     json.dumps(data)  # serialisable
+
+
+@pytest.mark.parametrize("low, rectifier", [(0.0, True), (-1.0, False)])
+def test_relu6_is_a_rectifier_and_a_signed_clip_is_not(low, rectifier, save, images):
+    """Clip(0, 6) (Relu6) outputs exact zeros wherever its input is <= 0: a channel silent everywhere is dead.
+    Clip(-1, 1) is signed: a channel pinned at -1 everywhere is constant, which is dead too, by the other rule."""
+    r = b.rng(5)
+    w = r.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    bias = np.array([0.1, -1000.0, 0.1, 0.1], np.float32)  # channel 1 far below zero
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b"),
+             numpy_helper.from_array(np.array(low, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    m = b.model(nodes, [b.image_input(shape=("N", 3, 16, 16))], [b.out("y")], inits)
+    layer = run_audit(save(m), images)["layers"][0]
+    assert layer["activation"] == "Clip" and layer["rectifier"] is rectifier
+    assert layer["dead_channels"] == [1]
+    assert layer["constant_channels"] == ([] if rectifier else [1])
