@@ -240,13 +240,17 @@ def reference_stats(maps):
     """The audit's activation figures computed plainly, in float64, from whole (N, C, H, W) maps."""
     x = np.asarray(maps, np.float64)
     n, c = x.shape[:2]
-    per_map_max = x.reshape(n, c, -1).max(axis=2)
     return {
         "mean": x.mean(), "mean_abs": np.abs(x).mean(), "max": x.max(), "zero_fraction": np.mean(x == 0),
         "channel_zero_fraction": (x == 0).mean(axis=(0, 2, 3)),
-        "channel_silent_fraction": (per_map_max <= 0).mean(axis=0),
-        "dead_channels": list(np.flatnonzero((per_map_max <= 0).all(axis=0))),
+        "channel_silent_fraction": (x == 0).reshape(n, c, -1).all(axis=2).mean(axis=0),
+        "all_zero_channels": list(np.flatnonzero((x == 0).all(axis=(0, 2, 3)))),
         "spread": x.std(axis=(0, 2, 3)).mean(),
+        # Between-image std of each channel's map mean over the channel's RMS, 0 for an all-zero channel.
+        "image_response": np.mean(np.where(
+            np.sqrt((x ** 2).mean(axis=(0, 2, 3))) > 0,
+            x.mean(axis=(2, 3)).std(axis=0) / np.maximum(np.sqrt((x ** 2).mean(axis=(0, 2, 3))), 1e-300), 0.0)),
+        "constant": list(np.flatnonzero(x.max(axis=(0, 2, 3)) == x.min(axis=(0, 2, 3)))),
     }
 
 
@@ -259,8 +263,10 @@ def check_against(result, references, rtol):
         assert acts.zero_fraction() == pytest.approx(ref["zero_fraction"], abs=1e-3)
         np.testing.assert_allclose(acts.channel_zero_fraction(), ref["channel_zero_fraction"], atol=1e-3)
         np.testing.assert_allclose(acts.channel_silent_fraction(), ref["channel_silent_fraction"])
-        assert layer.dead_channels == ref["dead_channels"]
+        assert list(np.flatnonzero(acts.all_zero_channels())) == ref["all_zero_channels"]
         assert acts.spread() == pytest.approx(ref["spread"], rel=max(rtol, 1e-5))
+        assert layer.to_dict()["image_response"] == pytest.approx(ref["image_response"], rel=max(rtol, 1e-4))
+        assert list(np.flatnonzero(acts.constant_channels(0.0))) == ref["constant"]
 
 
 def test_activation_stats_match_numpy_convolution_and_model_run(save, images):

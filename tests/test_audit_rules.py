@@ -39,6 +39,7 @@ def make_params(seed=0, plant=True):
     params["dw"] = [r.standard_normal((8, 1, 3, 3)) * 0.5, np.zeros(8)]
     params["dw"][0][5] = params["dw"][0][2]  # the same 3x3 pattern on two channels: not a duplicate
     params["head"][1][:] = -10.0  # logits negative everywhere
+    params["conv4"][1][2] = -3.0  # a SiLU channel negative almost everywhere: still answering its input
     if plant:
         params["conv1"][0][1], params["conv1"][1][1] = 0, 0  # dead filter (and dead channel)
         params["conv1"][1][4] = -1000.0                       # channel killed by its bias
@@ -143,6 +144,7 @@ def test_planted_defects_are_found_exactly(reference):
     assert by_name["conv3"]["near_duplicates"]["examples"][0]["b"] == 7
     # Negative logits are answers, not silence; identical depthwise patterns read different channels.
     assert by_name["head"]["dead_channels"] == [] and by_name["head"]["max_activation"] < 0
+    assert by_name["conv4"]["dead_channels"] == []
     assert by_name["dw"]["near_duplicates"]["pairs"] == 0
     assert [name for name, layer in by_name.items() if layer["rectifier"]] == ["conv1"]
     assert data["summary"]["dead_units"] == 4 and data["summary"]["collapse_layer"] is None
