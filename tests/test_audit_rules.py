@@ -237,3 +237,33 @@ def test_relu6_is_a_rectifier_and_a_signed_clip_is_not(low, rectifier, save, ima
     assert layer["activation"] == "Clip" and layer["rectifier"] is rectifier
     assert layer["dead_channels"] == [1]
     assert layer["constant_channels"] == ([] if rectifier else [1])
+
+
+def test_pooled_branches_need_more_images(tmp_path, save):
+    """A squeeze unit (1x1 map after global pooling) gives one value per image: silent on 8 images is
+    reported, not judged; on 32 it is dead."""
+    from inspector.audit.verdicts import MIN_IMAGES_POOLED
+
+    r = b.rng(6)
+    w1 = r.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    ws = r.standard_normal((4, 6, 1, 1)).astype(np.float32)
+    bs = np.array([-1000.0, 0.5, 0.5, 0.5], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="main", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("GlobalAveragePool", ["r1"], ["pooled"]),
+             helper.make_node("Conv", ["pooled", "ws", "bs"], ["cs"], name="squeeze"),
+             helper.make_node("Relu", ["cs"], ["y"])]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (ws, "ws"), (bs, "bs"))]
+    path = save(b.model(nodes, [b.image_input(shape=("N", 3, 16, 16))], [b.out("y")], inits))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(MIN_IMAGES_POOLED):
+        Image.fromarray(b.rng(100 + i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    files = sorted(str(p) for p in folder.iterdir())
+    eight = audit(inspector.load(path), files[:8], preprocess="tf", device="cpu", quiet=True)
+    squeeze = eight.to_dict()["layers"][1]
+    assert squeeze["dead_channels"] == [0] and squeeze["channels_judged"] is False
+    assert eight.dead_unit_count == 0 and "1x1 maps" in " ".join(eight.notes())
+    assert "*: reported, not judged" in eight.table()
+    many = audit(inspector.load(path), files, preprocess="tf", device="cpu", quiet=True)
+    assert many.to_dict()["layers"][1]["channels_judged"] is True and many.dead_unit_count == 1

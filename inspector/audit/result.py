@@ -9,7 +9,7 @@ import numpy as np
 from . import parallel, verdicts
 from .activations import NON_NEGATIVE_ACTIVATIONS, ActivationStats
 from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
-                       channel_verdicts, image_response)
+                       MIN_IMAGES_POOLED, channel_verdicts, channels_judged, image_response)
 from .weights import DEAD_NORM_RATIO, DUPLICATE_COSINE, NEAR_ZERO_RATIO, WeightStats, _number
 
 SCHEMA_VERSION = "2"
@@ -54,7 +54,7 @@ class LayerAudit:
             dead |= set(self.dead_channels)
         return sorted(dead)
 
-    def to_dict(self, collapse_index: int | None = None) -> dict:
+    def to_dict(self, collapse_index: int | None = None, images: int = 0) -> dict:
         acts = self.activations
         measured = self.measured
         masks = self.channel_masks()
@@ -71,6 +71,7 @@ class LayerAudit:
             "groups": self.weights.groups,
             **self.weights.to_dict(),
             "dead_channels": indices(masks["dead"]) if measured else None,
+            "channels_judged": channels_judged(self, images) if measured else None,
             "constant_channels": indices(masks["constant"]) if measured else None,
             "dormant_channels": indices(masks["dormant"]) if measured else None,
             "min_dormant_score": (_number(np.min(score)) if score is not None and len(score) else None),
@@ -122,8 +123,7 @@ class AuditResult:
 
     @property
     def dead_unit_count(self) -> int:
-        judged = self.channels_judged
-        return sum(len(layer.dead_units(judged)) for layer in self.layers)
+        return sum(len(layer.dead_units(channels_judged(layer, self.images))) for layer in self.layers)
 
     def add_maps(self, maps: dict[str, np.ndarray], real: int | None = None) -> None:
         """Stream one batch of every layer's maps ``{name: (N, C, ...)}`` into the activation statistics.
@@ -163,6 +163,13 @@ class AuditResult:
             out.append(f"channel verdicts need at least {MIN_IMAGES} images; with {self.images} the "
                        f"channels that do not respond are reported (silent on {self.images} of "
                        f"{self.images} images) but not counted in dead_fraction or --fail-on-dead")
+        pooled = [layer for layer in self.layers if layer.measured and layer.activations.elements_per_map <= 1
+                  and self.channels_judged and not channels_judged(layer, self.images)]
+        if pooled:
+            silent = sum(len(layer.dead_channels) for layer in pooled)
+            out.append(f"{len(pooled)} layer(s) with 1x1 maps (pooled branches such as squeeze-and-excite) give one "
+                       f"value per image: their channels need {MIN_IMAGES_POOLED} images; {silent} that do not "
+                       f"respond on {self.images} are reported, not counted")
         if self.preprocess_source == "guessed":
             out.append(f"the preprocessing was guessed ({self.preprocess}): the file does not say what it "
                        "expects; pass --preprocess to set it")
@@ -193,12 +200,13 @@ class AuditResult:
                 "duplicate_cosine": DUPLICATE_COSINE,
                 "near_zero_ratio": NEAR_ZERO_RATIO,
                 "min_images": MIN_IMAGES,
+                "min_images_pooled": MIN_IMAGES_POOLED,
                 "dormant_tau": DORMANT_TAU,
                 "constant_rtol": CONSTANT_RTOL,
                 "collapse_response": COLLAPSE_RESPONSE,
                 "collapse_dead_fraction": COLLAPSE_DEAD_FRACTION,
             },
-            "layers": [layer.to_dict(collapse_index) for layer in self.layers],
+            "layers": [layer.to_dict(collapse_index, self.images) for layer in self.layers],
             "summary": {
                 "layers": len(self.layers),
                 "filters": self.total_filters,
@@ -225,6 +233,7 @@ class AuditResult:
         if measured:
             head += ["dead ch", "zero act", "mean|a|", "max", "response", ""]
         rows = [head]
+        unjudged = False
         for layer in self.layers:
             w = layer.weights
             act = layer.activation or "-"
@@ -237,6 +246,9 @@ class AuditResult:
                 detail = ""
                 if dead and not layer.rectifier:
                     detail = f" ({int(masks['constant'].sum())}c/{int(masks['dormant'].sum())}d)"
+                if dead and not channels_judged(layer, self.images):
+                    detail += "*"
+                    unjudged = True
                 row += [f"{dead}{detail}", f"{a.zero_fraction():.1%}", f"{a.mean_abs():.3g}",
                         f"{a.max():.3g}", f"{image_response(a):.3g}",
                         "<- collapse" if collapse and collapse["index"] == layer.index else ""]
@@ -249,7 +261,7 @@ class AuditResult:
         if measured:
             if self.channels_judged:
                 summary += (f", {self.dead_channel_count} channels that do not respond on {self.images} images "
-                            f"({self.dead_unit_count} dead in all)")
+                            f"({self.dead_unit_count} dead in all, judged)")
             else:
                 summary += (f", {self.dead_channel_count} channels silent on {self.images} of {self.images} "
                             f"images (not judged: fewer than {MIN_IMAGES} images)")
@@ -258,6 +270,8 @@ class AuditResult:
         if measured:
             lines.append("dead ch: after Relu, exactly zero everywhere; otherwise constant (c) or dormant (d, "
                          f"mean |a| <= {DORMANT_TAU:g} x the layer's average)")
+        if unjudged:
+            lines.append("*: reported, not judged (too few images for this layer; see the notes)")
         if self.skipped:
             lines.append(f"{len(self.skipped)} image(s) skipped (unreadable)")
         if measured:
