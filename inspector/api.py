@@ -16,7 +16,8 @@ from .errors import InspectorError
 from .execution import FeatureMapSession, ModelInput, model_input
 from .graph import Graph, Layer
 from .onnxfile import OnnxFile
-from .preprocess import Preprocess, from_metadata, load_image, preset
+from .preprocess import (GUESSED_PRESET, Preprocess, class_names, from_exporter, from_metadata, load_image,
+                         parse_preprocess, preset)
 
 DEFAULT_SIZE = (224, 224)
 
@@ -109,19 +110,47 @@ class Model:
     # ------------------------------------------------------- preprocessing
 
     def preprocessing(self, override: str | Preprocess | None = None) -> Preprocess:
-        if isinstance(override, Preprocess):
-            return override
-        if override:
-            return preset(override)
-        spec = from_metadata(self.metadata)
-        if spec is None:
-            said = " says it is unknown" if md.PREPROCESS in self.metadata else " is not in the model's metadata"
-            raise InspectorError(
-                f"the preprocessing for {os.path.basename(self.path)}{said}; pass --preprocess "
-                "caffe|torch|tf|raw (caffe: Keras VGG/ResNet50, torch: torchvision, tf: MobileNet/Inception, raw: /255)")
-        return spec
+        """The preprocessing to run with: the flag's, else what the file says, else a disclosed guess
+        (``preprocess_source`` says which)."""
+        return self._resolve_preprocessing(override)[0]
 
-    def input_size(self, size: tuple[int, int] | None = None, spec: Preprocess | None = None) -> tuple[int, int]:
+    def preprocess_source(self, override: str | Preprocess | None = None) -> str:
+        """``flag``, ``metadata`` (our converters'), ``exporter`` (Ultralytics, PaddleOCR...) or ``guessed``."""
+        return self._resolve_preprocessing(override)[1]
+
+    def _resolve_preprocessing(self, override) -> tuple[Preprocess, str]:
+        if isinstance(override, Preprocess):
+            return override, "flag"
+        if override:
+            return parse_preprocess(override), "flag"
+        spec = from_metadata(self.metadata)
+        if spec is not None:
+            return spec, "metadata"
+        spec = from_exporter(self.metadata, self.file.model)
+        if spec is not None:
+            return spec, "exporter"
+        return preset(GUESSED_PRESET), "guessed"
+
+    def guessed_preprocessing_note(self, override=None) -> str | None:
+        """The line every command prints on stderr when the preprocessing was guessed, else None."""
+        if self.preprocess_source(override) != "guessed":
+            return None
+        return (f"inspector: warning: {os.path.basename(self.path)} does not say how to preprocess images; "
+                f"guessed '{GUESSED_PRESET}' (RGB /255, ImageNet mean/std). Set it with --preprocess "
+                "(caffe, torch, tf, raw, bgr255, or 'order=BGR;scale=1;mean=0,0,0;std=1')")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names from the file's metadata (our converters', Ultralytics' ``names``), or None."""
+        return class_names(self.metadata)
+
+    def input_size(self, size: tuple[int, int] | None = None, spec: Preprocess | None = None,
+                   image: str | os.PathLike | None = None) -> tuple[int, int]:
+        """(H, W) to run at: fixed dims, else ``size``, else the preprocessing's size, else 224x224.
+
+        Where one spatial dim is known (a text-line model: height fixed, width open) and an image is
+        given, the other keeps the image's aspect ratio (a multiple of 8) instead of squashing it.
+        """
         fixed_h, fixed_w = self.input.spatial
         if fixed_h and fixed_w:
             if size and tuple(size) != (fixed_h, fixed_w):
@@ -130,15 +159,28 @@ class Model:
             return fixed_h, fixed_w
         if size:
             return tuple(size)
+        known_h, known_w = fixed_h, fixed_w
         if spec is not None and spec.input_size:
-            return spec.input_size
-        return fixed_h or DEFAULT_SIZE[0], fixed_w or DEFAULT_SIZE[1]
+            known_h = known_h or (spec.input_size[0] or None)
+            known_w = known_w or (spec.input_size[1] or None)
+        if known_h and known_w:
+            return known_h, known_w
+        if (known_h or known_w) and image is not None and not isinstance(image, np.ndarray):
+            from .preprocess import image_size
+
+            image_h, image_w = image_size(image)
+            if known_h:
+                return known_h, _multiple_of_8(known_h * image_w / max(1, image_h))
+            return _multiple_of_8(known_w * image_h / max(1, image_w)), known_w
+        return known_h or DEFAULT_SIZE[0], known_w or DEFAULT_SIZE[1]
 
     def image_batch(self, images: Iterable[str | os.PathLike | np.ndarray], preprocess=None,
                     size: tuple[int, int] | None = None) -> np.ndarray:
         """Preprocessed images stacked in the model's own layout and dtype."""
         spec = self.preprocessing(preprocess)
-        height, width = self.input_size(size, spec)
+        images = list(images)
+        first = images[0] if len(images) == 1 else None
+        height, width = self.input_size(size, spec, image=first)
         channels = self.input.channels or 3
         if channels not in (1, 3):
             raise InspectorError(f"model input takes {channels} channels; only 1 (gray) or 3 (colour) images can be fed")
@@ -185,3 +227,8 @@ class Model:
                 zero = np.float32(self.graph.constant(node.input[7])) if node.input[7] else np.float32(0)
                 out[layer.name] = (scale, zero)
         return out
+
+
+def _multiple_of_8(value: float) -> int:
+    """The nearest multiple of 8 (at least 8, at most 4096): strided convs divide it evenly."""
+    return int(min(4096, max(8, round(value / 8) * 8)))

@@ -78,9 +78,12 @@ def add_selection(parser, default_max: int = 64, what: str = "tiles",
 
 def add_preprocessing(parser) -> None:
     group = parser.add_argument_group("input")
-    group.add_argument("--preprocess", choices=("caffe", "torch", "tf", "raw"),
-                       help="pixel preprocessing (default: from the model's metadata). caffe: RGB->BGR minus "
-                            "ImageNet mean; torch: /255 then mean/std; tf: [-1, 1]; raw: /255")
+    group.add_argument("--preprocess", metavar="SPEC",
+                       help="pixel preprocessing (default: from the model's metadata or its exporter's, else "
+                            "guessed as torch and said so). Presets: caffe (RGB->BGR minus ImageNet mean), "
+                            "torch (/255 then ImageNet mean/std), tf ([-1, 1]), raw (/255), bgr255 (BGR 0..255); "
+                            "or your own: 'order=BGR;scale=1/255;mean=0.5;std=0.5', a preset with overrides "
+                            "('torch;order=BGR'), or a JSON object")
     group.add_argument("--size", type=size_arg, metavar="HxW",
                        help="input size when the model leaves it open (default 224x224 or the metadata's)")
     group.add_argument("--layout", choices=("nchw", "nhwc"),

@@ -11,7 +11,7 @@ read one tensor at a time when a picture needs them, and onnxruntime reads them
 straight from the original file.
 
 External data is untrusted: every ``location`` must name a regular file inside
-the model's folder (no absolute paths, no ``..``, no symlinks out) and is
+the model's folder (no absolute paths, no ``..``, no symlinks out, no second hard link) and is
 checked before any byte of it is read.
 """
 
@@ -324,6 +324,13 @@ class OnnxFile:
             raise InspectorError(
                 f"external data file missing for tensor '{tensor.name}': {location} "
                 f"(expected in {self.folder})")
+        if _hard_links(target) > 1 and not _same_file(target, self.path):
+            # As onnx (1.21+) does: a second hard link can make a file outside the model's folder
+            # look as if it were inside it, and no path check can tell which name is the original.
+            raise InspectorError(
+                f"external data file {location!r} of tensor '{tensor.name}' has more than one hard link; "
+                "refused (a hard link can point at a file outside the model's folder): copy the file "
+                "instead of linking it")
         try:
             offset = int(info.get("offset", "0"))
             length = int(info["length"]) if "length" in info else None
@@ -381,3 +388,17 @@ class OnnxFile:
         (see ``execution.session_options``) and reads the weights from disk.
         """
         return (model or self.model).SerializeToString()
+
+
+def _hard_links(path: str) -> int:
+    try:
+        return os.stat(path).st_nlink
+    except OSError:
+        return 1
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

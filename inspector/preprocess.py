@@ -26,7 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 # the limit itself: a 64-Mpx RGB image is 192 MB decoded, enough for any photo.
 MAX_IMAGE_PIXELS = 64_000_000
 
-PRESET_NAMES = ("caffe", "torch", "tf", "raw")
+PRESET_NAMES = ("caffe", "torch", "tf", "raw", "bgr255")
+# What a file that says nothing about its preprocessing is run with (disclosed on every output):
+# ImageNet mean/std on /255 RGB pixels, the most common convention of the CNNs one meets.
+GUESSED_PRESET = "torch"
+SOURCES = ("flag", "metadata", "exporter", "guessed")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Preprocess:
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocess":
+    def from_json(cls, text: str, what: str | None = None) -> "Preprocess":
         try:
             data = json.loads(text)
             size = data.get("input_size")
@@ -75,6 +79,8 @@ class Preprocess:
                 description=str(data.get("description", "")),
             )
         except (ValueError, KeyError, TypeError, IndexError) as exc:
+            if what:
+                raise InspectorError(f"{what} is not valid ({exc})") from None
             raise InspectorError(
                 f"the model's '{md.PREPROCESS}' metadata is not valid ({exc}); "
                 "pass --preprocess caffe|torch|tf|raw to override it"
@@ -100,7 +106,135 @@ def preset(name: str, input_size: tuple[int, int] | None = None) -> Preprocess:
     if name == "raw":
         return Preprocess("raw", "RGB", 1 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                           input_size, "/255")
-    raise InspectorError(f"unknown preprocessing '{name}': choose one of {', '.join(PRESET_NAMES)}")
+    if name == "bgr255":
+        return Preprocess("bgr255", "BGR", 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                          input_size, "BGR pixels 0..255, no mean")
+    raise InspectorError(f"unknown preprocessing '{name}': choose one of {', '.join(PRESET_NAMES)}, "
+                         "or give your own as 'order=BGR;scale=1;mean=0,0,0;std=1' (see --help)")
+
+
+_KEYS = {"order": "color_order", "color_order": "color_order", "scale": "scale", "mean": "mean", "std": "std"}
+
+
+def parse_preprocess(text: str) -> Preprocess:
+    """A preset name, a preset with overrides, ``key=value`` pairs, or a JSON object.
+
+    ``caffe``; ``torch;order=BGR``; ``order=BGR;scale=1;mean=0,0,0;std=1`` (pairs separated by ``;``
+    or spaces, numbers of mean and std by commas, unset keys from ``raw``); ``{"color_order": "BGR",
+    "scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1]}``.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InspectorError(f"--preprocess JSON is not valid ({exc})") from None
+        if not isinstance(data, dict):
+            raise InspectorError("--preprocess JSON must be an object such as {\"scale\": 1}")
+        data.setdefault("mode", "custom")
+        return _checked(Preprocess.from_json(json.dumps(data), what="--preprocess"))
+    parts = [p for chunk in text.replace(" ", ";").split(";") for p in [chunk.strip()] if p]
+    if not parts:
+        raise InspectorError("--preprocess is empty; choose a preset (" + ", ".join(PRESET_NAMES) + ")")
+    if "=" not in parts[0]:
+        base, parts = preset(parts[0]), parts[1:]
+        if not parts:
+            return base
+    else:
+        base = preset("raw")
+    values = {"color_order": base.color_order, "scale": base.scale, "mean": base.mean, "std": base.std}
+    for part in parts:
+        key, _, value = part.partition("=")
+        field_name = _KEYS.get(key.strip().lower())
+        if field_name is None or not value:
+            raise InspectorError(f"--preprocess: '{part}' is not key=value with a key among order, scale, mean, std")
+        try:
+            if field_name == "color_order":
+                values[field_name] = value.strip().upper()
+            elif field_name == "scale":
+                values[field_name] = _number(value)
+            else:
+                numbers = tuple(_number(v) for v in value.split(","))
+                values[field_name] = numbers * 3 if len(numbers) == 1 else numbers
+        except ValueError:
+            raise InspectorError(f"--preprocess: '{part}' has a value that is not a number "
+                                 "(fractions such as 1/255 work)") from None
+    return _checked(Preprocess("custom", values["color_order"], values["scale"], tuple(values["mean"]),
+                               tuple(values["std"]), None,
+                               f"custom: {values['color_order']} x {values['scale']:g}, mean "
+                               f"{', '.join(f'{v:g}' for v in values['mean'])}, std "
+                               f"{', '.join(f'{v:g}' for v in values['std'])}"))
+
+
+def _number(text: str) -> float:
+    text = text.strip()
+    if "/" in text:
+        top, _, bottom = text.partition("/")
+        return float(top) / float(bottom)
+    return float(text)
+
+
+def _checked(spec: Preprocess) -> Preprocess:
+    if spec.color_order not in ("RGB", "BGR"):
+        raise InspectorError(f"--preprocess: colour order must be RGB or BGR, not '{spec.color_order}'")
+    if len(spec.mean) not in (1, 3) or len(spec.std) not in (1, 3):
+        raise InspectorError("--preprocess: mean and std take 1 or 3 numbers")
+    if any(v == 0 or v != v for v in spec.std) or spec.scale != spec.scale:
+        raise InspectorError("--preprocess: std must not be 0 and no value may be NaN")
+    mean = spec.mean * 3 if len(spec.mean) == 1 else spec.mean
+    std = spec.std * 3 if len(spec.std) == 1 else spec.std
+    return Preprocess(spec.mode, spec.color_order, spec.scale, tuple(mean), tuple(std), spec.input_size,
+                      spec.description)
+
+
+# --------------------------------------------------------------------- what exporters say
+
+def from_exporter(props: dict[str, str], model_proto=None) -> Preprocess | None:
+    """Preprocessing that a well-known exporter's own metadata implies, or None.
+
+    - Ultralytics (YOLOv5u/v8/11, RT-DETR exports: ``author`` Ultralytics or ``imgsz`` + ``stride`` +
+      ``names``): RGB / 255 at ``imgsz``, letterboxed by Ultralytics itself (here: resized).
+    - RapidOCR / PaddleOCR recognisers (paddle2onnx, a ``character`` key listing the alphabet):
+      (x / 255 - 0.5) / 0.5 at height 48, the width following the image's aspect ratio.
+    """
+    if props.get("author", "").strip().lower() == "ultralytics" or {"imgsz", "stride", "names"} <= set(props):
+        size = _literal(props.get("imgsz"))
+        if isinstance(size, int):
+            size = [size, size]
+        input_size = None
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+            input_size = (int(size[0]), int(size[1]))
+        return Preprocess("raw", "RGB", 1 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), input_size,
+                          "/255 RGB (Ultralytics export metadata)")
+    if "character" in props:
+        return Preprocess("tf", "RGB", 1 / 127.5, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), (48, 0),
+                          "(x/255 - 0.5)/0.5 at height 48 (PaddleOCR recogniser: 'character' metadata)")
+    return None
+
+
+def class_names(props: dict[str, str]) -> list[str] | None:
+    """Class names from our converters' metadata or an exporter's (Ultralytics ``names``), or None."""
+    names = md.json_value(props, md.CLASS_NAMES)
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        return names
+    raw = _literal(props.get("names"))
+    if isinstance(raw, dict) and raw and all(isinstance(k, int) for k in raw):
+        return [str(raw.get(i, "")) for i in range(max(raw) + 1)]
+    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        return list(raw)
+    return None
+
+
+def _literal(text):
+    """A Python/JSON literal from metadata, parsed safely (ast.literal_eval, size-capped), or None."""
+    import ast
+
+    if not text or len(text) > 1_000_000:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
 
 
 def from_metadata(props: dict[str, str]) -> Preprocess | None:
@@ -141,6 +275,18 @@ def _open(path: str | os.PathLike) -> "PILImage.Image":
     except (OSError, ValueError, SyntaxError) as exc:
         raise InspectorError(f"not an image Pillow can read: {path} ({exc.__class__.__name__}: {exc})") from None
     return img
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image as shown (EXIF rotation applied), from its header."""
+    img = _open(path)
+    try:
+        width, height = img.size
+        if _orientation(img) in (5, 6, 7, 8):
+            width, height = height, width
+    finally:
+        img.close()
+    return height, width
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3) -> np.ndarray:

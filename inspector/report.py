@@ -56,13 +56,15 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     shown = list(all_layers) if layers is None else list(layers)
     colormap_lut(cmap)  # an unknown colour map fails before any work
     spec = model.preprocessing(preprocess)
-    input_size = model.input_size(size, spec)
-    batch = model.image_batch([image], spec, size)
+    source = model.preprocess_source(preprocess)
+    input_size = model.input_size(size, spec, image=image)
+    batch = model.image_batch([image], spec, input_size)
     session = model.session(all_layers, device=device, verbose=verbose)
     if on_provider is not None:
         on_provider(session.provider)
     maps = {name: value[0] for name, value in session.run(batch).items()}
-    audit = audit_maps(model, maps, spec=spec, input_size=input_size, provider=session.provider)
+    audit = audit_maps(model, maps, spec=spec, input_size=input_size, provider=session.provider,
+                       preprocess_source=source)
     page = render_html(model, shown, maps, audit, image_name=os.path.basename(os.fspath(image)),
                        spec=spec, input_size=input_size, provider=session.provider, max_tiles=max_tiles,
                        cmap=cmap, progress=lambda items: progress(items, total=len(shown), desc="report",
@@ -70,7 +72,8 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     return Report(page, session.provider, len(shown), audit)
 
 
-def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider: str = "") -> dict:
+def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider: str = "",
+               preprocess_source: str | None = None) -> dict:
     """The audit's dictionary (inspector.audit's schema) for one image, from maps already computed.
 
     The weight statistics come from ``audit`` itself (no images, so no run); the activation
@@ -82,6 +85,7 @@ def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider
     result.add_maps({layer_audit.name: maps[layer_audit.name][None] for layer_audit in result.layers})
     result.images = result.images_requested = 1
     result.batch, result.input_size, result.preprocess = 1, tuple(input_size), spec.mode
+    result.preprocess_source = preprocess_source
     result.provider = provider or None
     return result.to_dict()
 
@@ -95,9 +99,11 @@ def render_html(model, layers: Sequence, maps: dict[str, np.ndarray], audit: dic
     from . import __version__
 
     by_name = {entry.get("name"): entry for entry in audit.get("layers", [])}
-    parts = [_head(model.name), "<body>", _header(model, image_name, spec, input_size, provider),
+    parts = [_head(model.name), "<body>", _header(model, image_name, spec, input_size, provider,
+                     (audit.get("images") or {}).get("preprocess_source")),
              _contents(model, layers), '<main>', _summary(model, audit, by_name),
-             _layer_table(model, maps, by_name, {layer.index for layer in layers})]
+             _layer_table(model, maps, by_name, {layer.index for layer in layers},
+                          (audit.get("summary") or {}).get("channels_judged") is not False)]
     open_attr = " open" if len(layers) <= OPEN_SECTIONS_UP_TO else ""
     parts.append('<section id="layers-drawn"><h2>Filters and feature maps</h2>')
     if not layers:
@@ -167,7 +173,7 @@ footer { margin-top: 2rem; color: var(--muted); font-size: 0.85rem; }
 """
 
 
-def _header(model, image_name: str, spec, input_size, provider: str) -> str:
+def _header(model, image_name: str, spec, input_size, provider: str, source: str | None = None) -> str:
     meta = model.metadata
     framework = meta.get(md.SOURCE_FRAMEWORK, "")
     source_version = meta.get(md.SOURCE_VERSION, "")
@@ -176,6 +182,9 @@ def _header(model, image_name: str, spec, input_size, provider: str) -> str:
     prep = spec.mode + (f": {spec.description}" if spec.description else "")
     prep += (f" (colour order {spec.color_order}, scale {spec.scale:g}, mean "
              f"{', '.join(f'{v:g}' for v in spec.mean)}, std {', '.join(f'{v:g}' for v in spec.std)})")
+    prep += {"metadata": "; from the model's metadata", "exporter": "; from the exporter's metadata",
+             "flag": "; as given by --preprocess",
+             "guessed": "; GUESSED: the file does not say; set it with --preprocess"}.get(source or "", "")
     facts = [
         ("model file", os.path.basename(model.path)),
         ("source framework", framework or "unknown (not converted by inspector)"),
@@ -183,6 +192,7 @@ def _header(model, image_name: str, spec, input_size, provider: str) -> str:
         ("weights", meta.get(md.WEIGHTS_SOURCE, "") or ("random" if model.untrained else "unknown")),
         ("preprocessing", prep),
         ("input size", f"{input_size[0]}x{input_size[1]}, layout {model.input.layout}"),
+        *([("classes", _class_summary(model.class_names))] if model.class_names else []),
         ("image", image_name),
         ("conv layers", str(len(model.layers))),
     ]
@@ -195,6 +205,11 @@ def _header(model, image_name: str, spec, input_size, provider: str) -> str:
                    "weights are random. The filters and feature maps below mean nothing about any real "
                    "task.</p>")
     return (f'<header><h1>{_e(model.name)}</h1>{warning}<dl class="facts">\n{rows}\n</dl></header>')
+
+
+def _class_summary(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+    return f"{len(names)}: {shown}"
 
 
 def _contents(model, layers) -> str:
@@ -235,14 +250,18 @@ def _summary(model, audit: dict, by_name: dict) -> str:
         label = SUMMARY_LABELS.get(key, key.replace("_", " "))
         if key == "collapse_layer":
             klass = ' class="bad"' if value else ""
+            text = _collapse_text(value)
+            if not value and summary.get("channels_judged") is False:
+                text = "not judged (too few images to tell whether the output changes between images)"
             rows.append(f'<dt>{_e(label)}</dt><dd data-key="{_e(key)}" data-value="{_e(_collapse_raw(value))}"'
-                        f'{klass}>{_e(_collapse_text(value))}</dd>')
+                        f'{klass}>{_e(text)}</dd>')
             continue
         if isinstance(value, (dict, list)):
             continue
         shown = _pct(value) if key.endswith("fraction") and isinstance(value, (int, float)) else _fmt(value)
         rows.append(f'<dt>{_e(label)}</dt>'
                     f'<dd data-key="{_e(key)}" data-value="{_e(_raw(value))}">{_e(shown)}</dd>')
+    notes = "".join(f'<p class="warning note">{_e(note)}</p>' for note in summary.get("notes") or [])
     if isinstance(images, dict) and "count" in images:
         rows.append(f'<dt>images audited</dt><dd data-key="images.count" data-value="{_e(images["count"])}">'
                     f'{_e(images["count"])}</dd>')
@@ -254,7 +273,7 @@ def _summary(model, audit: dict, by_name: dict) -> str:
                   'fraction and zero fraction by layer depth"><figcaption>Left: mean and max activation by '
                   "depth (one image). Right: dead fraction (dead filters plus dead channels, over the layer's "
                   "filters) and the fraction of zero activations.</figcaption></figure>")
-    return (f'<section id="summary"><h2>Audit summary</h2><dl class="facts">\n{"".join(rows)}\n</dl>'
+    return (f'<section id="summary"><h2>Audit summary</h2>{notes}<dl class="facts">\n{"".join(rows)}\n</dl>'
             f"{figure}</section>")
 
 
@@ -262,7 +281,10 @@ SUMMARY_LABELS = {
     "layers": "conv layers",
     "filters": "filters",
     "dead_filters": "dead filters (by weights)",
-    "dead_channels": "dead channels (silent on the image)",
+    "dead_channels": "channels that do not respond on the image(s)",
+    "constant_channels": "of which constant",
+    "dormant_channels": "of which dormant",
+    "channels_judged": "enough images to judge channels",
     "dead_units": "dead in all (each filter once)",
     "dead_fraction": "dead fraction",
     "near_duplicate_pairs": "near-duplicate filter pairs",
@@ -301,7 +323,7 @@ def _dead_counts(entry: dict, filters: int) -> tuple[int, int | None, float | No
 COLLAPSE_MARK = ' <strong class="bad">collapse</strong>'
 
 
-def _layer_table(model, maps: dict, by_name: dict, drawn: set[int]) -> str:
+def _layer_table(model, maps: dict, by_name: dict, drawn: set[int], judged: bool = True) -> str:
     head = ("<tr><th>#</th><th>name</th><th>op</th><th>weights</th><th>groups</th><th>params</th>"
             "<th>output</th><th>dead filters</th><th>dead channels</th><th>zero fraction</th>"
             "<th>mean activation</th></tr>")
@@ -312,8 +334,10 @@ def _layer_table(model, maps: dict, by_name: dict, drawn: set[int]) -> str:
         output = "x".join(map(str, array.shape)) if array is not None else "–"
         dead_filters = entry.get("dead_filters") or []
         dead_channels = entry.get("dead_channels")
-        klass = ' class="dead"' if dead_filters or dead_channels else ""
+        klass = ' class="dead"' if dead_filters or (judged and dead_channels) else ""
         channels_text = "–" if dead_channels is None else str(len(dead_channels))
+        if dead_channels and not judged:
+            channels_text += " (silent, not judged)"
         rows.append(
             f'<tr{klass} data-layer="{_e(layer.name)}">'
             f'<td class="num">{layer.index}</td>'

@@ -69,6 +69,16 @@ def conv_stack(specs, size, seed=0, batch="N", dead=None, scale=None, bias=0.3, 
     return m, weights
 
 
+def set_initializer(m, name, change):
+    """Replace initializer ``name`` of model ``m`` by ``change(values)`` (float32)."""
+    for tensor in m.graph.initializer:
+        if tensor.name == name:
+            values = np.asarray(change(numpy_helper.to_array(tensor).astype(np.float64)), np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(values, name))
+            return
+    raise KeyError(name)
+
+
 SMALL = (("conv1", 8, True), ("conv2", 16, True), ("head", 12, False))  # the head has signed outputs
 
 
@@ -89,11 +99,11 @@ def vgg16_shaped(**kwargs):
 
 @pytest.fixture
 def images(tmp_path):
-    """Six noise images of assorted sizes in a folder."""
+    """Eight noise images of assorted sizes in a folder (the minimum for channel verdicts)."""
     folder = tmp_path / "images"
     folder.mkdir()
     r = np.random.default_rng(1)
-    for i in range(6):
+    for i in range(8):
         pixels = r.integers(0, 256, (20 + 3 * i, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"img{i}.png")
     return str(folder)
@@ -121,16 +131,16 @@ def test_weight_stats_norms_dead_weak_and_near_zero():
     w = r.standard_normal((10, 4, 3, 3)).astype(np.float32)
     bias = r.standard_normal(10).astype(np.float32)
     w[1], bias[1] = 0, 0                    # dead: all zero
-    w[3] *= 1e-4; bias[3] *= 1e-4           # dead: 1e-4 x a typical norm, under 1e-3 x median
+    w[3] *= 1e-4; bias[3] *= 1e-4           # weak (under 1e-3 x median), not dead: a rescaling can make any filter so
     w[4] *= 0.05; bias[4] *= 0.05           # weak but alive
-    w[6] = 0                                # weights zero but the bias is not: alive
+    w[6] = 0                                # weights zero, the bias is not: a constant map, whatever the input: dead
     bias[6] = 5.0
     stats = weight_stats(w, bias)
     full = np.concatenate([w.reshape(10, -1), bias[:, None]], axis=1).astype(np.float64)
     np.testing.assert_allclose(stats.l2, np.linalg.norm(full, axis=1), rtol=1e-12)
     np.testing.assert_allclose(stats.l1, np.abs(full).sum(axis=1), rtol=1e-12)
     assert stats.median_l2 == pytest.approx(np.median(np.linalg.norm(full, axis=1)))
-    assert stats.dead_filters == [1, 3]
+    assert stats.dead_filters == [1, 6] and stats.weak_filters == [3]
     # Filters 1 and 6 hold 72 exact zeros of 360 weights; a few of filter 3's tiny weights count too.
     expected = np.count_nonzero(np.abs(w) <= 1e-6 * np.abs(w).max()) / w.size
     assert stats.near_zero_weight_fraction == pytest.approx(expected)
@@ -159,7 +169,7 @@ def test_near_duplicates_found_exactly_across_blocks(monkeypatch):
     expected = {(i, j) for i in range(64) for j in range(i + 1, 64)
                 if alive[i] and alive[j] and similarity[i, j] > 0.99}
     assert expected == {(2, 40), (5, 63)}
-    monkeypatch.setattr(audit_module, "_SIMILARITY_BLOCK", 64 * 5)  # 5 rows per block: pairs span blocks
+    monkeypatch.setattr(audit_module.weights, "_SIMILARITY_BLOCK", 64 * 5)  # 5 rows per block: pairs span blocks
     stats = weight_stats(w.reshape(64, 3, 3, 3))
     assert stats.duplicate_pairs == 2
     assert {(a, b) for a, b, _ in stats.duplicate_examples} == expected
@@ -184,8 +194,8 @@ def test_small_net_finds_exactly_the_planted_dead_filters_and_channels(save, ima
     assert [layer.weights.dead_filters for layer in weights_only.layers] == [[2, 5], [], [7]]
     assert weights_only.dead_fraction == pytest.approx(3 / 36)
     result = audit(model, [images], preprocess="tf", device="cpu", quiet=True)
-    assert result.images == 6
-    # conv1's dead filters give all-zero channels after the Relu; the signed head's zero filter never fires.
+    assert result.images == 8 and result.channels_judged
+    # conv1's dead filters give all-zero channels after the Relu; the linear head's zero filter is constant.
     assert [layer.dead_channels for layer in result.layers] == [[2, 5], [], [7]]
     assert result.dead_fraction == pytest.approx(3 / 36)
     silent = result.layers[0].activations.channel_silent_fraction()
@@ -230,13 +240,17 @@ def reference_stats(maps):
     """The audit's activation figures computed plainly, in float64, from whole (N, C, H, W) maps."""
     x = np.asarray(maps, np.float64)
     n, c = x.shape[:2]
-    per_map_max = x.reshape(n, c, -1).max(axis=2)
     return {
         "mean": x.mean(), "mean_abs": np.abs(x).mean(), "max": x.max(), "zero_fraction": np.mean(x == 0),
         "channel_zero_fraction": (x == 0).mean(axis=(0, 2, 3)),
-        "channel_silent_fraction": (per_map_max <= 0).mean(axis=0),
-        "dead_channels": list(np.flatnonzero((per_map_max <= 0).all(axis=0))),
+        "channel_silent_fraction": (x == 0).reshape(n, c, -1).all(axis=2).mean(axis=0),
+        "all_zero_channels": list(np.flatnonzero((x == 0).all(axis=(0, 2, 3)))),
         "spread": x.std(axis=(0, 2, 3)).mean(),
+        # Between-image std of each channel's map mean over the channel's RMS, 0 for an all-zero channel.
+        "image_response": np.mean(np.where(
+            np.sqrt((x ** 2).mean(axis=(0, 2, 3))) > 0,
+            x.mean(axis=(2, 3)).std(axis=0) / np.maximum(np.sqrt((x ** 2).mean(axis=(0, 2, 3))), 1e-300), 0.0)),
+        "constant": list(np.flatnonzero(x.max(axis=(0, 2, 3)) == x.min(axis=(0, 2, 3)))),
     }
 
 
@@ -249,8 +263,10 @@ def check_against(result, references, rtol):
         assert acts.zero_fraction() == pytest.approx(ref["zero_fraction"], abs=1e-3)
         np.testing.assert_allclose(acts.channel_zero_fraction(), ref["channel_zero_fraction"], atol=1e-3)
         np.testing.assert_allclose(acts.channel_silent_fraction(), ref["channel_silent_fraction"])
-        assert layer.dead_channels == ref["dead_channels"]
+        assert list(np.flatnonzero(acts.all_zero_channels())) == ref["all_zero_channels"]
         assert acts.spread() == pytest.approx(ref["spread"], rel=max(rtol, 1e-5))
+        assert layer.to_dict()["image_response"] == pytest.approx(ref["image_response"], rel=max(rtol, 1e-4))
+        assert list(np.flatnonzero(acts.constant_channels(0.0))) == ref["constant"]
 
 
 def test_activation_stats_match_numpy_convolution_and_model_run(save, images):
@@ -283,8 +299,10 @@ def comparable(data):
 def assert_same_audit(a, b_):
     a, b_ = comparable(a), comparable(b_)
     for layer_a, layer_b in zip(a["layers"], b_["layers"]):
-        for key in ("mean_activation", "mean_abs_activation", "max_activation", "zero_fraction"):
-            assert layer_a.pop(key) == pytest.approx(layer_b.pop(key), rel=1e-5, abs=1e-7)
+        for key in ("mean_activation", "mean_abs_activation", "max_activation", "zero_fraction", "activation_std",
+                    "image_response", "min_dormant_score"):
+            value_a, value_b = layer_a.pop(key), layer_b.pop(key)
+            assert (value_a is None and value_b is None) or value_a == pytest.approx(value_b, rel=1e-4, abs=1e-7)
         np.testing.assert_allclose(layer_a.pop("channel_zero_fraction"), layer_b.pop("channel_zero_fraction"),
                                    atol=1e-7)
     assert a == b_
@@ -306,14 +324,14 @@ def test_fixed_batch_dimension_pads_the_last_batch_and_ignores_the_padding(save,
     fixed = inspector.load(save(small_net(batch=4)[0], "fixed.onnx"))
     a = audit(dynamic, [images], batch=1, preprocess="tf", device="cpu", quiet=True)
     c = audit(fixed, [images], preprocess="tf", device="cpu", quiet=True)  # 6 images: 4 + (2 real, 2 padding)
-    assert c.batch == 4 and c.images == 6
+    assert c.batch == 4 and c.images == 8
     assert_same_audit(a.to_dict(), c.to_dict())
 
 
 def test_nhwc_model_with_fixed_batch_one(save, images):
     m, _ = b.tf2onnx_like_nhwc()
     result = audit(inspector.load(save(m)), [images], preprocess="raw", device="cpu", quiet=True)
-    assert result.batch == 1 and result.images == 6
+    assert result.batch == 1 and result.images == 8
     assert [layer.name for layer in result.layers] == ["block1_conv1", "block1_conv2"]
     assert result.layers[1].activations.zero_fraction() == 0.0  # Sigmoid never gives exact zeros
 
@@ -321,36 +339,57 @@ def test_nhwc_model_with_fixed_batch_one(save, images):
 # ---------------------------------------------------------------------------- collapse
 
 def test_collapse_flags_the_layer_where_activations_die(save, images):
+    """c3's weights and bias scaled by 1e-3: c3 itself only changes scale (not a collapse), but c4's
+    bias (0.3) then drowns what c3 passes on: c4 answers every image (almost) the same."""
     specs = (("c1", 8, True), ("c2", 8, True), ("c3", 8, True), ("c4", 8, True))
     m, _ = conv_stack(specs, size=12, scale={"c3": 1e-3})
     result = audit(inspector.load(save(m)), [images], preprocess="tf", device="cpu", quiet=True)
     collapse = result.to_dict()["summary"]["collapse_layer"]
-    assert collapse["name"] == "c3" and collapse["index"] == 2
-    assert [layer["collapse"] for layer in result.to_dict()["layers"]] == [False, False, True, False]
-    assert "collapse at layer 2 c3" in result.table()
-    # A layer driven below zero everywhere: > 99% exact zeros, and every channel dead.
+    assert collapse["name"] == "c4" and collapse["index"] == 3
+    assert [layer["collapse"] for layer in result.to_dict()["layers"]] == [False, False, False, True]
+    assert "collapse at layer 3 c4" in result.table()
+    # A layer driven below zero everywhere: every channel exactly zero, all dead.
     m, _ = conv_stack(specs, size=12, bias=-1000.0)
     result = audit(inspector.load(save(m, "dead.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
-    assert result.collapse()["index"] == 0 and "exactly zero" in result.collapse()["reason"]
+    assert result.collapse()["index"] == 0 and "100.0% of its channels are dead" in result.collapse()["reason"]
     assert result.layers[0].dead_channels == list(range(8))
 
 
-def test_a_dip_that_recovers_or_a_bias_alone_is_judged_by_the_spread(save, images):
-    """c2 scaled down 1e-3 and c3 scaled back up 1e3: the activations dip and recover, no collapse.
-    c2 scaled 1e-3 with c3 unscaled, as the last layer: c3 keeps a mean from its bias (0.3) but
-    almost no spread: the activations died at c2. (A further 3x3 layer would see the zero padding
-    around c3's near-constant maps as edges, and its spread would recover.)"""
+def test_collapse_is_judged_on_the_response_to_images_not_on_scale(save, images):
+    """c2 scaled by 1e-3 and c3's weights (not its bias) by 1e3: the same function, a dip in every
+    magnitude, no collapse. c3's bias scaled too (300): the bias drowns c2's answer, c3 collapses."""
     specs = (("c1", 8, True), ("c2", 8, True), ("c3", 8, True), ("c4", 8, True))
-    m, _ = conv_stack(specs, size=12, scale={"c2": 1e-3, "c3": 1e3})
+    plain, w = conv_stack(specs, size=12)
+    m, _ = conv_stack(specs, size=12, scale={"c2": 1e-3})
+    scaled = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "c3/w")) * 1e3
+    for t in m.graph.initializer:
+        if t.name == "c3/w":
+            t.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), "c3/w"))
     result = audit(inspector.load(save(m)), [images], preprocess="tf", device="cpu", quiet=True)
     spreads = [layer.activations.spread() for layer in result.layers]
-    assert spreads[1] < 0.01 * spreads[0] and spreads[2] > 0.01 * spreads[0]
+    assert spreads[1] < 0.01 * spreads[0]  # the old, scale-bound rule would have called this a collapse
     assert result.collapse() is None
-    m, _ = conv_stack(specs[:3], size=12, scale={"c2": 1e-3})
-    result = audit(inspector.load(save(m, "biased.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
-    means = [layer.activations.mean_abs() for layer in result.layers]
-    assert means[2] > 0.5 * means[0]  # the mean alone would say c3 is alive
-    assert result.collapse()["name"] == "c2"
+    reference = audit(inspector.load(save(plain, "plain.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
+    for a, b_ in zip(result.layers, reference.layers):
+        assert a.to_dict()["image_response"] == pytest.approx(b_.to_dict()["image_response"], rel=1e-3)
+    m, _ = conv_stack(specs, size=12, scale={"c2": 1e-3, "c3": 1e3})
+    result = audit(inspector.load(save(m, "drowned.onnx")), [images], preprocess="tf", device="cpu", quiet=True)
+    assert result.collapse()["name"] == "c3"
+
+
+def test_too_few_images_report_silent_channels_but_keep_them_out_of_the_gate(save, images):
+    m, _ = small_net()
+    set_initializer(m, "conv1/b", lambda b_: np.where(np.arange(len(b_)) == 2, -1000.0, b_))  # channel 2 killed
+    model = inspector.load(save(m))
+    few = audit(model, files_in(images)[:3], preprocess="tf", device="cpu", quiet=True)
+    assert not few.channels_judged and few.collapse() is None
+    assert few.layers[0].dead_channels == [2]        # reported...
+    assert few.dead_unit_count == 0 and few.dead_fraction == 0.0  # ...but not judged (the weights are fine)
+    data = few.to_dict()
+    assert data["summary"]["channels_judged"] is False and "at least 8 images" in data["summary"]["notes"][0]
+    assert "not judged" in few.table() and "silent on 3 of 3 images" in few.table()
+    enough = audit(model, [images], preprocess="tf", device="cpu", quiet=True)
+    assert enough.channels_judged and 2 in enough.layers[0].dead_channels and enough.dead_unit_count >= 1
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -365,7 +404,7 @@ def test_cli_json_validates_and_table_is_printed(save, images, tmp_path, capsys)
     assert "conv2" in out and "dead fraction 0.0278" in out
     data = json.loads(target.read_text())
     jsonschema.validate(data, schema())
-    assert data["images"]["count"] == 6 and data["layers"][1]["dead_filters"] == [0]
+    assert data["images"]["count"] == 8 and data["layers"][1]["dead_filters"] == [0]
     assert data["layers"][1]["dead_channels"] == [0] and data["summary"]["dead_units"] == 1
     assert os.listdir(target.parent) == ["audit.json"]  # nothing else left beside it
     code, out, err = run_cli(capsys, "audit", path, "--json", "-")  # weights only, JSON on stdout
@@ -412,7 +451,7 @@ def test_unreadable_image_is_skipped_and_counted(save, images, tmp_path, capsys)
     assert f"skipped {broken}" in err and "1 image(s) skipped" in out
     data = json.loads(target.read_text())
     jsonschema.validate(data, schema())
-    assert data["images"]["count"] == 6 and data["images"]["requested"] == 7
+    assert data["images"]["count"] == 8 and data["images"]["requested"] == 9
     assert [entry["path"] for entry in data["images"]["skipped"]] == [broken]
     assert "not an image" in data["images"]["skipped"][0]["reason"]
 
@@ -439,8 +478,8 @@ def test_bad_input_exits_2_with_a_message(case, save, tmp_path, capsys, images):
         args = [save(small_net(batch=1)[0], "fixed.onnx"), images, "--preprocess", "tf", "--batch", "4"]
         message = "fixed batch dimension of 1"
     else:
-        args = [model, images]
-        message = "--preprocess"
+        args = [model, images, "--preprocess", "nonsense"]
+        message = "unknown preprocessing 'nonsense'"
     code, out, err = run_cli(capsys, "audit", *args)
     assert code == 2, err
     assert message in err and "Traceback" not in err
@@ -470,9 +509,9 @@ def test_statistics_overlapped_with_inference_give_the_same_audit(save, images, 
     """The CUDA path computes one batch's statistics on a worker thread while the next batch runs."""
     m, _ = small_net(dead={"conv2": [4]})
     model = inspector.load(save(m))
-    monkeypatch.setattr(audit_module, "_OVERLAP", False)
+    monkeypatch.setattr(audit_module.parallel, "_OVERLAP", False)
     inline = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
-    monkeypatch.setattr(audit_module, "_OVERLAP", True)
+    monkeypatch.setattr(audit_module.parallel, "_OVERLAP", True)
     overlapped = audit(model, [images], batch=2, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert overlapped == inline
     assert overlapped["layers"][1]["dead_channels"] == [4]
@@ -514,17 +553,17 @@ def test_statistics_on_all_cores_equal_the_sequential_ones(save, images, monkeyp
 
     m, _ = small_net(dead={"conv2": [3]})
     model = inspector.load(save(m))
-    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 10**12)
+    monkeypatch.setattr(audit_module.parallel, "_PARALLEL_ELEMENTS", 10**12)
     sequential = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
-    monkeypatch.setattr(audit_module, "_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(audit_module.parallel, "_PARALLEL_ELEMENTS", 0)
     calls = []
-    real_pool = audit_module._stats_pool
+    real_pool = audit_module.parallel._stats_pool
 
     def counting_pool():
         calls.append(1)
         return real_pool()
 
-    monkeypatch.setattr(audit_module, "_stats_pool", counting_pool)
+    monkeypatch.setattr(audit_module.parallel, "_stats_pool", counting_pool)
     parallel = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert calls  # the pool really ran
     assert_same_audit(sequential, parallel)

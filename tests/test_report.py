@@ -166,12 +166,12 @@ def test_summary_and_table_equal_the_audit_and_numpy(save, image, tmp_path, coll
     assert int(page.values["dead_filters"]) == summary["dead_filters"] == len(DEAD)
     assert int(page.values["dead_units"]) == summary["dead_units"]
     assert int(page.values["images.count"]) == expected["images"]["count"] == 1
+    # One image is no evidence of death: the silent channels are shown, not judged, and the page says so.
+    assert summary["collapse_layer"] is None and page.values["collapse_layer"] == ""
+    assert summary["dead_units"] == len(DEAD) and summary["channels_judged"] is False
+    assert "channel verdicts need at least 8 images" in text
     if collapse:
-        assert summary["collapse_layer"]["index"] == 2 and page.values["collapse_layer"] == "2"
-        assert summary["dead_units"] == len(DEAD) + 6
-        assert "activations collapse at" in text and html.escape(MATHTEXT) + "</a> <strong" in text
-    else:
-        assert summary["collapse_layer"] is None and page.values["collapse_layer"] == ""
+        assert summary["dead_channels"] == len(DEAD) + 6  # silent on 1 of 1 image
     # Per layer, against the audit and against an independent NumPy forward pass.
     model = inspector.load(model_path)
     x = model.image_batch([image], "raw").astype(np.float64)
@@ -237,9 +237,12 @@ def test_unwritable_output_fails_before_the_work(model_path, tmp_path):
     assert_input_error(code, err, "is a directory")
 
 
-def test_missing_preprocessing_is_asked_for(model_path, image, tmp_path):
+def test_missing_preprocessing_is_guessed_and_said(model_path, image, tmp_path):
     code, _, err = cli("report", model_path, image, "-o", tmp_path / "r.html")
-    assert_input_error(code, err, "--preprocess")
+    assert code == 0 and "guessed 'torch'" in err and "--preprocess" in err
+    text = (tmp_path / "r.html").read_text()
+    assert "GUESSED: the file does not say; set it with --preprocess" in text
+    assert "the preprocessing was guessed (torch)" in text
 
 
 @pytest.mark.parametrize("where", ["rendering", "rename"])

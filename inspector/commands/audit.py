@@ -19,11 +19,13 @@ def fraction(text: str) -> float:
 
 class Audit(Command):
     name = "audit"
-    help = "find dead and duplicate filters, channels that never fire, and where activations collapse"
-    description = ("Audit every conv layer: dead filters, near-duplicate filters and near-zero weights from the "
-                   "weights alone; with images (files or directories), channels that never fire, zero fractions, "
-                   "mean and max activations by depth, streamed in batches with one run per batch. "
-                   "Prints a table; --json writes the versioned schema; --fail-on-dead gates CI (exit 1).")
+    help = "find dead and duplicate filters, channels that do not respond, and where the network collapses"
+    description = ("Audit every conv layer: dead filters (all-zero weights), near-duplicate filters within a group "
+                   "and near-zero weights from the weights alone; with images (files or directories; channel "
+                   "verdicts need at least 8), channels that do not respond (exact zeros after Relu, constant or "
+                   "dormant otherwise) and the layer where the output stops changing between images, streamed in "
+                   "batches with one run per batch. Every verdict is unchanged by a function-preserving "
+                   "rescaling. Prints a table; --json writes the versioned schema; --fail-on-dead gates CI (exit 1).")
 
     def add_arguments(self, parser):
         add_model(parser)
@@ -31,8 +33,8 @@ class Audit(Command):
                             help="images, or directories of images (jpg, png, bmp, gif, tif, webp; not recursive)")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
-                            help="exit 1 when the dead fraction (dead filters, plus dead channels with images, "
-                                 "over all filters) exceeds F")
+                            help="exit 1 when the dead fraction (dead filters, plus dead channels with at least 8 "
+                                 "images, over all filters) exceeds F")
         parser.add_argument("--batch", type=positive_int, metavar="N",
                             help="images per run when the model's batch dimension is open (default 16)")
         add_preprocessing(parser)
@@ -51,6 +53,9 @@ class Audit(Command):
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
         model = load(args.model, layout=args.layout)
+        note = model.guessed_preprocessing_note(args.preprocess) if args.images else None
+        if note:
+            print(note, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):

@@ -55,14 +55,20 @@ class Maps(Command):
         model = load(args.model, layout=args.layout)
         layers = model.select(args.layers, args.all_layers)
         spec = model.preprocessing(args.preprocess)
-        size = model.input_size(args.size, spec)  # a non-image input or a misfit --size fails before any output
+        source = model.preprocess_source(args.preprocess)
+        # A non-image input or a misfit --size fails before any output; one open dim keeps the aspect ratio.
+        size = model.input_size(args.size, spec, image=args.image)
+        note = model.guessed_preprocessing_note(args.preprocess)
+        if note:
+            print(note, file=sys.stderr)
+        label = spec.mode + (" (guessed: set --preprocess)" if source == "guessed" else "")
         check_maps_memory(model, layers, size, args.max_memory)
         if not args.no_png:
             colormap_lut(args.cmap)
             out_dir = ensure_dir(args.output)
         if args.npz:
             ensure_parent(args.npz, "--npz")
-        batch = model.image_batch([args.image], spec, args.size)
+        batch = model.image_batch([args.image], spec, size)
         session = model.session(layers, device=args.device, verbose=args.verbose)
         if args.device == "auto" or args.verbose:
             print(f"inspector: ran on {session.provider}", file=sys.stderr)
@@ -86,7 +92,7 @@ class Maps(Command):
                               zero_fraction=float(np.count_nonzero(values == 0) / max(values.size, 1)))
             if not args.no_png:
                 grid = map_grid(values, layer, model.name, image_name=image_name,
-                                preprocess=spec.mode, cmap=args.cmap, max_maps=args.max, norm=args.norm,
+                                preprocess=label, cmap=args.cmap, max_maps=args.max, norm=args.norm,
                                 untrained=model.untrained)
                 path = os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png")
                 width, height = save_maps_png(grid, path)
@@ -96,7 +102,8 @@ class Maps(Command):
             records.append(record)
         if args.json:
             print(json.dumps({"model": args.model, "image": args.image, "provider": session.provider,
-                              "preprocess": spec.mode, "layers": records}, indent=2))
+                              "preprocess": spec.mode, "preprocess_source": source,
+                              "input_size": list(size), "layers": records}, indent=2))
         return 0
 
 

@@ -43,14 +43,17 @@ class Report(Command):
         all_layers = model.require_layers()
         shown = all_layers if args.all_layers or not args.layers else model.select(args.layers)
         spec = model.preprocessing(args.preprocess)
-        size = model.input_size(args.size, spec)
+        size = model.input_size(args.size, spec, image=args.image)
+        note = model.guessed_preprocessing_note(args.preprocess)
+        if note:
+            print(note, file=sys.stderr)
         check_maps_memory(model, all_layers, size, args.max_memory)  # the report runs every layer's output once
 
         def say_provider(provider: str) -> None:
             if args.device == "auto" or args.verbose:
                 print(f"inspector: ran on {provider}", file=sys.stderr)
 
-        report = build_report(model, args.image, layers=shown, preprocess=spec, size=args.size,
+        report = build_report(model, args.image, layers=shown, preprocess=args.preprocess, size=size,
                               device=args.device, max_tiles=args.max, cmap=args.cmap, verbose=args.verbose,
                               quiet=False, on_provider=say_provider)
         write_text(args.output, report.html)

@@ -1,0 +1,138 @@
+"""Activation-level statistics: running per-channel figures of one layer's maps, fed batch by batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InspectorError
+
+# Activations whose output is never negative: the mean is already the mean magnitude.
+NON_NEGATIVE_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softplus", "ThresholdedRelu"})
+
+
+class ActivationStats:
+    """Running per-channel statistics of one layer's maps, fed batch by batch.
+
+    Each batch costs one max, one float32 sum per map (accumulated in float64)
+    and one zero count, plus an absolute sum for layers with signed outputs.
+    """
+
+    def __init__(self, channels: int, non_negative: bool):
+        self.channels = channels
+        self.non_negative = non_negative
+        self.images = 0
+        self.elements_per_map = 0
+        self.total = np.zeros(channels, np.float64)
+        self.abs_total = np.zeros(channels, np.float64)
+        self.squares = np.zeros(channels, np.float64)
+        self.zeros = np.zeros(channels, np.int64)
+        self.silent = np.zeros(channels, np.int64)  # images on which the channel's map is all exactly zero
+        self.maximum = np.full(channels, -np.inf, np.float64)
+        self.minimum = np.full(channels, np.inf, np.float64)
+        self.image_means_squared = np.zeros(channels, np.float64)  # sum over images of (map mean)^2
+
+    def add(self, maps: np.ndarray) -> None:
+        """``maps``: (N, C, ...) float32, one batch of this layer's outputs."""
+        n, c = maps.shape[0], maps.shape[1]
+        if c != self.channels:
+            raise InspectorError(f"a layer's output has {c} channels where its weights have {self.channels}")
+        flat = maps.reshape(n, c, -1)
+        per_map = flat.shape[2]
+        if self.images and per_map != self.elements_per_map:
+            raise InspectorError("feature map sizes changed between batches; pass a fixed --size")
+        self.elements_per_map = per_map
+        peak = flat.max(axis=2)  # (N, C)
+        np.maximum(self.maximum, peak.max(axis=0), out=self.maximum)
+        np.minimum(self.minimum, flat.min(axis=2).min(axis=0), out=self.minimum)
+        # Pairwise float32 sums along each contiguous map, then float64 across maps and batches.
+        sums = flat.sum(axis=2)
+        self.image_means_squared += np.square(sums.astype(np.float64) / per_map).sum(axis=0)
+        self.total += sums.sum(axis=0, dtype=np.float64)
+        if self.non_negative:
+            self.abs_total += sums.sum(axis=0, dtype=np.float64)
+        else:
+            self.abs_total += np.abs(flat).sum(axis=2).sum(axis=0, dtype=np.float64)
+        # Sum of squares per map without a squared copy of the batch.
+        self.squares += np.einsum("ncm,ncm->nc", flat, flat).sum(axis=0, dtype=np.float64)
+        zeros = _count_zeros(flat)  # (N, C)
+        self.zeros += zeros.sum(axis=0, dtype=np.int64)
+        self.silent += np.count_nonzero(zeros == per_map, axis=0)
+        self.images += n
+
+    # Derived figures (None before any image).
+    @property
+    def count(self) -> int:
+        """Activations seen in all: images x channels x elements per map."""
+        return self.images * self.channels * self.elements_per_map
+
+    def mean(self) -> float | None:
+        return float(self.total.sum() / self.count) if self.count else None
+
+    def mean_abs(self) -> float | None:
+        return float(self.abs_total.sum() / self.count) if self.count else None
+
+    def max(self) -> float | None:
+        return float(self.maximum.max()) if self.images and self.channels else None
+
+    def channel_std(self) -> np.ndarray:
+        """Per channel, the standard deviation over all images and positions."""
+        count = max(1, self.images * self.elements_per_map)
+        mean = self.total / count
+        return np.sqrt(np.maximum(self.squares / count - mean * mean, 0.0))
+
+    def spread(self) -> float | None:
+        """How much the layer's activations vary: the mean over channels of ``channel_std``.
+
+        A layer whose outputs no longer vary carries no information, whatever
+        its mean (a bias alone keeps the mean up); this is what "activations
+        die out" measures.
+        """
+        return float(self.channel_std().mean()) if self.count else None
+
+    def channel_mean_abs(self) -> np.ndarray:
+        return self.abs_total / max(1, self.images * self.elements_per_map)
+
+    def channel_rms(self) -> np.ndarray:
+        return np.sqrt(self.squares / max(1, self.images * self.elements_per_map))
+
+    def channel_image_response(self) -> np.ndarray:
+        """Per channel, how much its map's mean changes from image to image, over its RMS.
+
+        The standard deviation over images of the per-image map mean, divided by the channel's
+        root mean square over all images and positions: 0 for a channel that gives every image the
+        same answer, unchanged when the channel is multiplied by any s > 0. 0 for all-zero channels.
+        """
+        images = max(1, self.images)
+        mean = self.total / max(1, images * self.elements_per_map)
+        between = np.sqrt(np.maximum(self.image_means_squared / images - mean * mean, 0.0))
+        rms = self.channel_rms()
+        return np.where(rms > 0, between / np.where(rms > 0, rms, 1.0), 0.0)
+
+    def constant_channels(self, rtol: float) -> np.ndarray:
+        """Channels whose every value, over all images and positions, is the same (to ``rtol``)."""
+        span = self.maximum - self.minimum
+        size = np.maximum(np.abs(self.maximum), np.abs(self.minimum))
+        return (span <= rtol * size) | (span == 0)
+
+    def zero_fraction(self) -> float | None:
+        return float(self.zeros.sum() / self.count) if self.count else None
+
+    def channel_zero_fraction(self) -> np.ndarray:
+        return self.zeros / max(1, self.images * self.elements_per_map)
+
+    def channel_silent_fraction(self) -> np.ndarray:
+        return self.silent / max(1, self.images)
+
+    def all_zero_channels(self) -> np.ndarray:
+        """Channels exactly zero on every image and position."""
+        return self.zeros == self.images * self.elements_per_map
+
+
+def _count_zeros(flat: np.ndarray) -> np.ndarray:
+    """Exact zeros along the last axis of (N, C, M), as (N, C)."""
+    is_zero = flat == 0
+    if hasattr(np, "bitwise_count") and flat.shape[2] % 8 == 0:
+        # Eight one-byte booleans per 64-bit word: a popcount per word, a sum over 8x fewer numbers.
+        return np.bitwise_count(is_zero.view(np.uint64)).sum(axis=2, dtype=np.int64)
+    return np.add.reduce(is_zero, axis=2, dtype=np.int64)
+

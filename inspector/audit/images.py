@@ -1,0 +1,70 @@
+"""The images an audit streams: files and directories, batch sizes, preprocessed batches."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InspectorError
+
+DEFAULT_BATCH = 16
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def collect_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given; directories expanded to their image files (sorted, not recursive)."""
+    found: list[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            try:
+                names = sorted(entry.name for entry in os.scandir(path)
+                               if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
+            except OSError as exc:
+                raise InspectorError(f"cannot list image directory {path} ({exc.strerror or exc})") from None
+            if not names:
+                raise InspectorError(
+                    f"no images in directory {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+                    "pass image files or another directory")
+            found.extend(os.path.join(path, name) for name in names)
+        elif os.path.exists(path):
+            found.append(path)
+        else:
+            raise InspectorError(f"image not found: {path}")
+    return found
+
+
+def batch_size(model, requested: int | None) -> int:
+    """Batch for the model: its fixed batch dimension, else ``requested`` (default 16)."""
+    fixed = model.input.batch
+    if fixed is None:
+        return requested or DEFAULT_BATCH
+    if requested is not None and requested != fixed:
+        raise InspectorError(
+            f"--batch {requested} does not fit: the model's input '{model.input.name}' has a fixed batch "
+            f"dimension of {fixed}; leave --batch out (or pass --batch {fixed})")
+    return fixed
+
+
+def batches(model, files: Sequence[str], spec, size, per_batch: int, skipped: list[dict],
+             warn) -> Iterator[tuple[np.ndarray, int]]:
+    """(preprocessed batch, real images in it); unreadable images are reported and skipped."""
+    pending: list[np.ndarray] = []
+    for path in files:
+        try:
+            pending.append(model.image_batch([path], spec, size))
+        except InspectorError as exc:
+            skipped.append({"path": path, "reason": str(exc)})
+            warn(f"inspector: warning: skipped {path}: {exc}")
+            continue
+        if len(pending) == per_batch:
+            yield np.concatenate(pending), per_batch
+            pending = []
+    if pending:
+        real = len(pending)
+        if model.input.batch is not None:  # a fixed batch dimension: pad, and ignore the padding
+            pending += [pending[-1]] * (per_batch - real)
+        yield np.concatenate(pending), real
+

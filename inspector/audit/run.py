@@ -1,0 +1,99 @@
+"""``audit()``: weights always, then the images streamed through one run per batch."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InspectorError
+from . import parallel, routing
+from .images import batch_size, batches, collect_images
+from .result import AuditResult, LayerAudit
+from .weights import weight_stats
+
+
+def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
+          preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
+          quiet: bool = False, verbose: bool = False) -> AuditResult:
+    """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``."""
+    from ..api import Model, load
+    from ..progress import progress
+
+    if not isinstance(model, Model):
+        model = load(model)
+    layers = model.require_layers()
+    audits = []
+    filters_by_node = {}
+    for layer in layers:
+        weights, bias = _layer_weights(model, layer)
+        groups = max(1, int(layer.groups or 1))
+        filters_by_node[layer.node_index] = (weights, groups)
+        audits.append(LayerAudit(layer.index, layer.name, layer.op, layer.activation,
+                                 tuple(layer.weight_shape), weight_stats(weights, bias, groups),
+                                 rectifier=routing.is_rectifier(model, layer)))
+    for layer, layer_audit in zip(layers, audits):
+        if not layer_audit.rectifier:
+            layer_audit.outgoing = routing.outgoing_norms(model, layer, layer_audit.filters, filters_by_node)
+    result = AuditResult(model.name, os.fspath(model.path), _weights_trained(model), audits)
+    if not images:
+        return result
+
+    files = collect_images(images)
+    per_batch = batch_size(model, batch)
+    spec = model.preprocessing(preprocess)
+    result.preprocess_source = model.preprocess_source(preprocess)
+    input_size = model.input_size(size, spec)
+    # Fails now (wrong channel count, oversize input) rather than once per image.
+    model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
+    session = model.session(layers, device=device, verbose=verbose)
+    result.images_requested = len(files)
+    result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
+    result.provider = session.provider
+
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    # On CUDA the host cores idle while the GPU runs: do one batch's statistics while the next one runs.
+    # On the CPU onnxruntime already uses every core, so the statistics run in turn (and half the memory).
+    overlap = parallel._OVERLAP if parallel._OVERLAP is not None else session.provider == "CUDAExecutionProvider"
+    stream = batches(model, files, spec, input_size, per_batch, result.skipped, warn)
+    with parallel.Pipeline(result.add_maps, overlap) as pipeline:
+        for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
+                                     unit="batch", quiet=quiet):
+            try:
+                maps = session.run(inputs)
+            except InspectorError as exc:
+                if per_batch > 1:
+                    raise InspectorError(f"{exc}; the model may not take batches of {per_batch}: "
+                                         "try --batch 1") from None
+                raise
+            pipeline.submit(maps, real)
+            del maps  # else this batch's maps stay alive through the next run: two batches in memory
+            result.images += real
+    if not result.images:
+        raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
+    return result
+
+
+
+def _weights_trained(model) -> bool | None:
+    """What the converter said about the weights: True, False (random), or None (not said)."""
+    from .. import metadata as md
+
+    said = model.metadata.get(md.WEIGHTS_TRAINED, "").strip().lower()
+    return {"true": True, "false": False}.get(said)
+
+
+def _layer_weights(model, layer) -> tuple[np.ndarray, np.ndarray | None]:
+    """(filters first, bias); 3-D convs, which cannot be drawn, are audited all the same."""
+    try:
+        return model.filters_and_bias(layer)
+    except InspectorError:
+        if layer.op != "Conv":
+            raise
+        weights, bias = model.graph.weights(layer)
+        return np.asarray(weights, np.float32), bias

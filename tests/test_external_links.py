@@ -1,0 +1,30 @@
+"""External data with a second hard link is refused, as onnx (1.21+) refuses it; a single link is read."""
+
+import os
+
+from test_hostile import _external_model, assert_input_error, cli, commands, image  # noqa: F401
+
+import inspector
+
+
+def test_hardlinked_external_data_is_refused_before_any_read(tmp_path, image):
+    path, _ = _external_model(tmp_path / "model")
+    weights = tmp_path / "model" / "weights.bin"
+    inspector.load(path).filters(0)  # one link: read as usual
+    os.link(weights, tmp_path / "elsewhere.bin")  # the same file under a second name, outside the folder
+    for args in commands(path, image, tmp_path / "out"):
+        assert_input_error(*cli(*args)[::2], "hard link", "weights.bin")
+    os.unlink(tmp_path / "elsewhere.bin")
+    assert inspector.load(path).filters(0).shape[0] > 0
+
+
+def test_a_hardlinked_model_file_itself_is_read(tmp_path, save):
+    """A model's own weights are read through external references into the model file (weights stay
+    in the file); the file the user named is not external data, whatever its link count."""
+    import builders as b
+
+    path = save(b.conv_relu_nchw()[0])
+    os.link(path, tmp_path / "second_name.onnx")
+    assert os.stat(path).st_nlink == 2
+    model = inspector.load(path)
+    assert model.filters(0).ndim == 4
