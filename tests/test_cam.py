@@ -319,3 +319,17 @@ def test_cli_does_not_import_numpy_for_help():
             "print('numpy' in sys.modules, 'onnx' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "False False"
+
+
+def test_report_has_an_attribution_section_only_for_class_outputs(save, photo):
+    from inspector.report import build_report
+
+    m, a = tiny_classifier()
+    model = inspector.load(save(m))
+    page = build_report(model, photo).html
+    x = model.image_batch([photo]).astype(np.float64)
+    top = int(np.argmax(forward(x, a)[0]))
+    assert '<section id="attribution">' in page and f"class {top} ({CLASSES[top]})" in page
+    assert "ablationcam at layer conv3" in page
+    detector = inspector.load(save(_detector()[0], "det.onnx"))
+    assert 'id="attribution"' not in build_report(detector, photo, preprocess="raw").html

@@ -1,0 +1,41 @@
+"""The report's attribution section: where the model looks for its top class, on the report's photo.
+
+AblationCAM where the graph can be cut after the target layer (it runs only that part, so the
+section costs little), ScoreCAM otherwise. Only for models with a class output: the section is
+left out, with no run wasted on a guess, where the model has none.
+"""
+
+from __future__ import annotations
+
+import html
+
+from ..errors import InspectorError
+
+
+def attribution_section(model, image, *, preprocess=None, size=None, device: str = "auto",
+                        verbose: bool = False) -> str:
+    """An HTML ``<section id="attribution">``, or "" when the model has no class output."""
+    from ..report import _img, _png_b64
+    from .pipeline import compute
+
+    result = None
+    for method in ("ablationcam", "scorecam"):
+        try:
+            result = compute(model, image, method, target="top", preprocess=preprocess, size=size,
+                             device=device, verbose=verbose, quiet=True)
+            break
+        except InspectorError as exc:
+            text = str(exc)
+            if "no class output" in text or "several class outputs" in text:
+                return ""
+            if method == "scorecam" or "AblationCAM" not in text:
+                return (f'<section id="attribution"><h2>Attribution</h2><p>No class activation map: '
+                        f"{html.escape(text)}</p></section>")
+    picture = _png_b64(result.to_image())
+    e = lambda value: html.escape(str(value), quote=True)  # noqa: E731 - names come from the model file
+    return (f'<section id="attribution"><h2>Attribution: where the model looks</h2>'
+            f'<figure>{_img(picture, f"{result.method} for {result.target_label} at {result.layer}")}'
+            f"<figcaption>{e(result.method)} at layer {e(result.layer)} for the top class, "
+            f"{e(result.target_label)} (score {result.score:.4g}); left the photo as the model saw it, right the "
+            "map over it, scaled to [0, 1]. <code>inspector cam</code> draws it for any class, layer or method."
+            "</figcaption></figure></section>")
