@@ -102,6 +102,11 @@ class AblationCAM(CamMethod):
         tail = run.tail()
         channels = run.maps.shape[0]
         base = float(tail.scores(run.maps[None])[0])
+        whole = float(run.target.scores(run.values[run.target.tensor])[0])
+        if not abs(base - whole) <= 1e-3 * max(abs(whole), 1e-6) + 1e-5:
+            # The cut graph, fed the unmodified maps, must give the whole model's score: else the cut is wrong.
+            raise InspectorError(f"the graph cut after layer '{run.layer.name}' gives {base:.6g} where the whole "
+                                 f"model gives {whole:.6g}; AblationCAM cannot be trusted here: use --method scorecam")
         dropped = np.empty(channels, np.float64)
         for start, stop in run.chunks(channels, "ablationcam"):
             ablated = np.repeat(run.maps[None], stop - start, axis=0)

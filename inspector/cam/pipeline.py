@@ -63,8 +63,17 @@ class CamResult:
         return png_bytes(self.to_image())
 
 
+def spatial(height: int, width: int, size: tuple[int, int]) -> bool:
+    """Maps that lie over the image: larger than 1x1 and no larger than the input, with the input's
+    proportions within a factor of 2 (a detector's DFL conv over (4, 21504) anchors is not an image)."""
+    if height * width <= 1 or height > size[0] or width > size[1]:
+        return False
+    ratio = (height / width) / (size[0] / size[1])
+    return 0.5 <= ratio <= 2.0
+
+
 def default_layer(model, size: tuple[int, int]):
-    """The last conv layer whose maps are still spatial (more than 1x1), from shape inference."""
+    """The last conv layer whose maps are still spatial (see ``spatial``), from shape inference."""
     from ..resources import layer_map_shapes
 
     layers = model.require_layers()
@@ -78,7 +87,7 @@ def default_layer(model, size: tuple[int, int]):
         if len(found) != 4:
             continue
         first = tuple(found[i] for i in np.argsort(layer.output_perm)) if layer.output_perm else found
-        if first[2] * first[3] > 1:
+        if spatial(first[2], first[3], size):
             return layer
     raise InspectorError("no conv layer of this model has maps larger than 1x1 at this input size; "
                          "a CAM needs spatial maps (try a larger --size)")
