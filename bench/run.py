@@ -10,6 +10,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   filters   item 3: filters of all conv layers of the 550 MB model
   convert   item 4: bench/bench_convert.py --json bench/out/convert_raw.json
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
+  cam       item 7: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -33,7 +34,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "cam")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -111,7 +112,7 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py"}
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "cam": "bench_cam.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -148,6 +149,8 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             command += ["--runs", str(args.runs)]
         if model and "--model" in usage:
             command += ["--model", os.path.join(ROOT, model["path"])]
+    if section == "cam":
+        command += ["--quick"] if args.quick else ["--runs", str(args.runs)]
     echo(f"{section}: {' '.join(_rel(c) for c in command)}")
     if os.path.exists(target):
         os.remove(target)
@@ -260,6 +263,9 @@ def main(argv=None) -> int:
     if "audit" in args.sections:
         data = run_helper("audit", args, model)
         write_json(os.path.join(SECTIONS_DIR, f"audit{suffix}.json"), stamp(data, args, model, machine))
+    if "cam" in args.sections and args.device == "cpu":
+        data = run_helper("cam", args, None)
+        write_json(os.path.join(SECTIONS_DIR, "cam.json"), stamp(data, args, None, machine))
     write_results()
     echo(f"bench finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
@@ -276,7 +282,7 @@ def write_results() -> None:
 
 # ---------------------------------------------------------------------------------- results
 
-SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit",
+SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
                  "maps_cuda", "overhead_cuda", "audit_cuda")
 
 
@@ -528,6 +534,9 @@ def render(results: dict) -> str:
     out += ["", "## 5. Audit throughput over 256 images"
             + (f" (this run: {images} images)" if images not in (None, 256) else ""), ""]
     out += _helper_section(results.get("audit"), "bench_audit.py")
+
+    out += ["", "## 7. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
+    out += _helper_section(results.get("cam"), "bench_cam.py")
 
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
     gpu_maps, gpu_overhead, gpu_audit = (results.get(k) for k in ("maps_cuda", "overhead_cuda", "audit_cuda"))
