@@ -535,9 +535,6 @@ def render(results: dict) -> str:
             + (f" (this run: {images} images)" if images not in (None, 256) else ""), ""]
     out += _helper_section(results.get("audit"), "bench_audit.py")
 
-    out += ["", "## 7. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
-    out += _helper_section(results.get("cam"), "bench_cam.py")
-
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
     gpu_maps, gpu_overhead, gpu_audit = (results.get(k) for k in ("maps_cuda", "overhead_cuda", "audit_cuda"))
     if not (gpu_maps or gpu_overhead or gpu_audit):
@@ -565,6 +562,8 @@ def render(results: dict) -> str:
             for b, v in gpu_overhead["batches"].items()) + ".")
     if gpu_audit:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
+    out += ["", "## 7. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
+    out += _helper_section(results.get("cam"), "bench_cam.py")
     return "\n".join(out) + "\n"
 
 

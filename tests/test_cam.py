@@ -24,7 +24,7 @@ CLASSES = ["cat", "dog", "owl", "fox"]
 # x (N,3,12,12) -> conv1 3x3 -> relu r1 (8ch) -> conv2 3x3 -> relu r2 (6ch, the target layer)
 #   r2 -> conv3 1x1 (8ch) -> Add(+ r1: a skip connection around the target) -> GlobalAveragePool
 #   -> Flatten -> Gemm (4 logits) -> Softmax (the model's output)
-def tiny_classifier(seed=0, batch="N", names=True):
+def tiny_classifier(seed=0, batch="N", names=True, reshape_from_input=False):
     r = b.rng(seed)
     arrays = {
         "w1": r.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.5,
@@ -47,6 +47,14 @@ def tiny_classifier(seed=0, batch="N", names=True):
         helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
+    if reshape_from_input:  # Flatten written as torch.onnx writes x.view(x.size(0), -1): the shape from the input
+        nodes[7:8] = [
+            helper.make_node("Shape", ["x"], ["x_shape"]),
+            helper.make_node("Slice", ["x_shape", "zero", "one"], ["n"]),
+            helper.make_node("Concat", ["n", "minus_one"], ["flat_shape"], axis=0),
+            helper.make_node("Reshape", ["g", "flat_shape"], ["f"]),
+        ]
+        arrays.update(zero=np.array([0], np.int64), one=np.array([1], np.int64), minus_one=np.array([-1], np.int64))
     meta = {md.PREPROCESS: '{"mode": "raw", "scale": 0.00392156862745098}'}
     if names:
         meta[md.CLASS_NAMES] = '["cat", "dog", "owl", "fox"]'
@@ -274,6 +282,15 @@ def test_one_by_one_maps_and_no_names(save, photo, tmp_path, capsys):
     m, _ = tiny_classifier(names=False)
     assert cli.main(["cam", save(m, "nonames.onnx"), photo, "--target", "cat", "-o", str(tmp_path)]) == 2
     assert "no class names; give a class index 0..3" in capsys.readouterr().err
+
+
+def test_ablation_with_shape_arithmetic_from_the_input(save, photo):
+    """A Reshape whose shape is computed from the input's: the cut feeds that shape, and runs one at a time."""
+    m, a = tiny_classifier(reshape_from_input=True)
+    model = inspector.load(save(m))
+    result = model.cam(photo, "ablationcam", layer="conv2", batch=4)
+    x = model.image_batch([photo]).astype(np.float64)
+    np.testing.assert_allclose(result.cam, reference("ablationcam", x, a, int(np.argmax(forward(x, a)[0]))), atol=2e-4)
 
 
 def test_ablation_cut_reproduces_the_whole_model(save, photo):

@@ -214,7 +214,9 @@ class Tail:
             n = arrays[0].shape[0]
             feeds = {run.layer.output: np.ascontiguousarray(arrays[0], dtype=dtype)}
             for name, value in self.fed.items():
-                feeds[name] = np.repeat(value[:1], n, axis=0) if value.ndim and value.shape[0] == 1 else value
+                # Activations (batch first) repeat with the batch; shape arithmetic (1-D) goes as it is,
+                # and where it pins the batch to 1 the run falls back to one input at a time.
+                feeds[name] = np.repeat(value[:1], n, axis=0) if value.ndim >= 2 and value.shape[0] == 1 else value
             values = ex.run(self.session, feeds, [run.target.tensor])
             return run.target.scores(values[run.target.tensor])
 
