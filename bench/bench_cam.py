@@ -125,7 +125,7 @@ def main(argv=None) -> int:
             print(f"round {round_} {way}: {data['seconds']:.2f} s", flush=True)
     medians = {way: statistics.median(s["seconds"] for s in samples[way]) for way in WAYS}
     result = {
-        "model": f"torchvision resnet18 (random init, seed 0) at {SIZE}x{SIZE}, exported by inspector's converter",
+        "network": f"torchvision resnet18 (random init, seed 0) at {SIZE}x{SIZE}, exported by inspector's converter",
         "layer": f"conv layer {LAYER}, layer3.1.conv2 (inspector) / layer3 (grad-cam): 256 channels of 8x8", "batch": args.batch, "rounds": runs,
         "ways": {way: {"median_s": round(medians[way], 3), "samples_s": [round(s["seconds"], 3) for s in samples[way]]}
                  for way in WAYS},

@@ -66,7 +66,7 @@ class Filters(np.ndarray):
     def _repr_png_(self) -> bytes | None:
         from .render import filter_grid
 
-        if self._display is None or self.ndim != 4:
+        if getattr(self, "_display", None) is None or self.ndim != 4:
             return None
         layer, model_name, bgr, untrained = self._display
         grid = filter_grid(np.asarray(self), layer, model_name, bgr=bgr, untrained=untrained)

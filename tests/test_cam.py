@@ -350,3 +350,11 @@ def test_report_has_an_attribution_section_only_for_class_outputs(save, photo):
     assert "ablationcam at layer conv3" in page
     detector = inspector.load(save(_detector()[0], "det.onnx"))
     assert 'id="attribution"' not in build_report(detector, photo, preprocess="raw").html
+
+
+def test_eigencam_says_it_ignores_a_class_target(save, photo):
+    m, _ = tiny_classifier()
+    model = inspector.load(save(m))
+    result = model.cam(photo, "eigencam", target=2)
+    assert result.target == -1 and result.target_label == "" and "has no target" in result.notes[0]
+    np.testing.assert_array_equal(result.cam, model.cam(photo, "eigencam").cam)

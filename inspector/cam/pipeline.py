@@ -251,13 +251,16 @@ def compute(model, image, method: str = "scorecam", layer=None, target=None, *, 
     if on_provider is not None:
         on_provider(run.provider)
     outputs = {name: run.values[name] for name in output_names}
+    notes = []
+    if not cam_method.needs_target and target not in (None, "top") and ":" not in str(target):
+        notes.append(f"{cam_method.name} has no target: --target {target} was not used")
+        target = None
     run.target = tg.resolve(target, outputs, logits, tg.class_names(model.metadata), cam_method.needs_target,
                             cam_method.name)
     score = None
     if run.target is not None:
         score = float(run.target.scores(run.values[run.target.tensor])[0])
     low = np.maximum(cam_method.low_res_cam(run), 0).astype(np.float32)
-    notes = []
     if not low.any():
         notes.append("the map is zero everywhere: no channel combination supports the target at this layer")
     cam = min_max(upsample(low, input_size))
