@@ -358,3 +358,29 @@ def test_eigencam_says_it_ignores_a_class_target(save, photo):
     result = model.cam(photo, "eigencam", target=2)
     assert result.target == -1 and result.target_label == "" and "has no target" in result.notes[0]
     np.testing.assert_array_equal(result.cam, model.cam(photo, "eigencam").cam)
+
+
+def test_channel_targets_for_detector_outputs():
+    """OUTPUT:CH:max scores one channel of axis 1; a class name picks among the last K channels (YOLOv8's
+    (1, 4 + K, anchors) layout), and top is the class whose channel scores highest."""
+    from inspector.cam import targets as tg
+
+    values = b.rng(7).random((1, 4 + 3, 10))
+    values[0, 4 + 1, 6] = 5.0  # dog is the strongest class
+    outputs = {"output0": values}
+    names = ["cat", "dog", "owl"]
+    dog = tg.resolve("output0:dog:max", outputs, {}, names, True, "scorecam")
+    assert dog.channel == 5 and dog.index == 1 and dog.scores(values)[0] == 5.0
+    assert tg.resolve("output0:top:max", outputs, {}, names, True, "scorecam").channel == 5
+    owl = tg.resolve("output0:6:mean", outputs, {}, names, True, "scorecam")
+    assert owl.channel == 6 and owl.index == -1 and owl.scores(values)[0] == pytest.approx(values[0, 6].mean())
+    whole = tg.resolve("output0:max", outputs, {}, names, True, "scorecam")
+    assert whole.channel is None and whole.scores(values)[0] == 5.0
+    with pytest.raises(inspector.InspectorError, match="channel 9 is out of range"):
+        tg.resolve("output0:9:max", outputs, {}, names, True, "scorecam")
+    with pytest.raises(inspector.InspectorError, match="did you mean owl"):
+        tg.resolve("output0:owk:max", outputs, {}, names, True, "scorecam")
+    with pytest.raises(tg.NoClassOutput, match="no class output"):
+        tg.resolve("dog", outputs, {}, names, True, "scorecam")
+    assert tg.class_names({"names": "{0: 'a', 2: 'c', 1: 'b'}"}) == ["a", "b", "c"]  # Ultralytics' dict literal
+    assert tg.class_names({"names": "__import__('os').system('true')"}) is None  # a literal, never code

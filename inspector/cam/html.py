@@ -1,8 +1,8 @@
 """The report's attribution section: where the model looks for its top class, on the report's photo.
 
-AblationCAM where the graph can be cut after the target layer (it runs only that part, so the
-section costs little), ScoreCAM otherwise. Only for models with a class output: the section is
-left out, with no run wasted on a guess, where the model has none.
+AblationCAM: it runs only the part of the graph after the target layer, so the section costs little.
+Where the graph cannot be cut there, the section says why instead (ScoreCAM, one run of the whole model
+per channel, is too slow to start unasked). Only for models with a class output.
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ def attribution_section(model, image, *, preprocess=None, size=None, device: str
     """An HTML ``<section id="attribution">``, or "" when the model has no class output."""
     from ..report import _img, _png_b64
     from .pipeline import compute
+    from .targets import NoClassOutput
 
-    result = None
-    for method in ("ablationcam", "scorecam"):
-        try:
-            result = compute(model, image, method, target="top", preprocess=preprocess, size=size,
-                             device=device, verbose=verbose, quiet=True)
-            break
-        except InspectorError as exc:
-            text = str(exc)
-            if "no class output" in text or "several class outputs" in text:
-                return ""
-            if method == "scorecam" or "AblationCAM" not in text:
-                return (f'<section id="attribution"><h2>Attribution</h2><p>No class activation map: '
-                        f"{html.escape(text)}</p></section>")
+    try:
+        result = compute(model, image, "ablationcam", target="top", preprocess=preprocess, size=size,
+                         device=device, verbose=verbose, quiet=True)
+    except NoClassOutput:
+        return ""
+    except InspectorError as exc:
+        text = str(exc)
+        # ScoreCAM would cost one run of the whole model per channel: too slow to start unasked.
+        return (f'<section id="attribution"><h2>Attribution</h2><p>No class activation map in this report: '
+                f"{html.escape(text)} (<code>inspector cam</code> draws one with any method).</p></section>")
     picture = _png_b64(result.to_image())
     e = lambda value: html.escape(str(value), quote=True)  # noqa: E731 - names come from the model file
     return (f'<section id="attribution"><h2>Attribution: where the model looks</h2>'

@@ -64,9 +64,9 @@ class CamResult:
 
 
 def spatial(height: int, width: int, size: tuple[int, int]) -> bool:
-    """Maps that lie over the image: larger than 1x1 and no larger than the input, with the input's
-    proportions within a factor of 2 (a detector's DFL conv over (4, 21504) anchors is not an image)."""
-    if height * width <= 1 or height > size[0] or width > size[1]:
+    """Maps that lie over the image: larger than 1x1, with the input's proportions within a factor of 2
+    (a detector's DFL conv over (4, 21504) anchors is not an image)."""
+    if height * width <= 1:
         return False
     ratio = (height / width) / (size[0] / size[1])
     return 0.5 <= ratio <= 2.0
@@ -89,8 +89,8 @@ def default_layer(model, size: tuple[int, int]):
         first = tuple(found[i] for i in np.argsort(layer.output_perm)) if layer.output_perm else found
         if spatial(first[2], first[3], size):
             return layer
-    raise InspectorError("no conv layer of this model has maps larger than 1x1 at this input size; "
-                         "a CAM needs spatial maps (try a larger --size)")
+    raise InspectorError("no conv layer of this model has maps that lie over the image (larger than 1x1, in the "
+                         "input's proportions) at this input size; choose one with --layer, or try a larger --size")
 
 
 class Run:
@@ -252,7 +252,7 @@ def compute(model, image, method: str = "scorecam", layer=None, target=None, *, 
         on_provider(run.provider)
     outputs = {name: run.values[name] for name in output_names}
     notes = []
-    if not cam_method.needs_target and target not in (None, "top") and ":" not in str(target):
+    if not cam_method.needs_target and target not in (None, "top"):
         notes.append(f"{cam_method.name} has no target: --target {target} was not used")
         target = None
     run.target = tg.resolve(target, outputs, logits, tg.class_names(model.metadata), cam_method.needs_target,

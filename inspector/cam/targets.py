@@ -8,7 +8,10 @@ A target is one number per input, computed from the model's outputs:
   pytorch-grad-cam scores a torch model's logits: softmax probabilities saturate and would weigh every
   channel alike;
 - any other output (detection maps, segmentation): ``OUTPUT:max`` or ``OUTPUT:mean`` reduces that
-  whole output, per input, to one score.
+  whole output, per input, to one score; ``OUTPUT:CH:max`` reduces one channel (axis 1) of it, CH an
+  index or a class name. A class name picks among the LAST K channels, K the number of names: YOLOv8's
+  output (1, 4 + K, anchors) puts its K class scores after the 4 box coordinates; a segmenter's
+  (N, K, H, W) has no offset.
 
 ``OUTPUT:top``, ``OUTPUT:K`` and ``OUTPUT:NAME`` pick the class output by name where there are several.
 """
@@ -29,6 +32,10 @@ SPEC_HELP = ("top (default), a class index, a class name from the model's metada
              "OUTPUT:mean to score a model without a class output (detectors, segmenters)")
 
 
+class NoClassOutput(InspectorError):
+    """The method needs a class score and the model has no single class output (the report skips its section)."""
+
+
 @dataclass(frozen=True)
 class Target:
     tensor: str  # the tensor scored (the logits where the class output is a Softmax)
@@ -36,12 +43,15 @@ class Target:
     index: int  # class index, -1 for a reduction
     reduce: str | None  # "max" | "mean" | None for a class
     label: str  # for titles: "class 2 (glioma)", "sigmoid_0.tmp_0 max"
+    channel: int | None = None  # with a reduction: the one channel (axis 1) reduced
 
     def scores(self, values: np.ndarray) -> np.ndarray:
         """One float per input of the batch, from the scored tensor's values (N, ...)."""
         values = np.asarray(values, dtype=np.float64)
         if self.reduce is None:
             return values.reshape(values.shape[0], -1)[:, self.index]
+        if self.channel is not None:
+            values = values[:, self.channel]
         flat = values.reshape(values.shape[0], -1)
         return flat.max(axis=1) if self.reduce == "max" else flat.mean(axis=1)
 
@@ -88,6 +98,9 @@ def resolve(spec: str | int | None, outputs: dict[str, np.ndarray], logits: dict
     """
     spec = "top" if spec is None else str(spec)
     output_names = list(outputs)
+    channel_target = _channel_target(spec, outputs, names)
+    if channel_target is not None:
+        return channel_target
     chosen, what = split_spec(spec, output_names)
     if what.lower() in REDUCTIONS:
         name = chosen or _only_output(output_names, spec)
@@ -101,11 +114,11 @@ def resolve(spec: str | int | None, outputs: dict[str, np.ndarray], logits: dict
             f"score it with --target {chosen}:max or {chosen}:mean")
     if not candidates:
         shapes = ", ".join(f"{n} {tuple(np.shape(v))}" for n, v in outputs.items())
-        raise InspectorError(
+        raise NoClassOutput(
             f"{method} needs a class score, and this model has no class output (outputs: {shapes}); use "
             f"--method eigencam, which needs none, or say what to score with --target OUTPUT:max or OUTPUT:mean")
     if len(candidates) > 1:
-        raise InspectorError(
+        raise NoClassOutput(
             f"the model has several class outputs ({', '.join(candidates)}); name one with --target OUTPUT:{what}")
     output = candidates[0]
     values = np.asarray(outputs[output])
@@ -115,6 +128,33 @@ def resolve(spec: str | int | None, outputs: dict[str, np.ndarray], logits: dict
     named = names[index] if names and len(names) == count else None
     label = f"class {index}" + (f" ({named})" if named else "")
     return Target(tensor, output, index, None, label)
+
+
+def _channel_target(spec: str, outputs: dict, names: list[str] | None) -> Target | None:
+    """``OUTPUT:CH:max|mean``: one channel (axis 1) of an output, reduced; None when the spec is not of that form."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or parts[2].strip().lower() not in REDUCTIONS or parts[0] not in outputs:
+        return None
+    output, what, reduce = parts[0], parts[1].strip(), parts[2].strip().lower()
+    shape = np.shape(outputs[output])
+    if len(shape) < 2:
+        raise InspectorError(f"--target '{spec}': output '{output}' has shape {tuple(shape)}, no channel axis; "
+                             f"use --target {output}:{reduce}")
+    count = shape[1]
+    if what.lstrip("-").isdigit():
+        channel = int(what)
+        if not 0 <= channel < count:
+            raise InspectorError(f"--target '{spec}': channel {channel} is out of range: output '{output}' has "
+                                 f"{count} channels on axis 1 (0..{count - 1})")
+        return Target(output, output, -1, reduce, f"{output} channel {channel} {reduce}", channel)
+    if not names or len(names) > count:
+        raise InspectorError(f"--target '{spec}': the model's metadata has no class names for output '{output}' "
+                             f"({count} channels); give a channel index 0..{count - 1}")
+    values = np.asarray(outputs[output], np.float64)[:1, count - len(names):].reshape(1, len(names), -1)
+    per_class = values.max(axis=2) if reduce == "max" else values.mean(axis=2)
+    index = _class_index(what, per_class, len(names), names, output)  # top: the class scoring highest
+    channel = count - len(names) + index  # the class channels are the last len(names)
+    return Target(output, output, index, reduce, f"class {index} ({names[index]}) {reduce} over {output}", channel)
 
 
 def _only_output(output_names: list[str], spec: str) -> str:

@@ -30,7 +30,9 @@ class Cam(Command):
         parser.add_argument("--target", "-t", metavar="SPEC",
                             help="what to explain: top (default), a class index, a class name from the model's "
                                  "metadata, OUTPUT:top|K|NAME for one of several class outputs, or OUTPUT:max / "
-                                 "OUTPUT:mean to score a model without a class output (detectors, segmenters)")
+                                 "OUTPUT:mean to score a model without a class output (detectors, segmenters), "
+                                 "OUTPUT:CH:max for one channel of it (an index, or a class name among the last "
+                                 "channels, as in YOLOv8's output0:Table:max)")
         parser.add_argument("--batch", type=positive_int, default=16, metavar="N",
                             help="inputs per run for ScoreCAM and AblationCAM where the batch dimension is open "
                                  "(default 16; a fixed batch is respected)")
