@@ -51,6 +51,11 @@ def test_ppocr_detector_without_class_output(tmp_path, capsys):
     options = dict(preprocess="torch", size=(416, 320))
     code = cli.main(["cam", path, image, "--preprocess", "torch", "--size", "416x320", "-o", str(tmp_path)])
     assert code == 2 and "no class output" in capsys.readouterr().err
+    from inspector.cam import cut
+
+    layer = model.layer("p2o.Conv.40")
+    assert len(cut.plan(model.file.model, layer.output, "sigmoid_0.tmp_0", model.input.name).fed) == 4  # FPN branches
+    # (the run itself checks that the cut graph, fed those, gives the whole model's score)
     ablation = model.cam(image, "ablationcam", "p2o.Conv.40", "sigmoid_0.tmp_0:mean", **options)
     assert ablation.layer_shape == (96, 26, 20) and ablation.target_label == "sigmoid_0.tmp_0 mean"
     first = model.layers[0]
