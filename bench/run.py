@@ -10,7 +10,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   filters   item 3: filters of all conv layers of the 550 MB model
   convert   item 4: bench/bench_convert.py --json bench/out/convert_raw.json
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
-  cam       item 7: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
+  cam       item 8: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -562,7 +562,7 @@ def render(results: dict) -> str:
             for b, v in gpu_overhead["batches"].items()) + ".")
     if gpu_audit:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
-    out += ["", "## 7. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
+    out += ["", "## 8. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
     out += _helper_section(results.get("cam"), "bench_cam.py")
     return "\n".join(out) + "\n"
 
