@@ -59,6 +59,12 @@ readme-images: .venv
 	chromium --headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run \
 	  --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --hide-scrollbars \
 	  --window-size=1280,1500 --screenshot=docs/images.new/report.png demo/out-trained/report.html
+	$(BIN)/inspector cam models/trained/vgg16_tumor.onnx models/trained/photos/chelsea.png --method scorecam --preprocess raw -o docs/images.new/cam
+	$(BIN)/inspector cam models/trained/vgg16_tumor.onnx models/trained/photos/chelsea.png --method ablationcam --preprocess raw -o docs/images.new/cam
+	$(BIN)/inspector cam models/trained/yolov8n_doclaynet.onnx models/trained/photos/page.png --method eigencam \
+	  --layer model.15.cv2.conv --preprocess raw -o docs/images.new/cam
+	$(BIN)/python -c "import sys; from PIL import Image; p = sys.argv[1]; Image.open(p).convert('RGB').quantize(256, \
+	  method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(p, optimize=True)" docs/images.new/cam/cam_eigencam_model.15.cv2.conv_page.png
 	rm -rf docs/images && mv docs/images.new docs/images
 
 # Real trained CNNs shipped inside PyPI wheels (detectors, OCR, classifiers from

@@ -11,6 +11,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   convert   item 4: bench/bench_convert.py --json bench/out/convert_raw.json
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
   prune     item 7: bench/bench_prune.py --json bench/out/prune_raw.json: VGG16 with 30% dead filters pruned
+  cam       item 8: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -34,7 +35,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -112,7 +113,7 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "prune": "bench_prune.py"}
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -153,6 +154,8 @@ def run_helper(section: str, args, model: dict | None) -> dict:
         command += ["--runs", str(max(args.runs, 5))]
         if model:
             command += ["--model", os.path.join(ROOT, model["path"])]
+    if section == "cam":
+        command += ["--quick"] if args.quick else ["--runs", str(args.runs)]
     echo(f"{section}: {' '.join(_rel(c) for c in command)}")
     if os.path.exists(target):
         os.remove(target)
@@ -268,6 +271,9 @@ def main(argv=None) -> int:
     if "prune" in args.sections and args.device == "cpu":
         data = run_helper("prune", args, model)
         write_json(os.path.join(SECTIONS_DIR, "prune.json"), stamp(data, args, model, machine))
+    if "cam" in args.sections and args.device == "cpu":
+        data = run_helper("cam", args, None)
+        write_json(os.path.join(SECTIONS_DIR, "cam.json"), stamp(data, args, None, machine))
     write_results()
     echo(f"bench finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
@@ -284,7 +290,7 @@ def write_results() -> None:
 
 # ---------------------------------------------------------------------------------- results
 
-SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit",
+SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
                  "maps_cuda", "overhead_cuda", "audit_cuda", "prune")
 
 
@@ -566,6 +572,8 @@ def render(results: dict) -> str:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
     out += ["", "## 7. Pruning VGG16 with 30% of its filters dead", ""]
     out += _helper_section(results.get("prune"), "bench_prune.py")
+    out += ["", "## 8. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
+    out += _helper_section(results.get("cam"), "bench_cam.py")
     return "\n".join(out) + "\n"
 
 

@@ -32,7 +32,9 @@ class Model:
         self.file = OnnxFile(path)
         self.path = self.file.path
         self.graph = Graph(self.file)
-        self.metadata: dict[str, str] = {p.key: p.value for p in self.file.model.metadata_props}
+        # Entries that are not valid UTF-8 (protobuf gives bytes) say nothing we could read: skipped.
+        self.metadata: dict[str, str] = {p.key: p.value for p in self.file.model.metadata_props
+                                         if isinstance(p.key, str) and isinstance(p.value, str)}
         self._layout_hint = layout or self.metadata.get(md.INPUT_LAYOUT)
         self._input: ModelInput | None = None
 
@@ -84,9 +86,14 @@ class Model:
 
         Conv weights are already filters-first in ONNX; ConvTranspose weights
         (C_in, C_out/groups, kH, kW) are regrouped so that index 0 is again
-        the output channel. 1-D convs get a height of 1.
+        the output channel. 1-D convs get a height of 1. In Jupyter the array shows itself as the grid.
         """
-        return self.filters_and_bias(selector)[0]
+        from .display import Filters
+
+        layer = selector if isinstance(selector, Layer) else self.layer(selector)
+        spec = md.json_value(self.metadata, md.PREPROCESS)
+        bgr = isinstance(spec, dict) and str(spec.get("color_order", "RGB")).upper() == "BGR"
+        return Filters(self.filters_and_bias(layer)[0], layer, self.name, bgr, self.untrained)
 
     def filters_and_bias(self, selector) -> tuple[np.ndarray, np.ndarray | None]:
         layer = selector if isinstance(selector, Layer) else self.layer(selector)
@@ -209,9 +216,22 @@ class Model:
 
     def maps(self, image: str | os.PathLike | np.ndarray, layers: Sequence[str | int | Layer] | None = None,
              preprocess=None, size: tuple[int, int] | None = None, device: str = "auto") -> dict[str, np.ndarray]:
-        """Feature maps (C, H, W) of one image for the given layers (default: all)."""
+        """Feature maps (C, H, W) of one image for the given layers (default: all); a dict that Jupyter shows as grids."""
+        from .display import FeatureMaps
+
+        chosen = self._as_layers(layers)
         batch = self.image_batch([image], preprocess, size)
-        return {name: value[0] for name, value in self.run(batch, layers, device).items()}
+        maps = {name: value[0] for name, value in self.session(chosen, device).run(batch).items()}
+        name = "" if isinstance(image, np.ndarray) else os.path.basename(os.fspath(image))
+        return FeatureMaps(maps, chosen, self.name, name, self.untrained)
+
+    def cam(self, image: str | os.PathLike | np.ndarray, method: str = "scorecam", layer: str | int | None = None,
+            target: str | int | None = None, **options):
+        """Class activation map of one image (``inspector.cam.compute``): ``.cam`` is (H, W) in [0, 1];
+        Jupyter shows the photo and the heatmap over it. Options: batch, preprocess, size, device."""
+        from .cam import compute
+
+        return compute(self, image, method, layer, target, **options)
 
     def _as_layers(self, layers) -> list[Layer]:
         if layers is None:

@@ -184,6 +184,20 @@ def _check_arity(graph, model_name: str, opset: int | None) -> None:
                 f"inputs and {schema.min_output}..{schema.max_output} outputs; re-export the model")
 
 
+def _check_text(graph, model_name: str) -> None:
+    """Names and op types are text: protobuf hands invalid UTF-8 over as bytes, which no reader expects."""
+    named = [*graph.input, *graph.output, *graph.initializer, *graph.value_info]
+    for index, node in enumerate(graph.node):
+        for value in (node.op_type, node.name, node.domain, *node.input, *node.output):
+            if not isinstance(value, str):
+                raise InspectorError(f"{model_name} is broken: node #{index} has a name or op type that is not "
+                                     "valid UTF-8 text; re-export the model")
+    for item in named:
+        if not isinstance(item.name, str):
+            raise InspectorError(f"{model_name} is broken: a graph input, output or initializer has a name that "
+                                 "is not valid UTF-8 text; re-export the model")
+
+
 def check_topology(graph, model_name: str = "the model", opset: int | None = None) -> None:
     """Refuse graphs onnxruntime would reject, with a message that names the culprit.
 
@@ -193,6 +207,7 @@ def check_topology(graph, model_name: str = "the model", opset: int | None = Non
     graph output must be produced, and the nodes must form no cycle (their
     order in the file does not matter).
     """
+    _check_text(graph, model_name)
     _check_arity(graph, model_name, opset)
     known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     known |= {t.values.name for t in graph.sparse_initializer}

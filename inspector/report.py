@@ -65,7 +65,11 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     maps = {name: value[0] for name, value in session.run(batch).items()}
     audit = audit_maps(model, maps, spec=spec, input_size=input_size, provider=session.provider,
                        preprocess_source=source)
+    from .cam.html import attribution_section
+
+    attribution = attribution_section(model, image, preprocess=spec, size=size, device=device, verbose=verbose)
     page = render_html(model, shown, maps, audit, image_name=os.path.basename(os.fspath(image)),
+                       attribution=attribution,
                        spec=spec, input_size=input_size, provider=session.provider, max_tiles=max_tiles,
                        cmap=cmap, progress=lambda items: progress(items, total=len(shown), desc="report",
                                                                   unit="layer", quiet=quiet))
@@ -94,14 +98,16 @@ def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider
 
 def render_html(model, layers: Sequence, maps: dict[str, np.ndarray], audit: dict, *, image_name: str,
                 spec, input_size: tuple[int, int], provider: str = "", max_tiles: int = 64,
-                cmap: str = "viridis", progress: Callable[[Iterable], Iterable] = lambda items: items) -> str:
-    """The whole page as a string. ``maps``: {layer name: (C, H, W)} for at least ``layers``."""
+                cmap: str = "viridis", progress: Callable[[Iterable], Iterable] = lambda items: items,
+                attribution: str = "") -> str:
+    """The whole page as a string. ``maps``: {layer name: (C, H, W)} for at least ``layers``.
+    ``attribution``: the CAM section's HTML (``inspector.cam.html``), placed after the summary."""
     from . import __version__
 
     by_name = {entry.get("name"): entry for entry in audit.get("layers", [])}
     parts = [_head(model.name), "<body>", _header(model, image_name, spec, input_size, provider,
                      (audit.get("images") or {}).get("preprocess_source")),
-             _contents(model, layers), '<main>', _summary(model, audit, by_name),
+             _contents(model, layers), '<main>', _summary(model, audit, by_name), attribution,
              _layer_table(model, maps, by_name, {layer.index for layer in layers},
                           (audit.get("summary") or {}).get("channels_judged") is not False)]
     open_attr = " open" if len(layers) <= OPEN_SECTIONS_UP_TO else ""

@@ -140,7 +140,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 IMAGES = {fmt: _image_bytes(fmt) for fmt in IMAGE_FORMATS}
 
 
-COMMANDS = ["layers", "filters", "maps", "audit", "report", "prune"]
+COMMANDS = ["layers", "filters", "maps", "audit", "report", "prune", "cam"]
 
 
 def commands(model: str, image: str, out: str, which: str) -> list[str]:
@@ -153,6 +153,9 @@ def commands(model: str, image: str, out: str, which: str) -> list[str]:
                 "--json", os.path.join(out, "audit.json")]
     if which == "prune":
         return ["prune", model, "-o", os.path.join(out, "pruned.onnx"), "--json", os.path.join(out, "prune.json")]
+    if which == "cam":
+        return ["cam", model, image, "--method", "eigencam", "--preprocess", "raw", "--device", "cpu", "-o", out,
+                "--npz", os.path.join(out, "cam.npz")]
     if which == "report":
         return ["report", model, image, "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
                 "-o", os.path.join(out, "report.html")]
@@ -198,7 +201,7 @@ def test_every_seed_runs_clean(seed, which):
     and the harness itself (watchdog, stderr checks) passes a clean run."""
     code = run_model("seed", SEEDS[seed]().SerializeToString(), which)
     # The grouped seed takes 4 input channels: no image can feed it, by design.
-    assert code == (2 if seed == "grouped" and which in ("maps", "audit", "report") else 0)
+    assert code == (2 if seed == "grouped" and which in ("maps", "audit", "report", "cam") else 0)
 
 
 # -------------------------------------------------------------- byte mutations

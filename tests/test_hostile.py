@@ -576,3 +576,21 @@ def test_device_cuda_without_cuda_provider_names_what_is_missing(tiny, image, tm
     code, _, err = cli("maps", tiny[0], image, "--preprocess", "raw", "--device", "cuda", "-o", tmp_path / "o")
     assert_input_error(code, err, "CUDAExecutionProvider", "onnxruntime-gpu", "--device cpu")
     assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
+
+
+def test_names_and_metadata_that_are_not_utf8_are_refused_or_skipped(save, image, tmp_path):
+    """Protobuf hands invalid UTF-8 strings over as bytes: a node name was a TypeError (found by the fuzzer)."""
+    good = _one_conv().SerializeToString()
+    broken = good.replace(b"conv", b"c\xffnv", 1)
+    assert broken != good
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(broken)
+    for args in commands(str(path), image, tmp_path / "out", every=True):
+        assert_input_error(*cli(*args)[::2], "not valid UTF-8")
+    model = _one_conv()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "inspector.model_name", "tag"
+    data = model.SerializeToString().replace(b"tag", b"t\xffg", 1)
+    (tmp_path / "meta.onnx").write_bytes(data)
+    code, out, err = cli("layers", tmp_path / "meta.onnx")
+    assert code == 0, err
