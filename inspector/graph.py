@@ -228,10 +228,17 @@ class Graph:
         the one elementwise activation that follows, if any. Without an
         activation the tensor shown is the end of the affine chain: what the
         conv gives once an exporter folds those steps into it.
+
+        In a QDQ model the tensor the next layer consumes is the dequantized one,
+        after the activation's QuantizeLinear -> DequantizeLinear pair; onnxruntime's
+        quantizer even removes a Relu after a conv and lets that pair clip instead,
+        so the conv's raw output still holds the negatives the Relu removed.
+        Such a pair is passed through, before or after the activation.
         """
         tensor = conv_output
         perm: tuple[int, ...] | None = None
         affine: list[str] = []
+        quantized = False
         settled = (conv_output, None)  # (tensor, perm) to show when no activation follows
         channels = max(weight_shape[:2]) if len(weight_shape) >= 2 else 0
         for _ in range(8):
@@ -240,10 +247,15 @@ class Graph:
                 break
             gate = self._gated(tensor, users)
             if gate is not None:
-                return gate[0], gate[1], perm, tuple(affine)
+                return self._through_qdq(gate[0]), gate[1], perm, tuple(affine)
             if len(users) != 1:
                 break
             user = users[0]
+            dequantized = self._through_qdq(tensor)
+            if dequantized != tensor:
+                tensor, quantized = dequantized, True
+                settled = (tensor, perm)
+                continue
             if user.op_type == "Transpose":
                 step = next((tuple(a.ints) for a in user.attribute if a.name == "perm"), None)
                 if step is None or sorted(step) != list(range(len(step))) or (perm and len(perm) != len(step)):
@@ -253,16 +265,27 @@ class Graph:
                 tensor = user.output[0]
                 continue
             if user.op_type in ACTIVATIONS and user.input[0] == tensor:
-                return user.output[0], user.op_type, perm, tuple(affine)
+                return self._through_qdq(user.output[0]), user.op_type, perm, tuple(affine)
             if self._is_affine_step(user, tensor, channels):
                 affine.append(user.op_type)
                 tensor = user.output[0]
                 settled = (tensor, perm)
                 continue
             break
-        if affine:
+        if affine or quantized:
             return settled[0], None, settled[1], tuple(affine)
         return conv_output, None, None, ()
+
+    def _through_qdq(self, tensor: str) -> str:
+        """The DequantizeLinear output when ``tensor`` goes only through a QuantizeLinear -> DequantizeLinear
+        pair (QDQ activation quantization), else ``tensor`` itself."""
+        quantize = self._single_consumer(tensor)
+        if quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] != tensor:
+            return tensor
+        dequantize_node = self._single_consumer(quantize.output[0]) if quantize.output else None
+        if dequantize_node is None or dequantize_node.op_type != "DequantizeLinear" or not dequantize_node.output:
+            return tensor
+        return dequantize_node.output[0]
 
     def _is_affine_step(self, node, tensor: str, channels: int) -> bool:
         """A per-channel affine op on ``tensor`` whose other operands are small constants."""
