@@ -15,7 +15,7 @@ import sys
 from .errors import CheckFailed, InspectorError
 
 # name -> module in inspector.commands; each module defines COMMAND (a Command).
-COMMANDS = ("layers", "filters", "maps", "audit", "report", "convert")
+COMMANDS = ("layers", "filters", "maps", "audit", "report", "diff", "convert")
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 

@@ -100,6 +100,13 @@ class LayerStats:
         return [{"channel": int(i), "sqnr_db": _db(per_channel[i])} for i in order[:count]
                 if math.isfinite(per_channel[i]) or per_channel[i] < 0]
 
+    def loudest_error_channels(self, count: int) -> list[int]:
+        """The channels that carry the most error power, largest first (where most of the noise is)."""
+        if not self.images or self.nonfinite:
+            return []
+        order = np.argsort(-self.error, kind="stable")
+        return [int(i) for i in order[:count] if self.error[i] > 0]
+
     def cosine(self) -> float | None:
         if not self.images or self.nonfinite:
             return None
