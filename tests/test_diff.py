@@ -376,3 +376,29 @@ def _quantize_nhwc(float_path, out_path, images, size):
     quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return out_path
+
+
+# ------------------------------------------------------------------------------ report --compare
+
+def test_report_compare_section(save, tmp_path, capsys):
+    m, w = b.conv_relu_nchw()
+    for node in m.graph.node:  # a hostile name from the model file must come out escaped
+        if node.name == "/features/features.2/Conv":
+            node.name = "conv<img src=x onerror=alert(1)>"
+    path_a = save(m, "a.onnx")
+    path_b = save(with_weights(m, "w2", w["w2"] * 1.05), "b.onnx")
+    image = photos(tmp_path, 1, (16, 16))[0]
+    out = tmp_path / "r.html"
+    assert run_cli("report", path_a, image, "--preprocess", "raw", "--compare", path_b, "-o", out) == 0
+    page = out.read_text()
+    section = page[page.index('<section id="compare">'):]
+    assert "<a href=\"#compare\">" in page and section.index("</section>") < section.index("</main>")
+    assert "<img src=x" not in page and "conv&lt;img src=x onerror=alert(1)&gt;" in section
+    assert section.count("data:image/png;base64,") >= 1  # the worst layer side by side
+    assert "Worst layer: 1" in section
+    # Against an unrelated model: exit 2, one line, and no report left behind.
+    other = save(b.constant_weights()[0], "c.onnx")
+    out2 = tmp_path / "r2.html"
+    capsys.readouterr()
+    assert run_cli("report", path_a, image, "--preprocess", "raw", "--compare", other, "-o", out2) == 2
+    assert "no conv layer in common" in capsys.readouterr().err and not out2.exists()
