@@ -10,6 +10,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   filters   item 3: filters of all conv layers of the 550 MB model
   convert   item 4: bench/bench_convert.py --json bench/out/convert_raw.json
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
+  diff      item 7: bench/bench_diff.py --json bench/out/diff_raw.json (float vs int8 QDQ vgg16_tumor)
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -33,7 +34,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "diff")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -111,7 +112,7 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py"}
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "diff": "bench_diff.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -148,6 +149,13 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             command += ["--runs", str(args.runs)]
         if model and "--model" in usage:
             command += ["--model", os.path.join(ROOT, model["path"])]
+    if section == "diff":
+        if "--device" in usage:
+            command += ["--device", args.device]
+        if args.quick:
+            command += ["--quick"]
+        elif args.runs > 1:
+            command += ["--runs", str(args.runs)]
     echo(f"{section}: {' '.join(_rel(c) for c in command)}")
     if os.path.exists(target):
         os.remove(target)
@@ -260,6 +268,9 @@ def main(argv=None) -> int:
     if "audit" in args.sections:
         data = run_helper("audit", args, model)
         write_json(os.path.join(SECTIONS_DIR, f"audit{suffix}.json"), stamp(data, args, model, machine))
+    if "diff" in args.sections:
+        data = run_helper("diff", args, None)
+        write_json(os.path.join(SECTIONS_DIR, f"diff{suffix}.json"), stamp(data, args, None, machine))
     write_results()
     echo(f"bench finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
@@ -277,7 +288,7 @@ def write_results() -> None:
 # ---------------------------------------------------------------------------------- results
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit",
-                 "maps_cuda", "overhead_cuda", "audit_cuda")
+                 "maps_cuda", "overhead_cuda", "audit_cuda", "diff", "diff_cuda")
 
 
 def collect(folder: str) -> dict:
@@ -556,6 +567,8 @@ def render(results: dict) -> str:
             for b, v in gpu_overhead["batches"].items()) + ".")
     if gpu_audit:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
+    out += ["", "## 7. `inspector diff`: float against int8 over N images, against two plain inference runs", ""]
+    out += _helper_section(results.get("diff"), "bench_diff.py")
     return "\n".join(out) + "\n"
 
 

@@ -306,7 +306,9 @@ def test_qdq_model_from_onnxruntimes_quantizer(save, tmp_path):
     expected_tensors = _qdq_activation_tensors(qdq_path)
     assert [layer.output for layer in model.layers] == expected_tensors
     assert all(layer.quantization == "qdq" for layer in model.layers)
-    # maps: those tensors, channel-first, non-negative like the float model's ReLU outputs.
+    # maps: those tensors, channel-first, non-negative like the float model's ReLU outputs, read from
+    # onnxruntime's fused int8 QLinearConv kernels (inspector.fused), equal to the unfused graph's values.
+    assert set(model.session(model.layers, device="cpu").fetch) == set(expected_tensors)
     inputs = raw_inputs(images, (16, 16))
     reference = ort_tensors(qdq_path, expected_tensors, inputs[:1])
     maps = model.maps(images[0], preprocess="raw")
@@ -402,3 +404,24 @@ def test_report_compare_section(save, tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("report", path_a, image, "--preprocess", "raw", "--compare", other, "-o", out2) == 2
     assert "no conv layer in common" in capsys.readouterr().err and not out2.exists()
+
+
+def test_streamed_figures_against_numpy_and_nan_maps():
+    """LayerStats over uneven batches equals NumPy over everything at once; NaN maps have no SQNR."""
+    from inspector.compare import LayerStats
+
+    r = b.rng(7)
+    a = r.standard_normal((7, 4, 5, 6)).astype(np.float32)
+    other = (a + r.standard_normal(a.shape).astype(np.float32) * np.array([0.01, 0.1, 1, 0])[None, :, None, None])
+    stats = LayerStats(4)
+    for start, stop in ((0, 3), (3, 4), (4, 7)):
+        stats.add(a[start:stop], other[start:stop].astype(np.float32))
+    assert stats.sqnr_db() == pytest.approx(reference_sqnr(a, other), abs=1e-4)
+    assert [c["channel"] for c in stats.worst_channels()] == [2, 1, 0]  # channel 3 is exact: not "worst"
+    assert stats.channel_sqnr_db()[3] == math.inf
+    assert stats.max_abs_error == pytest.approx(np.abs(a.astype(np.float64) - other).max(), rel=1e-6)
+    broken = other.copy()
+    broken[5, 1, 2, 3] = np.nan
+    nan_stats = LayerStats(4)
+    nan_stats.add(a, broken)
+    assert nan_stats.sqnr_db() is None and nan_stats.nonfinite and nan_stats.worst_channels() == []

@@ -47,6 +47,7 @@ class LayerStats:
         self.max_abs_error = 0.0
         self.max_abs_signal = 0.0
         self.nonfinite = False
+        self._difference: np.ndarray | None = None
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
         """One batch: ``a`` and ``b`` (N, C, ...) float32, the same layer of both models."""
@@ -59,14 +60,22 @@ class LayerStats:
         a = a.reshape(n, c, -1)
         b = b.reshape(n, c, -1)
         self.elements_per_map = a.shape[2]
-        d = a - b
-        # Sums of squares per map without squared copies (float32 per map, float64 across maps and batches).
-        self.error += np.einsum("ncm,ncm->nc", d, d).sum(axis=0, dtype=np.float64)
-        self.signal += np.einsum("ncm,ncm->nc", a, a).sum(axis=0, dtype=np.float64)
-        self.other += np.einsum("ncm,ncm->nc", b, b).sum(axis=0, dtype=np.float64)
-        if d.size:
-            biggest = max(float(d.max()), -float(d.min()))
-            signal = max(float(a.max()), -float(a.min()))
+        if self._difference is None or self._difference.shape != a.shape[1:]:
+            self._difference = np.empty(a.shape[1:], np.float32)
+        d = self._difference  # one image's a - b, reused: no batch-sized temporary to allocate and free
+        biggest = 0.0
+        for i in range(n):
+            np.subtract(a[i], b[i], out=d)
+            # Sums of squares per map without squared copies (float32 per map, float64 across maps).
+            self.error += np.einsum("cm,cm->c", d, d)
+            self.signal += np.einsum("cm,cm->c", a[i], a[i])
+            self.other += np.einsum("cm,cm->c", b[i], b[i])
+            if d.size:
+                high, low = float(d.max()), float(d.min())  # NaN in, NaN out: caught below
+                biggest = max(biggest, high, -low) if math.isfinite(high) and math.isfinite(low) else math.inf
+        if a.size:
+            high, low = float(a.max()), float(a.min())
+            signal = max(high, -low) if math.isfinite(high) and math.isfinite(low) else math.inf
             if not (math.isfinite(biggest) and math.isfinite(signal)):
                 self.nonfinite = True
             self.max_abs_error = max(self.max_abs_error, biggest) if math.isfinite(biggest) else math.inf

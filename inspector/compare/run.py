@@ -262,9 +262,12 @@ def _preprocessing(model_a, model_b, preprocess):
     return said_a or said_b, said_b or said_a
 
 
-def _batch_size(model_a, model_b, requested: int | None) -> int:
-    from ..audit import DEFAULT_BATCH
+# Images per run of each model: both models' maps of one batch are in memory at once (and onnxruntime's
+# copy of them), so half the audit's 16; onnxruntime is no faster per image at larger batches on a CPU.
+DEFAULT_BATCH = 8
 
+
+def _batch_size(model_a, model_b, requested: int | None) -> int:
     fixed = {m.input.batch for m in (model_a, model_b)} - {None}
     if len(fixed) > 1:
         raise InspectorError(f"the two models have different fixed batch sizes {sorted(fixed)}; they cannot "
@@ -313,8 +316,9 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
     if len(devices) != 2:
         raise InspectorError("give one device for both models or one per model (--device A [--device B])")
     layers_a, layers_b = model_a.require_layers(), model_b.require_layers()
-    pairs = require_pairs(match_layers(layers_a, layers_b), os.path.basename(model_a.path),
-                          os.path.basename(model_b.path), len(layers_a), len(layers_b))
+    all_pairs = require_pairs(match_layers(layers_a, layers_b), os.path.basename(model_a.path),
+                              os.path.basename(model_b.path), len(layers_a), len(layers_b))
+    pairs = all_pairs
     if layers:
         chosen = {model_a.layer(selector).index for selector in layers}
         missing = sorted(chosen - {pair.a.index for pair in pairs})
@@ -322,8 +326,7 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
             raise InspectorError(f"layer {layers_a[missing[0]].name} of {os.path.basename(model_a.path)} has no "
                                  "counterpart in the other model; see the table without --layer")
         pairs = [pair for pair in pairs if pair.a.index in chosen]
-    matched_b = {pair.b.index for pair in match_layers(layers_a, layers_b)}
-    matched_a = {pair.a.index for pair in match_layers(layers_a, layers_b)}
+    matched_a, matched_b = {pair.a.index for pair in all_pairs}, {pair.b.index for pair in all_pairs}
     result = DiffResult(
         model_a.name, model_b.name, os.fspath(model_a.path), os.fspath(model_b.path),
         [LayerDiff(pair, _weights(model_a, model_b, pair)) for pair in pairs],
