@@ -43,7 +43,7 @@ class Diff(Command):
         parser.add_argument("--fail-under", type=decibels, metavar="DB",
                             help="exit 1 when any compared layer's SQNR is below DB (needs images)")
         parser.add_argument("--batch", type=positive_int, metavar="N",
-                            help="images per run when the batch dimension is open (default 16)")
+                            help="images per run of each model when the batch dimension is open (default 8)")
         add_preprocessing(parser)
         parser.add_argument("--device", action="append", choices=("auto", "cpu", "cuda"), dest="devices",
                             metavar="{auto,cpu,cuda}",

@@ -36,11 +36,10 @@ def side_by_side(map_a: np.ndarray, map_b: np.ndarray, channels: list[int], *, l
                   _apply_lut(np.clip(np.abs(a - b) / span, 0, 1), diff_lut)]
         labels += [f"ch {channel}: A", f"ch {channel}: B", f"ch {channel}: |A-B|"]
     title = f"{layer_name}  ·  A {name_a}  against  B {name_b}"
-    subtitle = (f"SQNR {sqnr_text} dB  ·  rows: lowest-SQNR, then largest-error channels (all images)"
-                + (f"  ·  maps of {image_name}" if image_name else "")
-                + "  ·  A and B share each row's scale; |A-B| from 0 to that range")
+    subtitle = (f"SQNR {sqnr_text} dB" + (f"  ·  {image_name}" if image_name else "")
+                + "  ·  rows: lowest-SQNR, then largest-error channels")
     return Grid(np.stack(tiles) if tiles else np.zeros((0, 1, 1, 3), np.uint8), labels, title, subtitle, 3,
-                ("0", "row's range"), diff_lut)
+                ("|A-B|: 0", "the row's A/B range"), diff_lut)
 
 
 def save_side_by_side(grid: Grid, path) -> tuple[int, int]:
