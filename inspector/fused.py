@@ -59,9 +59,10 @@ def fused_model(onnx_file, layers, outputs: list[str], verbose: bool = False):
     convs = {node.name: node for node in graph.node if node.op_type == "QLinearConv" and node.name}
     fetch: dict[str, str] = {}
     dequantizers: dict[str, tuple] = {}
+    direct = _directly_requantized(onnx_file.model.graph, layers)
     for layer in layers:
-        node = convs.get(layer.node_name) if layer.quantization == "qdq" else None
-        if node is not None and layer.output != layer.conv_output and len(node.input) > 7 \
+        node = convs.get(layer.node_name) if layer.name in direct else None
+        if node is not None and len(node.input) > 7 \
                 and node.input[6] in inits and node.input[7] in inits:
             scale = numpy_helper.to_array(inits[node.input[6]]).astype(np.float32)
             zero = numpy_helper.to_array(inits[node.input[7]]).astype(np.float32)
@@ -79,3 +80,26 @@ def fused_model(onnx_file, layers, outputs: list[str], verbose: bool = False):
         if tensor not in present:
             graph.output.append(helper.make_empty_tensor_value_info(tensor))
     return optimised, fetch, dequantizers
+
+
+def _directly_requantized(graph, layers) -> set[str]:
+    """Layers whose shown tensor is ``DequantizeLinear(QuantizeLinear(conv output))``, or with a Relu between
+    the conv and the QuantizeLinear: exactly what a fused QLinearConv outputs (in integers). A layout
+    Transpose or an unfolded affine step in the chain would make the fused output another tensor."""
+    producer = {out: node for node in graph.node for out in node.output}
+    found = set()
+    for layer in layers:
+        if layer.quantization != "qdq" or layer.output_perm is not None or layer.affine:
+            continue
+        dequantize = producer.get(layer.output)
+        quantize = producer.get(dequantize.input[0]) if dequantize is not None and dequantize.op_type == \
+            "DequantizeLinear" else None
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            continue
+        source = quantize.input[0]
+        if source != layer.conv_output:
+            activation = producer.get(source)
+            if activation is None or activation.op_type != "Relu" or activation.input[0] != layer.conv_output:
+                continue
+        found.add(layer.name)
+    return found

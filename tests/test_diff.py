@@ -425,3 +425,24 @@ def test_streamed_figures_against_numpy_and_nan_maps():
     nan_stats = LayerStats(4)
     nan_stats.add(a, broken)
     assert nan_stats.sqnr_db() is None and nan_stats.nonfinite and nan_stats.worst_channels() == []
+
+
+def test_maps_of_another_shape_are_reported_not_compared(save, tmp_path, capsys):
+    m, _ = float_model()
+    other = onnx.ModelProto()
+    other.CopyFrom(m)
+    for attribute in other.graph.node[0].attribute:  # the first conv without padding: 14x14 maps, not 16x16
+        if attribute.name == "pads":
+            attribute.ints[:] = [0, 0, 0, 0]
+    path_a, path_b = save(m, "a.onnx"), save(other, "b.onnx")
+    images = photos(tmp_path, 2, (16, 16))
+    out = tmp_path / "d.json"
+    assert run_cli("diff", path_a, path_b, *images, "--preprocess", "raw", "--device", "cpu", "--device", "cpu",
+                   "--json", out) == 0
+    data = json.loads(out.read_text())
+    first, second = data["layers"]
+    assert first["compared"] is False and first["note"] == "maps 8x16x16 against 8x14x14"
+    assert first["weight_change"]["exact"] is True  # same weights, other padding
+    assert second["compared"] is False and "against" in second["note"]
+    assert data["images"]["providers"] == ["CPUExecutionProvider", "CPUExecutionProvider"]
+    assert "maps 8x16x16 against 8x14x14" in capsys.readouterr().out

@@ -367,6 +367,12 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
             if per_batch > 1:
                 raise InspectorError(f"{exc}; a model may not take batches of {per_batch}: try --batch 1") from None
             raise
+        for layer in list(compared):
+            shape_a, shape_b = maps_a[layer.pair.a.name].shape[1:], maps_b[layer.pair.b.name].shape[1:]
+            if shape_a != shape_b:  # e.g. other padding or stride: the maps cannot be compared element-wise
+                layer.note = f"maps {'x'.join(map(str, shape_a))} against {'x'.join(map(str, shape_b))}"
+                layer.stats = None
+                compared.remove(layer)
         work = [(layer.stats, maps_a[layer.pair.a.name][:real], maps_b[layer.pair.b.name][:real])
                 for layer in compared]
         if keep_first and not result.first_maps:
@@ -399,7 +405,7 @@ def _batches(model_a, model_b, files, spec_a, spec_b, size, per_batch, skipped, 
     pending_a, pending_b, paths = [], [], []
 
     def flush(real):
-        fixed = model_a.input.batch is not None
+        fixed = model_a.input.batch is not None or model_b.input.batch is not None
         a, b = list(pending_a), list(pending_b)
         if fixed and len(a) < per_batch:  # a fixed batch dimension: pad, and ignore the padding
             a += [a[-1]] * (per_batch - len(a))
