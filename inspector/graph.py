@@ -303,11 +303,25 @@ class Graph:
         return other != tensor and self._is_small_constant(other, channels)
 
     def _is_small_constant(self, tensor: str, channels: int) -> bool:
-        i = self.producer.get(tensor)
-        if tensor not in self.initializer_names and (i is None or self.nodes[i].op_type != "Constant"):
+        if not self._is_constant(tensor):
             return False
         shape = self.shape_of(tensor)
         return int(np.prod(shape)) <= max(channels, 1) if shape else True
+
+    def _is_constant(self, tensor: str, depth: int = 0) -> bool:
+        """An initializer, a Constant, or a (De)QuantizeLinear / Identity / Cast chain over constants: a QDQ
+        model's BatchNormalization parameters and biases are quantized like its weights."""
+        if tensor in self.initializer_names:
+            return True
+        i = self.producer.get(tensor)
+        if i is None or depth > 8:
+            return False
+        node = self.nodes[i]
+        if node.op_type == "Constant":
+            return True
+        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
+            return all(self._is_constant(t, depth + 1) for t in node.input if t)
+        return False
 
     @staticmethod
     def _gated(tensor: str, users):
@@ -339,7 +353,7 @@ class Graph:
                 if attr.name == "value":
                     return tuple(int(d) for d in attr.t.dims)
             return ()
-        if node.op_type in ("DequantizeLinear", "Identity", "Cast"):
+        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
             return self.shape_of(node.input[0])
         return ()
 
@@ -370,6 +384,12 @@ class Graph:
             zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
             axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
             return dequantize(q, scale, zero, axis)
+        if node.op_type == "QuantizeLinear":  # float weights quantized in the graph (onnxruntime's quantizer does it)
+            x = self.constant(node.input[0], _depth + 1)
+            scale = self.constant(node.input[1], _depth + 1)
+            zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+            return quantize(x, scale, zero, axis)
         raise InspectorError(
             f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
             "its weights cannot be read from the file")
@@ -468,3 +488,20 @@ def dequantize(q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
         scale = scale.reshape(shape)
         zero = zero.reshape(shape)
     return (q - zero) * scale
+
+
+def quantize(x: np.ndarray, scale, zero, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), in the zero point's integer type."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    dtype = np.dtype(np.uint8) if zero is None else np.asarray(zero).dtype
+    zero = np.zeros_like(scale) if zero is None else np.asarray(zero).astype(np.float32)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = scale.size
+        scale = scale.reshape(shape)
+        zero = zero.reshape(shape)
+    if not np.issubdtype(dtype, np.integer):
+        raise InspectorError(f"QuantizeLinear to {dtype} weights is not supported; only integer types")
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(dtype)

@@ -446,3 +446,35 @@ def test_maps_of_another_shape_are_reported_not_compared(save, tmp_path, capsys)
     assert second["compared"] is False and "against" in second["note"]
     assert data["images"]["providers"] == ["CPUExecutionProvider", "CPUExecutionProvider"]
     assert "maps 8x16x16 against 8x14x14" in capsys.readouterr().out
+
+
+def test_qdq_chain_through_quantized_batchnorm_and_weights_quantized_in_graph(save):
+    """What onnxruntime's quantizer writes for an unfolded BatchNormalization (Paddle exports):
+         x -> Conv(DQ(Q(w_float))) -> Q -> DQ -> BatchNormalization(DQ(scale), ...) -> Q -> DQ -> y
+    The shown tensor is the last DequantizeLinear's output (after the BN, as in the float model), and the
+    weights are the float initializer quantized and dequantized as the graph does it."""
+    r = b.rng(11)
+    w = r.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w_scale = (np.abs(w).reshape(4, -1).max(axis=1) / 127).astype(np.float32)
+    gamma_q = r.integers(50, 120, 4).astype(np.int8)
+    consts = {"w": w, "w_scale": w_scale, "w_zero": np.zeros(4, np.int8), "s": np.float32(0.05),
+              "z": np.int8(0), "gamma_q": gamma_q, "g_scale": np.float32(0.01), "beta": np.zeros(4, np.float32),
+              "mean": np.zeros(4, np.float32), "var": np.ones(4, np.float32)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "w_scale", "w_zero"], ["wq"], axis=0),
+        helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zero"], ["wd"], axis=0),
+        helper.make_node("Conv", ["x", "wd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+        helper.make_node("DequantizeLinear", ["gamma_q", "g_scale"], ["gamma"]),
+        helper.make_node("BatchNormalization", ["cd", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+        helper.make_node("QuantizeLinear", ["bn", "s", "z"], ["bq"]),
+        helper.make_node("DequantizeLinear", ["bq", "s", "z"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")], inits)
+    model = inspector.load(save(m))
+    (layer,) = model.layers
+    assert layer.quantization == "qdq" and layer.affine == ("BatchNormalization",) and layer.output == "y"
+    expected = np.clip(np.rint(w / w_scale[:, None, None, None]), -128, 127) * w_scale[:, None, None, None]
+    np.testing.assert_allclose(model.filters(layer), expected, rtol=0, atol=1e-7)

@@ -108,6 +108,9 @@ class Diff(Command):
                 print(f"{args.json}  (diff JSON, schema version {result.to_dict()['schema_version']})",
                       file=sys.stderr)
         if args.fail_under is not None:
+            if not result.compared():  # a gate over nothing must not pass
+                raise InspectorError("--fail-under: no layer's maps could be compared (see the table's notes); "
+                                     "nothing to gate on")
             below = result.below(args.fail_under)
             broken = result.unmeasurable()
             if below or broken:

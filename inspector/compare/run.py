@@ -197,7 +197,9 @@ class DiffResult:
             exact = sum(1 for layer in compared if layer.stats.exact)
             worst = self.worst_layer()
             text = f"{self.images} images"
-            if exact == len(compared):
+            if not compared:
+                text += ": no layer could be compared (see the notes above)"
+            elif exact == len(compared):
                 text += f": every layer's maps are identical (SQNR inf on all {exact})"
             else:
                 text += (f": worst layer {worst.pair.a.index} {worst.pair.a.name} at "
