@@ -12,6 +12,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
   prune     item 7: bench/bench_prune.py --json bench/out/prune_raw.json: VGG16 with 30% dead filters pruned
   cam       item 8: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
+  diff      item 9: bench/bench_diff.py --json bench/out/diff_raw.json (float vs int8 QDQ vgg16_tumor)
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -35,7 +36,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -113,7 +114,8 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py"}
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
+           "diff": "bench_diff.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -156,6 +158,13 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             command += ["--model", os.path.join(ROOT, model["path"])]
     if section == "cam":
         command += ["--quick"] if args.quick else ["--runs", str(args.runs)]
+    if section == "diff":
+        if "--device" in usage:
+            command += ["--device", args.device]
+        if args.quick:
+            command += ["--quick"]
+        elif args.runs > 1:
+            command += ["--runs", str(args.runs)]
     echo(f"{section}: {' '.join(_rel(c) for c in command)}")
     if os.path.exists(target):
         os.remove(target)
@@ -274,6 +283,9 @@ def main(argv=None) -> int:
     if "cam" in args.sections and args.device == "cpu":
         data = run_helper("cam", args, None)
         write_json(os.path.join(SECTIONS_DIR, "cam.json"), stamp(data, args, None, machine))
+    if "diff" in args.sections:
+        data = run_helper("diff", args, None)
+        write_json(os.path.join(SECTIONS_DIR, f"diff{suffix}.json"), stamp(data, args, None, machine))
     write_results()
     echo(f"bench finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
@@ -291,7 +303,7 @@ def write_results() -> None:
 # ---------------------------------------------------------------------------------- results
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
-                 "maps_cuda", "overhead_cuda", "audit_cuda", "prune")
+                 "maps_cuda", "overhead_cuda", "audit_cuda", "prune", "diff", "diff_cuda")
 
 
 def collect(folder: str) -> dict:
@@ -574,6 +586,8 @@ def render(results: dict) -> str:
     out += _helper_section(results.get("prune"), "bench_prune.py")
     out += ["", "## 8. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
     out += _helper_section(results.get("cam"), "bench_cam.py")
+    out += ["", "## 9. `inspector diff`: float against int8 over N images, against two plain inference runs", ""]
+    out += _helper_section(results.get("diff"), "bench_diff.py")
     return "\n".join(out) + "\n"
 
 

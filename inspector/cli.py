@@ -15,7 +15,7 @@ import sys
 from .errors import CheckFailed, InspectorError
 
 # name -> module in inspector.commands; each module defines COMMAND (a Command).
-COMMANDS = ("layers", "filters", "maps", "cam", "audit", "report", "convert", "prune")
+COMMANDS = ("layers", "filters", "maps", "cam", "audit", "diff", "prune", "report", "convert")
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 

@@ -258,6 +258,12 @@ def add_outputs(model, tensors: list[str]):
     return modified
 
 
+def _fused(onnx_file, layers, outputs, device, verbose):
+    from . import fused
+
+    return fused.fused_model(onnx_file, layers, outputs, verbose) if fused.wanted(layers, device) else None
+
+
 def to_channel_first(array: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
     """Undo the layout Transposes between a conv (NCHW) and the tensor shown."""
     if perm is None:
@@ -290,15 +296,22 @@ class FeatureMapSession:
         self.model_outputs = [o.name for o in onnx_file.model.graph.output] if model_outputs else []
         self.outputs = list(dict.fromkeys([*(layer.output for layer in self.layers), *self.model_outputs]))
         check_opsets(onnx_file.model)
-        model = add_outputs(onnx_file.model, self.outputs)
+        self.fetch: dict[str, str] = {}  # requested tensor -> the tensor the session returns for it
+        self.dequantizers = dict(dequantizers or {})
+        fused = _fused(onnx_file, self.layers, self.outputs, device, verbose)
+        if fused is not None:  # a QDQ model on the CPU: onnxruntime's int8 kernels (see inspector.fused)
+            model, self.fetch, fused_dequantizers = fused
+            self.dequantizers.update(fused_dequantizers)
+        else:
+            model = add_outputs(onnx_file.model, self.outputs)
         kernels = conv_kernel_bytes(onnx_file)
         self.relayout = kernels <= RELAYOUT_LIMIT
         if not self.relayout and verbose:
             print(f"inspector: {kernels / 2**30:.1f} GiB of conv kernels: onnxruntime's extended optimisation "
                   "level, without the NCHWc relayout that would copy them", file=sys.stderr)
         self.session, self.provider = create_session(
-            onnx_file.serialized(model), onnx_file.folder, device, verbose, self.relayout)
-        self.dequantizers = dequantizers or {}
+            onnx_file.serialized(model) if fused is None else model.SerializeToString(), onnx_file.folder, device,
+            verbose, self.relayout)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``{layer name: (N, C, H, W) float32}`` from one run."""
@@ -310,14 +323,17 @@ class FeatureMapSession:
         The second dict is empty unless the session was made with ``model_outputs=True``.
         """
         feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
-        values = run(self.session, feeds, self.outputs)
-        own = {name: values[name] for name in self.model_outputs}
+        fetched = list(dict.fromkeys(self.fetch.get(name, name) for name in self.outputs))
+        values = run(self.session, feeds, fetched)
+        own = {name: values[self.fetch.get(name, name)] for name in self.model_outputs}
         result = {}
         for layer in self.layers:
-            array = values[layer.output]
+            array = values[self.fetch.get(layer.output, layer.output)]
             if layer.name in self.dequantizers:
                 scale, zero = self.dequantizers[layer.name]
-                array = (array.astype(np.float32) - zero) * scale
+                array = array.astype(np.float32)  # one new array, then in place (twice as fast as a table lookup)
+                array -= zero
+                array *= scale
             array = to_channel_first(array, layer.output_perm)
             result[layer.name] = np.asarray(array, dtype=np.float32)
         return result, own

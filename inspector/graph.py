@@ -228,10 +228,17 @@ class Graph:
         the one elementwise activation that follows, if any. Without an
         activation the tensor shown is the end of the affine chain: what the
         conv gives once an exporter folds those steps into it.
+
+        In a QDQ model the tensor the next layer consumes is the dequantized one,
+        after the activation's QuantizeLinear -> DequantizeLinear pair; onnxruntime's
+        quantizer even removes a Relu after a conv and lets that pair clip instead,
+        so the conv's raw output still holds the negatives the Relu removed.
+        Such a pair is passed through, before or after the activation.
         """
         tensor = conv_output
         perm: tuple[int, ...] | None = None
         affine: list[str] = []
+        quantized = False
         settled = (conv_output, None)  # (tensor, perm) to show when no activation follows
         channels = max(weight_shape[:2]) if len(weight_shape) >= 2 else 0
         for _ in range(8):
@@ -240,10 +247,15 @@ class Graph:
                 break
             gate = self._gated(tensor, users)
             if gate is not None:
-                return gate[0], gate[1], perm, tuple(affine)
+                return self._through_qdq(gate[0]), gate[1], perm, tuple(affine)
             if len(users) != 1:
                 break
             user = users[0]
+            dequantized = self._through_qdq(tensor)
+            if dequantized != tensor:
+                tensor, quantized = dequantized, True
+                settled = (tensor, perm)
+                continue
             if user.op_type == "Transpose":
                 step = next((tuple(a.ints) for a in user.attribute if a.name == "perm"), None)
                 if step is None or sorted(step) != list(range(len(step))) or (perm and len(perm) != len(step)):
@@ -253,16 +265,27 @@ class Graph:
                 tensor = user.output[0]
                 continue
             if user.op_type in ACTIVATIONS and user.input[0] == tensor:
-                return user.output[0], user.op_type, perm, tuple(affine)
+                return self._through_qdq(user.output[0]), user.op_type, perm, tuple(affine)
             if self._is_affine_step(user, tensor, channels):
                 affine.append(user.op_type)
                 tensor = user.output[0]
                 settled = (tensor, perm)
                 continue
             break
-        if affine:
+        if affine or quantized:
             return settled[0], None, settled[1], tuple(affine)
         return conv_output, None, None, ()
+
+    def _through_qdq(self, tensor: str) -> str:
+        """The DequantizeLinear output when ``tensor`` goes only through a QuantizeLinear -> DequantizeLinear
+        pair (QDQ activation quantization), else ``tensor`` itself."""
+        quantize = self._single_consumer(tensor)
+        if quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] != tensor:
+            return tensor
+        dequantize_node = self._single_consumer(quantize.output[0]) if quantize.output else None
+        if dequantize_node is None or dequantize_node.op_type != "DequantizeLinear" or not dequantize_node.output:
+            return tensor
+        return dequantize_node.output[0]
 
     def _is_affine_step(self, node, tensor: str, channels: int) -> bool:
         """A per-channel affine op on ``tensor`` whose other operands are small constants."""
@@ -280,11 +303,25 @@ class Graph:
         return other != tensor and self._is_small_constant(other, channels)
 
     def _is_small_constant(self, tensor: str, channels: int) -> bool:
-        i = self.producer.get(tensor)
-        if tensor not in self.initializer_names and (i is None or self.nodes[i].op_type != "Constant"):
+        if not self._is_constant(tensor):
             return False
         shape = self.shape_of(tensor)
         return int(np.prod(shape)) <= max(channels, 1) if shape else True
+
+    def _is_constant(self, tensor: str, depth: int = 0) -> bool:
+        """An initializer, a Constant, or a (De)QuantizeLinear / Identity / Cast chain over constants: a QDQ
+        model's BatchNormalization parameters and biases are quantized like its weights."""
+        if tensor in self.initializer_names:
+            return True
+        i = self.producer.get(tensor)
+        if i is None or depth > 8:
+            return False
+        node = self.nodes[i]
+        if node.op_type == "Constant":
+            return True
+        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
+            return all(self._is_constant(t, depth + 1) for t in node.input if t)
+        return False
 
     @staticmethod
     def _gated(tensor: str, users):
@@ -316,7 +353,7 @@ class Graph:
                 if attr.name == "value":
                     return tuple(int(d) for d in attr.t.dims)
             return ()
-        if node.op_type in ("DequantizeLinear", "Identity", "Cast"):
+        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
             return self.shape_of(node.input[0])
         return ()
 
@@ -347,6 +384,12 @@ class Graph:
             zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
             axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
             return dequantize(q, scale, zero, axis)
+        if node.op_type == "QuantizeLinear":  # float weights quantized in the graph (onnxruntime's quantizer does it)
+            x = self.constant(node.input[0], _depth + 1)
+            scale = self.constant(node.input[1], _depth + 1)
+            zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+            return quantize(x, scale, zero, axis)
         raise InspectorError(
             f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
             "its weights cannot be read from the file")
@@ -445,3 +488,20 @@ def dequantize(q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
         scale = scale.reshape(shape)
         zero = zero.reshape(shape)
     return (q - zero) * scale
+
+
+def quantize(x: np.ndarray, scale, zero, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), in the zero point's integer type."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    dtype = np.dtype(np.uint8) if zero is None else np.asarray(zero).dtype
+    zero = np.zeros_like(scale) if zero is None else np.asarray(zero).astype(np.float32)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = scale.size
+        scale = scale.reshape(shape)
+        zero = zero.reshape(shape)
+    if not np.issubdtype(dtype, np.integer):
+        raise InspectorError(f"QuantizeLinear to {dtype} weights is not supported; only integer types")
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(dtype)

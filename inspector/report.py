@@ -419,6 +419,15 @@ def _layer_section(model, layer, layer_maps, entry: dict, *, image_name: str, pr
             f'<dl class="facts">{facts_html}</dl><div class="figures">{"".join(figures)}</div></div></details>')
 
 
+def add_section(page: str, section: str, anchor: str, title: str) -> str:
+    """``page`` with a section built elsewhere (e.g. ``inspector.compare.html``) at the end of <main>, and a
+    link to it in the contents. ``section`` must already be escaped HTML."""
+    link = f' · <a href="#{_e(anchor)}">{_e(title)}</a></p>'
+    page = page.replace('<a href="#layer-table">Layer table</a></p>', '<a href="#layer-table">Layer table</a>' + link, 1)
+    head, found, tail = page.rpartition("</main>")
+    return head + section + found + tail if found else page
+
+
 # ------------------------------------------------------------------------------------------- the plot
 
 def _summary_plot(audit: dict) -> tuple[str, int, int] | None:

@@ -26,6 +26,9 @@ class Report(Command):
         parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
                             help="refuse to start when every layer's maps would need more memory than this, "
                                  "estimated from the graph's shapes (default 4G)")
+        parser.add_argument("--compare", metavar="OTHER",
+                            help="add a section comparing MODEL with another version of it (quantized, fine-tuned, "
+                                 "re-exported) layer by layer on the image; see 'inspector diff'")
         parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
                             help="the HTML file to write (default ./report.html)")
 
@@ -56,7 +59,13 @@ class Report(Command):
         report = build_report(model, args.image, layers=shown, preprocess=args.preprocess, size=size,
                               device=args.device, max_tiles=args.max, cmap=args.cmap, verbose=args.verbose,
                               quiet=False, on_provider=say_provider)
-        write_text(args.output, report.html)
+        page = report.html
+        if args.compare:
+            from ..compare.html import report_section
+
+            page = report_section(page, model, args.compare, args.image, preprocess=args.preprocess,
+                                  size=args.size, device=args.device, verbose=args.verbose)
+        write_text(args.output, page)
         size_bytes = os.path.getsize(args.output)
         print(f"{args.output}  ({report.layers_drawn} of {len(all_layers)} layers drawn, "
               f"{human(size_bytes)})")
