@@ -268,7 +268,7 @@ def _channel_vector(value: np.ndarray | None, channels: int) -> np.ndarray | Non
     return None
 
 
-def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
+def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray], allow: Callable | None = None) -> int:
     """Conv -> Mul(per-channel) -> Add(per-channel), or Conv -> BatchNormalization: one Conv.
 
     The weights here reach the graph as inputs, so the exporter could not fuse
@@ -276,6 +276,12 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
     output would feed the BN, not the activation, and the inspector would show
     the pre-BN map. The scale goes into the kernel, the shift into the bias;
     the conv then writes the last folded node's output tensor.
+
+    ``allow(conv, node)`` says whether ``node`` may be folded into ``conv``: a
+    converter that knows the source layers folds only the conv's own bias and
+    BatchNormalization, so that a constant scale of another layer (Inception-
+    ResNet's residual scale, a LayerScale) stays a node and the conv's tensor
+    keeps meaning what the source layer computes.
     """
     uses = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
@@ -305,7 +311,7 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
         tensor, chain = conv.output[0], []
         while True:
             node = only_reader(tensor)
-            if node is None:
+            if node is None or (allow is not None and not allow(conv, node)):
                 break
             if node.op_type == "BatchNormalization" and len(node.output) == 1 and node.input[0] == tensor \
                     and all(name in consts for name in node.input[1:5]):
@@ -372,7 +378,8 @@ def used_names(graph) -> set[str]:
 # ---------------------------------------------------------------- weights
 
 def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: int,
-                   shapes: dict[str, tuple] | None = None, inline_limit: int = 1024) -> tuple[dict, dict]:
+                   shapes: dict[str, tuple] | None = None, inline_limit: int = 1024,
+                   fold_allowed: Callable | None = None) -> tuple[dict, dict]:
     """Turn weight graph inputs into initializers, folding the ops on them.
 
     ``weights`` maps a graph input name to a callable giving its array (called
@@ -403,7 +410,7 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
         graph.node.remove(node)
 
     stats = {"folded": fold_constants(graph, consts, opset)}
-    stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts)
+    stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts, fold_allowed)
     stats["flatten_transposes_folded"] = fold_flatten_transpose(graph, consts, shapes or {})
     stats["pruned"] = prune(graph)
 
@@ -473,14 +480,21 @@ def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | Non
         if not convs:
             continue
         clean = clean_name(layer)
-        for k, conv in enumerate(convs):  # a separable conv has two: the last one carries the name
-            wanted = clean if k == len(convs) - 1 else f"{clean}.{conv.op_type.lower()}{k}"
+        if len(convs) == 2 and _attr(convs[0], "group", 1) > 1 and _attr(convs[1], "group", 1) == 1:
+            wanted_names = [f"{clean}.depthwise", f"{clean}.pointwise"]  # a separable conv's two halves
+        else:  # otherwise the last one carries the name
+            wanted_names = [clean if k == len(convs) - 1 else f"{clean}.{conv.op_type.lower()}{k}"
+                            for k, conv in enumerate(convs)]
+        for conv, wanted in zip(convs, wanted_names):
             if wanted != conv.name and wanted in node_names:
                 continue
             node_names.discard(conv.name)
             conv.name = wanted
             node_names.add(wanted)
-        conv_layers.append(clean)
+            if wanted.endswith((".depthwise", ".pointwise")):
+                conv_layers.append(wanted)
+        if not wanted_names[-1].endswith(".pointwise"):
+            conv_layers.append(clean)
         members = {id(n) for n in nodes}
         leaving = [n.output[0] for n in nodes
                    if n.output and (n.output[0] in graph_outputs
@@ -492,6 +506,14 @@ def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | Non
                 renamed[leaving[0]] = clean
     order = {name: k for k, name in enumerate(n.name for n in graph.node)}
     return sorted(conv_layers, key=lambda name: order.get(name, 1 << 30))
+
+
+def layer_of_conv(name: str) -> str:
+    """The source layer of a conv node name: a separable conv's halves belong to their layer."""
+    for suffix in (".depthwise", ".pointwise"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str] | None = None) -> int:
@@ -509,7 +531,9 @@ def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str
     taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
     count = 0
     for conv in list(graph.node):
-        if conv.op_type not in CONV_OPS or conv.name not in wanted or conv.name in taken:
+        target = layer_of_conv(conv.name)
+        if conv.op_type not in CONV_OPS or conv.name not in wanted or target in taken \
+                or conv.name.endswith(".depthwise"):
             continue
         tensor = conv.output[0]
         readers = uses.get(tensor, [])
@@ -518,12 +542,75 @@ def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str
             tensor = readers[0].output[0]
         if tensor in graph_outputs:
             continue
-        rename_tensor(graph, tensor, conv.name)
-        taken.add(conv.name)
+        rename_tensor(graph, tensor, target)
+        taken.add(target)
         if renamed is not None:
-            renamed[tensor] = conv.name
+            renamed[tensor] = target
         count += 1
     return count
+
+
+def name_conv_weights(graph, payloads: dict) -> int:
+    """Each named conv's kernel and bias initializers become ``<conv>.kernel`` / ``<conv>.bias``.
+
+    tf2onnx leaves scoped names on them (``model_1/block2_sepconv1_1/separable_conv2d/depthwise__27:0``)
+    from which a reader would take the layer's name, with Keras's scope suffixes and without
+    saying which half of a separable conv it is. Only initializers read by that conv alone.
+    """
+    uses = consumers(graph)
+    inits = {i.name: i for i in graph.initializer}
+    taken = set(inits) | {t for node in graph.node for t in list(node.input) + list(node.output)}
+    count = 0
+    for conv in graph.node:
+        if conv.op_type not in CONV_OPS or not conv.name:
+            continue
+        for k, suffix in ((1, "kernel"), (2, "bias")):
+            if len(conv.input) <= k or conv.input[k] not in inits:
+                continue
+            old, new = conv.input[k], f"{conv.name}.{suffix}"
+            if old == new or new in taken or len(uses.get(old, [])) != 1:
+                continue
+            inits[old].name = new
+            conv.input[k] = new
+            if old in payloads:
+                payloads[new] = payloads.pop(old)
+            taken.add(new)
+            count += 1
+    return count
+
+
+def remove_transpose_pairs(graph) -> int:
+    """Transpose -> Transpose: one Transpose with the composed perm, or none when it is the identity."""
+    producer = producers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    removed = 0
+    for node in list(graph.node):
+        if node.op_type != "Transpose" or node.output[0] in graph_outputs:
+            continue
+        first = producer.get(node.input[0])
+        if first is None or first.op_type != "Transpose":
+            continue
+        inner, outer = list(_attr(first, "perm") or []), list(_attr(node, "perm") or [])
+        if not inner or len(inner) != len(outer):
+            continue
+        composed = [inner[a] for a in outer]
+        if composed == list(range(len(composed))):
+            source = first.input[0]
+            for user in graph.node:
+                for k, name in enumerate(user.input):
+                    if name == node.output[0]:
+                        user.input[k] = source
+            graph.node.remove(node)
+        else:
+            import onnx
+
+            node.input[0] = first.input[0]
+            for attribute in node.attribute:
+                if attribute.name == "perm":
+                    attribute.CopyFrom(onnx.helper.make_attribute("perm", composed))
+        removed += 1
+    prune(graph)
+    return removed
 
 
 def transpose_count(model) -> int:

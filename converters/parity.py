@@ -103,22 +103,34 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
     top_level = {layer.name for layer in keras_model.layers}
     shown = shown_tensors(path)
     sources = {}  # inspector layer -> Keras layer with the same values
+    halves = {}  # a separable conv's depthwise half -> its Keras layer (the reference is computed)
     for name in conv_layers:
+        if name.endswith(".depthwise") and name[: -len(".depthwise")] in top_level:
+            halves[name] = sources[name] = name[: -len(".depthwise")]
+            continue
         source = (tensor_layers or {}).get(shown.get(name, ""), name)
         if source in top_level:
             sources[name] = source
     compared = list(sources)
     probe = keras.Model(keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs,
-                        [keras_model.get_layer(sources[n]).output for n in compared] + list(keras_model.outputs))
+                        [keras_model.get_layer(sources[n]).input if n in halves else
+                         keras_model.get_layer(sources[n]).output for n in compared] + list(keras_model.outputs))
     expected = probe(batch_nhwc, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
     del probe
+    for k, name in enumerate(compared):
+        if name in halves:  # SeparableConv2D = depthwise then pointwise: Keras's own depthwise op on its input
+            layer = keras_model.get_layer(halves[name])
+            expected[k] = np.asarray(keras.ops.depthwise_conv(
+                expected[k], layer.depthwise_kernel, strides=layer.strides, padding=layer.padding,
+                data_format=layer.data_format, dilation_rate=layer.dilation_rate))
     maps, finals = onnx_outputs(path, batch_onnx, compared)
 
     differences = []
     for name, reference in zip(compared, expected):
         reference = reference.transpose(0, 3, 1, 2) if reference.ndim == 4 else reference
-        label = name if sources[name] == name else f"{name} ({sources[name]})"
+        label = (f"{name} (depthwise op of {sources[name]})" if name in halves else
+                 name if sources[name] == name else f"{name} ({sources[name]})")
         differences.append(difference(label, reference, maps.get(name, np.empty(0))))
     for k, (reference, got) in enumerate(zip(expected[len(compared):], finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output", reference, got))
