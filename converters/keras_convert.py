@@ -66,6 +66,7 @@ def import_tensorflow():
         raise InspectorError(
             f"converting Keras models needs TensorFlow, Keras 3 and tf2onnx ({exc.name or exc} is missing); "
             "install them with: pip install 'inspector-cnn[keras]'") from None
+    tf.get_logger().setLevel("ERROR")  # retracing notices and the like: not the user's business
     if not keras.__version__.startswith("3"):
         raise InspectorError(f"Keras {keras.__version__} found; the converter needs Keras 3: "
                              "pip install 'inspector-cnn[keras]'")
@@ -205,6 +206,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         rank = len(spec.shape)
         nchw = [tf_input] if rank == 4 else None
         _scalar_addends_as_vectors(optimized, tf)
+        _erfc_as_erf(optimized, tf)
         structure = _tf2onnx_structure(_convert_common, optimized, name=model.name, opset=opset,
                                        input_names=input_names, output_names=output_names, nchw=nchw)
         del optimized, graph_def
@@ -310,10 +312,11 @@ def _scalar_addends_as_vectors(graph_def, tf) -> int:
         for k, name in enumerate(node.input):
             const = consts.get(name.split(":")[0])
             other = node.input[1 - k].split(":")[0].lstrip("^")
-            if const is None or ranks.get(other, 0) < 1:
+            if const is None or ranks.get(other, -1) == 0:  # (grappler's output has no shapes: unknown)
                 continue
             value = const.attr["value"].tensor
-            if len(value.tensor_shape.dim) != 0 or const.name in changed:
+            if len(value.tensor_shape.dim) != 0 or const.name in changed or \
+                    value.dtype not in (tf.float32.as_datatype_enum, tf.float16.as_datatype_enum):
                 continue
             array = tf.make_ndarray(value).reshape(1)
             const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
@@ -323,6 +326,29 @@ def _scalar_addends_as_vectors(graph_def, tf) -> int:
                     tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
             changed.add(const.name)
     return len(changed)
+
+
+def _erfc_as_erf(graph_def, tf) -> int:
+    """``Erfc(x)`` (exact GELU, ConvNeXt) as ``1 - Erf(x)``: tf2onnx passes Erfc on, and ONNX has no Erfc."""
+    count = 0
+    for node in list(graph_def.node):
+        if node.op != "Erfc":
+            continue
+        dtype = node.attr["T"].type
+        erf = graph_def.node.add()
+        erf.name, erf.op = f"{node.name}/inspector_erf", "Erf"
+        erf.input.extend(node.input)
+        erf.attr["T"].type = dtype
+        one = graph_def.node.add()
+        one.name, one.op = f"{node.name}/inspector_one", "Const"
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+            np.ones((1,), dtype=tf.dtypes.as_dtype(dtype).as_numpy_dtype)))
+        node.op = "Sub"
+        del node.input[:]
+        node.input.extend([one.name, erf.name])
+        count += 1
+    return count
 
 
 class _Captured(logging.Handler):
