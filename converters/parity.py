@@ -232,7 +232,8 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
         if shown[layer].activation:
             follow = next(((o, oid, out) for o, iid, oid, out in calls
                            if iid == current and o != name and not list(modules[o].children())
-                           and not isinstance(modules[o], (torch.nn.Conv2d, torch.nn.Linear) + norms)), None)
+                           and not isinstance(modules[o], (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Identity,
+                                                           torch.nn.modules.dropout._DropoutNd) + norms)), None)
             if follow is None:
                 continue
             name, current, value = follow

@@ -52,6 +52,41 @@ def _download_timeout():
                 os.environ.pop(key, None)
 
 
+def _reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hf_offline_unless_reachable():
+    """Hugging Face's hub retries a failed request five times with back-off (about 45 s) and logs each
+    retry; when its host cannot be reached at all it is put in offline mode instead, which reads the
+    cache and fails at once when the file is not there. Its log lines are kept off the terminal."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    patched = None
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        constants = None
+    if constants is not None and not constants.HF_HUB_OFFLINE and \
+            not _reachable(constants.ENDPOINT.split("://")[-1].split("/")[0]):
+        patched = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if patched is not None:
+            constants.HF_HUB_OFFLINE = patched
+
+
 def _unknown(kind: str, name: str, names: list[str], command: str) -> InspectorError:
     close = difflib.get_close_matches(name, names, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -169,17 +204,11 @@ def timm_model(name: str, weights: str = "default") -> ZooModel:
     choice = weights.lower()
     module = timm.create_model(name, pretrained=False)
     cfg = dict(getattr(module, "pretrained_cfg", None) or {})
-    size = tuple(cfg.get("input_size", (3, 224, 224)))[1:]
-    how = (f"timm {cfg.get('architecture', name)}.{cfg.get('tag', '')}: {cfg.get('interpolation', '')} resize, "
-           f"crop_pct {cfg.get('crop_pct', '')}, /255, mean/std").replace(". ", " ")
-    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-    mode = "torch" if tuple(mean) == (0.485, 0.456, 0.406) and tuple(std) == (0.229, 0.224, 0.225) else "timm"
-    spec = _preprocess(mode, mean, std, size, how)
-    tag = f"{cfg.get('architecture', name)}.{cfg['tag']}" if cfg.get("tag") else name
+    spec, tag = timm_preprocess(name, cfg)
     if choice == "none":
         return ZooModel(module.eval(), name, spec, None, False, "random")
     if choice == "default":
-        with _download_timeout():
+        with _download_timeout(), _hf_offline_unless_reachable():
             try:
                 module = timm.create_model(name, pretrained=True)
             except Exception as exc:
@@ -200,6 +229,22 @@ def timm_model(name: str, weights: str = "default") -> ZooModel:
         return ZooModel(module.eval(), name, spec, _timm_classes(module), True, tag)
     _load_file(module, os.path.expanduser(weights))
     return ZooModel(module.eval(), name, spec, None, True, os.path.basename(weights))
+
+
+def timm_preprocess(name: str, cfg: dict | None = None) -> tuple[Preprocess, str]:
+    """(preprocessing, 'architecture.tag') from timm's ``pretrained_cfg`` for ``name``."""
+    if cfg is None:
+        import timm.models
+
+        found = timm.models.get_pretrained_cfg(name)
+        cfg = found.to_dict() if hasattr(found, "to_dict") else dict(found or {})
+    size = tuple(cfg.get("input_size", (3, 224, 224)))[1:]
+    tag = f"{cfg.get('architecture', name)}.{cfg['tag']}" if cfg.get("tag") else name
+    how = (f"timm {tag}: {cfg.get('interpolation', 'bilinear')} resize, crop_pct {cfg.get('crop_pct', 0.875)}, "
+           "/255, mean/std")
+    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    mode = "torch" if tuple(mean) == (0.485, 0.456, 0.406) and tuple(std) == (0.229, 0.224, 0.225) else "timm"
+    return _preprocess(mode, mean, std, size, how), tag
 
 
 def _torch_hub_dir() -> str:
