@@ -104,21 +104,41 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
     shown = shown_tensors(path)
     sources = {}  # inspector layer -> Keras layer with the same values
     halves = {}  # a separable conv's depthwise half -> its Keras layer (the reference is computed)
+    nested = {}  # layer inside a nested Sequential (ConvNeXt's stem) -> that Sequential
+    for container in keras_model.layers:
+        if isinstance(container, keras.Sequential):
+            nested.update({inner.name: container for inner in container.layers})
     for name in conv_layers:
         if name.endswith(".depthwise") and name[: -len(".depthwise")] in top_level:
             halves[name] = sources[name] = name[: -len(".depthwise")]
             continue
         source = (tensor_layers or {}).get(shown.get(name, ""), name)
-        if source in top_level:
+        if source in top_level or source in nested:
             sources[name] = source
     steps = _unfolded_steps(path, [n for n in sources if n not in halves and sources[n] == n])
     compared = list(sources)
+
+    def probe_tensor(name):
+        source = sources[name]
+        if source in nested and source not in top_level:
+            return nested[source].input  # run through the Sequential's layers below
+        layer = keras_model.get_layer(source)
+        return layer.input if name in halves else layer.output
+
     probe = keras.Model(keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs,
-                        [keras_model.get_layer(sources[n]).input if n in halves else
-                         keras_model.get_layer(sources[n]).output for n in compared] + list(keras_model.outputs))
+                        [probe_tensor(n) for n in compared] + list(keras_model.outputs))
     expected = probe(batch_nhwc, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
     del probe
+    for k, name in enumerate(compared):
+        source = sources[name]
+        if source in nested and source not in top_level:
+            value = expected[k]
+            for inner in nested[source].layers:
+                value = inner(value, training=False)
+                if inner.name == source:
+                    break
+            expected[k] = np.asarray(value)
     for k, name in enumerate(compared):
         if name in halves:  # SeparableConv2D = depthwise then pointwise: Keras's own depthwise op on its input
             layer = keras_model.get_layer(halves[name])
@@ -142,7 +162,7 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output", reference, got))
     skipped = [n for n in conv_layers if n not in sources]
     if skipped:
-        echo(f"  (not compared, inside nested models: {', '.join(skipped)})")
+        echo(f"  (not compared, inside nested models that are not Sequential: {', '.join(skipped)})")
     report(differences, echo, tolerance)
     return differences
 

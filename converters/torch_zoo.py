@@ -169,16 +169,21 @@ def torchvision_model(name: str, weights: str = "default") -> ZooModel:
         module = builder(weights=None)
         return ZooModel(module.eval(), real, spec, None, False, "random")
     if choice == "default":
+        import urllib.parse
+
+        import torch.hub
+
+        file = os.path.basename(default.url)
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", file)
         with _download_timeout():
             try:
+                if not os.path.isfile(cached) and not _reachable(urllib.parse.urlparse(default.url).hostname):
+                    raise ConnectionError(f"{default.url} cannot be reached")  # before torch.hub prints a line
                 module = builder(weights=default)
             except Exception as exc:
                 if not _is_download_failure(exc):
                     raise
-                import torch.hub
-
-                file = os.path.basename(default.url)
-                where = _home(os.path.join(torch.hub.get_dir(), "checkpoints", file))
+                where = _home(cached)
                 raise InspectorError(
                     f"could not download the torchvision weights {default} (offline?); fetch {default.url} "
                     f"and put it at {where}, or pass --weights PATH (or --weights none for random "
