@@ -175,7 +175,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         spec, input_name = _input_spec(model, tf)
         scopes, restore = _record_scopes(model, tf)
         try:
-            with _plain_grouped_convs(tf):
+            with _plain_grouped_convs(tf), _dense_on_maps_as_1x1_convs(tf):
                 concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
         finally:
             restore()
@@ -288,6 +288,34 @@ def _plain_grouped_convs(tf):
         yield
     finally:
         backend_nn.conv = original
+
+
+@contextlib.contextmanager
+def _dense_on_maps_as_1x1_convs(tf):
+    """While tracing: a Dense layer on an (N, H, W, C) map (ConvNeXt's pointwise convs) as a 1x1 Conv2D.
+
+    The same numbers; as a MatMul over the last axis, tf2onnx must keep the map
+    channels-last around it (two Transposes per ConvNeXt block), as a conv its
+    layout optimizer works it into the NCHW graph like any other conv.
+    """
+    try:
+        from keras.src import ops
+    except ImportError:
+        yield
+        return
+    original = ops.matmul
+
+    def matmul(x1, x2):
+        if len(getattr(x1, "shape", ())) == 4 and len(getattr(x2, "shape", ())) == 2 and tf.is_tensor(x1):
+            kernel = tf.reshape(x2, (1, 1, x2.shape[0], x2.shape[1]))
+            return tf.nn.conv2d(x1, tf.cast(kernel, x1.dtype), strides=1, padding="VALID")
+        return original(x1, x2)
+
+    ops.matmul = matmul
+    try:
+        yield
+    finally:
+        ops.matmul = original
 
 
 def _scalar_addends_as_vectors(graph_def, tf) -> int:

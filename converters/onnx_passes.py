@@ -352,6 +352,155 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray], allow: Callable | 
     return folded
 
 
+# ------------------------------------------- channels-last islands to NCHW
+
+_UNARY = {"Erf", "Relu", "Sigmoid", "Tanh", "Neg", "Sqrt", "Reciprocal", "Abs", "Exp", "Gelu", "Identity"}
+_BINARY = {"Add", "Sub", "Mul", "Div", "Pow"}
+
+
+def channels_first_islands(graph, consts: dict[str, np.ndarray], opset: int = 17) -> int:
+    """Transpose(NCHW->NHWC) -> per-position ops -> Transpose(NHWC->NCHW): the same ops in NCHW.
+
+    ConvNeXt runs LayerNorm over the channels and its pointwise convs as
+    Linear layers on a channels-last map, between two Transposes per block.
+    Here such an island is rewritten channels-first: a MatMul by a constant
+    (Cin, Cout) matrix becomes a 1x1 Conv (same node name), LayerNormalization
+    over the last axis becomes reductions over axis 1, per-channel constants
+    are reshaped to (C, 1, 1); elementwise ops stay. Islands with any other op,
+    or whose tensors leave it elsewhere than through the closing Transposes,
+    are left alone. Returns the Transposes removed.
+    """
+    import onnx
+
+    helper = onnx.helper
+    removed = 0
+    for start in [n for n in graph.node if n.op_type == "Transpose" and list(_attr(n, "perm") or []) == [0, 2, 3, 1]]:
+        uses = consumers(graph)
+        graph_outputs = {o.name for o in graph.output}
+        nodes = list(graph.node)
+        if start not in nodes:
+            continue
+        inside, island, ends, ok = {start.output[0]}, [], [], True
+        for node in nodes[nodes.index(start) + 1:]:
+            if not any(name in inside for name in node.input):
+                continue
+            if node.op_type == "Transpose" and list(_attr(node, "perm") or []) == [0, 3, 1, 2]:
+                ends.append(node)
+                continue
+            if any(name and name not in inside and name not in consts for name in node.input) or \
+                    not _island_op_ok(node, inside, consts):
+                ok = False
+                break
+            island.append(node)
+            inside.update(node.output)
+        if not ok or not ends or not island:
+            continue
+        members = {id(n) for n in island} | {id(n) for n in ends}
+        if any(t in graph_outputs or any(id(u) not in members for u in uses.get(t, [])) for t in inside):
+            continue
+        new_nodes = {}
+        for node in island:
+            new_nodes[id(node)] = _island_rewrite(node, inside, consts, opset, helper)
+        source = start.input[0]
+        kept = []
+        for node in graph.node:
+            if node is start:
+                continue
+            if id(node) in new_nodes:
+                kept.extend(new_nodes[id(node)])
+                continue
+            if node in ends:
+                continue
+            kept.append(node)
+        end_outputs = {e.output[0]: e.input[0] for e in ends}
+        for node in kept:
+            for k, name in enumerate(node.input):
+                if name == start.output[0]:
+                    node.input[k] = source
+                elif name in end_outputs:
+                    node.input[k] = end_outputs[name]
+        del graph.node[:]
+        graph.node.extend(kept)
+        removed += 1 + len(ends)
+    return removed
+
+
+def _channel_constant(value: np.ndarray) -> np.ndarray | None:
+    """A constant that broadcasts over the last axis of (N, H, W, C), for (N, C, H, W)."""
+    if value.size == 1:
+        return value.reshape(())
+    shape = [d for d in value.shape]
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    if len(shape) == 1:
+        return value.reshape(shape[0], 1, 1)
+    return None
+
+
+def _island_op_ok(node, inside, consts) -> bool:
+    if node.op_type in _UNARY:
+        return True
+    if node.op_type in _BINARY:
+        return all(name in inside or _channel_constant(consts[name]) is not None for name in node.input)
+    if node.op_type == "LayerNormalization":
+        return _attr(node, "axis", -1) in (-1, 3) and len(node.output) == 1 and \
+            all(name in consts for name in node.input[1:])
+    if node.op_type == "MatMul":
+        return node.input[0] in inside and node.input[1] in consts and consts[node.input[1]].ndim == 2
+    return False
+
+
+def _island_rewrite(node, inside, consts, opset, helper) -> list:
+    name = node.name or node.output[0]
+
+    def const(suffix, value):
+        key = f"{name}__{suffix}"
+        consts[key] = np.ascontiguousarray(value)
+        return key
+
+    if node.op_type in _UNARY:
+        return [node]
+    if node.op_type in _BINARY:
+        for k, tensor in enumerate(node.input):
+            if tensor not in inside:
+                node.input[k] = const(f"nchw{k}", _channel_constant(consts[tensor]))
+        return [node]
+    if node.op_type == "MatMul":
+        weight = consts[node.input[1]]
+        kernel = const("kernel", weight.T.reshape(weight.shape[1], weight.shape[0], 1, 1))
+        conv = helper.make_node("Conv", [node.input[0], kernel], list(node.output), name=node.name)
+        return [conv]
+    # LayerNormalization over the channels: (x - mean) / sqrt(var + eps) * scale + bias, on axis 1
+    x, out = node.input[0], node.output[0]
+    eps = float(_attr(node, "epsilon", 1e-5))
+
+    def reduce_mean(src, dst):
+        if opset >= 18:
+            return helper.make_node("ReduceMean", [src, const("axes", np.array([1], np.int64))], [dst],
+                                    name=f"{name}/{dst.rsplit('/', 1)[-1]}", keepdims=1)
+        return helper.make_node("ReduceMean", [src], [dst], name=f"{name}/{dst.rsplit('/', 1)[-1]}",
+                                axes=[1], keepdims=1)
+
+    t = lambda part: f"{out}/{part}"  # noqa: E731
+    dtype = consts[node.input[1]].dtype
+    nodes = [reduce_mean(x, t("mean")),
+             helper.make_node("Sub", [x, t("mean")], [t("centred")], name=f"{name}/centred"),
+             helper.make_node("Mul", [t("centred"), t("centred")], [t("squared")], name=f"{name}/squared"),
+             reduce_mean(t("squared"), t("var")),
+             helper.make_node("Add", [t("var"), const("eps", np.array(eps, dtype))], [t("var_eps")],
+                              name=f"{name}/var_eps"),
+             helper.make_node("Sqrt", [t("var_eps")], [t("std")], name=f"{name}/std"),
+             helper.make_node("Div", [t("centred"), t("std")], [t("normed")], name=f"{name}/normed")]
+    scale = const("scale", consts[node.input[1]].reshape(-1, 1, 1))
+    if len(node.input) > 2 and node.input[2]:
+        nodes.append(helper.make_node("Mul", [t("normed"), scale], [t("scaled")], name=f"{name}/scaled"))
+        nodes.append(helper.make_node("Add", [t("scaled"), const("bias", consts[node.input[2]].reshape(-1, 1, 1))],
+                                      [out], name=f"{name}/shifted"))
+    else:
+        nodes.append(helper.make_node("Mul", [t("normed"), scale], [out], name=f"{name}/scaled"))
+    return nodes
+
+
 # --------------------------------------------------------------- dead code
 
 def prune(graph) -> int:
@@ -379,7 +528,7 @@ def used_names(graph) -> set[str]:
 
 def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: int,
                    shapes: dict[str, tuple] | None = None, inline_limit: int = 1024,
-                   fold_allowed: Callable | None = None) -> tuple[dict, dict]:
+                   fold_allowed: Callable | None = None, islands: bool = False) -> tuple[dict, dict]:
     """Turn weight graph inputs into initializers, folding the ops on them.
 
     ``weights`` maps a graph input name to a callable giving its array (called
@@ -410,6 +559,8 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
         graph.node.remove(node)
 
     stats = {"folded": fold_constants(graph, consts, opset)}
+    if islands:
+        stats["island_transposes_removed"] = channels_first_islands(graph, consts, opset)
     stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts, fold_allowed)
     stats["flatten_transposes_folded"] = fold_flatten_transpose(graph, consts, shapes or {})
     stats["pruned"] = prune(graph)

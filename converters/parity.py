@@ -257,14 +257,22 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             if follow is None:
                 continue
             name, current, value = follow
-        sources[layer], references[layer] = name, value.cpu().numpy()
+        reference = value.cpu().numpy()
+        if isinstance(modules[name], torch.nn.Linear) and reference.ndim == 4:
+            reference = reference.transpose(0, 3, 1, 2)  # a Linear on a channels-last map, a 1x1 conv in the file
+        sources[layer], references[layer] = name, reference
     results = result if isinstance(result, (list, tuple)) else [result]
+    steps = _unfolded_steps(path, [n for n in references if sources[n] == n])
     maps, finals = onnx_outputs(path, batch, list(references))
     differences = []
     for layer in conv_layers:
         if layer in references:
             label = layer if sources[layer] == layer else f"{layer} ({sources[layer]})"
-            differences.append(difference(label, references[layer], maps.get(layer, np.empty(0))))
+            reference = references[layer]
+            for op, value, what in steps.get(layer, []):  # another module's scale (ConvNeXt's layer_scale)
+                reference = reference * value if op == "Mul" else reference + value
+                label += f" then {what}"
+            differences.append(difference(label, reference, maps.get(layer, np.empty(0))))
     for k, (reference, got) in enumerate(zip(results, finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
                                       reference.detach().cpu().numpy(), got))

@@ -157,10 +157,25 @@ def export(module, input_shape, opset: int = 17, stages=None):
         # each conv's state-dict weight name, before folding a BatchNorm in renames its kernel
         weight_names = {n.name: n.input[1] for n in model.graph.node
                         if n.op_type in onnx_passes.CONV_OPS and len(n.input) > 1 and n.input[1] in state}
-        _, payloads = onnx_passes.attach_weights(model, weights, opset, shapes)
+        producer = onnx_passes.producers(model.graph)
+        for node in model.graph.node:  # a Linear on a map may become a 1x1 conv: its weight's name too
+            if node.op_type == "MatMul" and len(node.input) > 1:
+                source = producer.get(node.input[1])
+                weight = source.input[0] if source is not None and source.op_type == "Transpose" else node.input[1]
+                if weight in state:
+                    weight_names[node.name] = weight
+        _, payloads = onnx_passes.attach_weights(model, weights, opset, shapes, islands=True,
+                                                 fold_allowed=_own_bias_or_batchnorm)
         del model.graph.value_info[:]
         conv_layers = name_torch_layers(model.graph, weight_names)
     return model, conv_layers, payloads
+
+
+def _own_bias_or_batchnorm(conv, node) -> bool:
+    """Fold a BatchNorm, or an op of the conv's own module (a Linear's bias); not another module's
+    constant scale (ConvNeXt's layer_scale), so that the conv's tensor stays its module's output."""
+    scope = lambda name: name.rsplit("/", 1)[0]  # noqa: E731 ("/features/features.1/.../block.3/MatMul")
+    return node.op_type == "BatchNormalization" or (bool(conv.name) and scope(node.name) == scope(conv.name))
 
 
 @contextlib.contextmanager

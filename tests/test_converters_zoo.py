@@ -187,8 +187,11 @@ def test_grouped_conv_layernorm_and_exact_gelu_convert(keras, tmp_path):
     x = L.Add(name="add")([stem, x])
     model = _randomise(keras.Model(inputs, x, name="convnextish"), keras)
     result, _ = _convert(model, tmp_path / "cx.onnx")
-    assert result.conv_layers == ["stem", "stage_0_block_0_depthwise_conv"]
-    assert all(d.relative <= TOLERANCE for d in result.parity) and len(result.parity) == 3
+    # the Dense layers on the map are 1x1 convs in the file: no channels-last island, no Transpose
+    assert result.conv_layers == ["stem", "stage_0_block_0_depthwise_conv", "stage_0_block_0_pointwise_conv_1",
+                                  "stage_0_block_0_pointwise_conv_2"]
+    assert result.transposes == 0 and "MatMul" not in _ops(tmp_path / "cx.onnx")
+    assert all(d.relative <= TOLERANCE for d in result.parity) and len(result.parity) == 5
 
 
 # ------------------------------------------------------------------ the zoo, smallest of each family
@@ -265,6 +268,65 @@ def test_timm_preprocessing_from_pretrained_cfg(torch):
     assert tag.startswith("inception_v3.") and spec.input_size == tuple(cfg["input_size"][1:]) == (299, 299)
     assert spec.mean == pytest.approx(cfg["mean"]) and spec.mean != pytest.approx((0.485, 0.456, 0.406))
     assert spec.mode == "timm"
+
+
+CNBLOCK = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    \"\"\"torchvision's ConvNeXt block: depthwise conv, then LayerNorm and two Linear layers channels-last.\"\"\"
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.rand(dim, 1, 1) + 0.5)
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 2, stride=2)
+        self.block = Block()
+
+    def forward(self, x):
+        return self.block(self.stem(x)).mean((2, 3))
+
+
+def make():
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.block.norm.weight.uniform_(0.5, 1.5)
+        net.block.norm.bias.uniform_(-0.5, 0.5)
+    return net
+"""
+
+
+@pytest.mark.torch
+def test_torch_channels_last_island_becomes_nchw(torch, tmp_path):
+    """ConvNeXt's block: the Linear layers become 1x1 convs, LayerNorm runs over axis 1, no Transpose."""
+    from converters import api
+
+    (tmp_path / "cn.py").write_text(CNBLOCK)
+    out = tmp_path / "cn.onnx"
+    result = api.convert_torch(f"{tmp_path / 'cn.py'}:make", "1,3,16,16", str(out), check=True)
+    assert result.conv_layers == ["stem", "block.dwconv", "block.pwconv1", "block.pwconv2"]
+    ops = _ops(out)
+    assert "Transpose" not in ops and "MatMul" not in ops and "LayerNormalization" not in ops
+    labels = [d.name for d in result.parity]
+    assert any(label.startswith("block.pwconv2 then Mul") for label in labels)  # layer_scale: not folded
+    assert len(result.parity) == 5 and all(d.relative <= TOLERANCE for d in result.parity)
 
 
 @pytest.fixture
