@@ -736,7 +736,7 @@ def remove_transpose_pairs(graph) -> int:
     graph_outputs = {o.name for o in graph.output}
     removed = 0
     for node in list(graph.node):
-        if node.op_type != "Transpose" or node.output[0] in graph_outputs:
+        if node.op_type != "Transpose":
             continue
         first = producer.get(node.input[0])
         if first is None or first.op_type != "Transpose":
@@ -746,6 +746,8 @@ def remove_transpose_pairs(graph) -> int:
             continue
         composed = [inner[a] for a in outer]
         if composed == list(range(len(composed))):
+            if node.output[0] in graph_outputs:
+                continue
             source = first.input[0]
             for user in graph.node:
                 for k, name in enumerate(user.input):

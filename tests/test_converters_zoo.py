@@ -190,7 +190,10 @@ def test_grouped_conv_layernorm_and_exact_gelu_convert(keras, tmp_path):
     # the Dense layers on the map are 1x1 convs in the file: no channels-last island, no Transpose
     assert result.conv_layers == ["stem", "stage_0_block_0_depthwise_conv", "stage_0_block_0_pointwise_conv_1",
                                   "stage_0_block_0_pointwise_conv_2"]
-    assert result.transposes == 0 and "MatMul" not in _ops(tmp_path / "cx.onnx")
+    graph = onnx.load(str(tmp_path / "cx.onnx")).graph
+    transposes = [n for n in graph.node if n.op_type == "Transpose"]  # only the NHWC output's layout
+    assert len(transposes) == 1 and transposes[0].output[0] == graph.output[0].name
+    assert "MatMul" not in _ops(tmp_path / "cx.onnx")
     assert all(d.relative <= TOLERANCE for d in result.parity) and len(result.parity) == 5
 
 
@@ -401,3 +404,28 @@ def test_torchvision_weights_path_are_the_files_tensors(torch, tmp_path):
     factor = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()[:, None, None, None]
     np.testing.assert_allclose(inspector.load(str(out)).filters("conv1"),
                                net.conv1.weight.detach().numpy() * factor, rtol=1e-5, atol=1e-7)
+
+
+def test_transpose_pairs_collapse_and_compose():
+    """The fallback pass after a failed tf2onnx optimizer: inverse pairs go, others become one Transpose."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from converters import onnx_passes
+
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 3, 1]),
+             helper.make_node("Transpose", ["a"], ["b"], perm=[0, 3, 1, 2]),
+             helper.make_node("Relu", ["b"], ["c"]),
+             helper.make_node("Transpose", ["c"], ["d"], perm=[0, 2, 3, 1]),
+             helper.make_node("Transpose", ["d"], ["y"], perm=[0, 2, 1, 3])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.random.default_rng(0).normal(size=(1, 2, 3, 4)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert onnx_passes.remove_transpose_pairs(model.graph) == 2
+    assert [n.op_type for n in model.graph.node] == ["Relu", "Transpose"]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
+    np.testing.assert_array_equal(after, np.maximum(x, 0).transpose(0, 2, 3, 1).transpose(0, 2, 1, 3))
