@@ -244,6 +244,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
                                                      fold_allowed=fold_allowed)
         stats["reshapes_pinned"] = pinned
         onnx_passes.prune(structure.graph)
+        stats["hard_swish_fused"] = onnx_passes.fuse_hard_swish(structure.graph)
         renamed = {}
         stats["outputs_named"] = onnx_passes.name_shown_outputs(structure.graph, conv_layers, renamed)
         tensor_layers = {renamed.get(t, t): layer for t, layer in tensor_layers.items()}

@@ -501,6 +501,68 @@ def _island_rewrite(node, inside, consts, opset, helper) -> list:
     return nodes
 
 
+# ------------------------------------------------------------ hard-swish
+
+def fuse_hard_swish(graph) -> int:
+    """``x * (relu6(x + 3) * (1/6))`` (Keras's hard_swish written out, MobileNetV3): one HardSwish node.
+
+    The same numbers (HardSwish is x * max(0, min(1, x/6 + 1/2))); as one
+    activation op the inspector shows the map after it, as for every other
+    activation. The node keeps the last Mul's name and output tensor.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+
+    def scalar(name):
+        if name not in inits:
+            return None
+        value = numpy_helper.to_array(inits[name])
+        return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+
+    def single(tensor):
+        readers = uses.get(tensor, [])
+        return readers[0] if len(readers) == 1 and tensor not in graph_outputs else None
+
+    fused, removed = 0, set()
+    replacements = {}
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2 or id(add) in removed:
+            continue
+        for k in (0, 1):
+            x, three = add.input[k], add.input[1 - k]
+            if x in inits or scalar(three) is None or abs(scalar(three) - 3.0) > 1e-6:
+                continue
+            clip = single(add.output[0])
+            if clip is None or clip.op_type != "Clip" or len(clip.input) < 3 or \
+                    scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
+                continue
+            sixth = single(clip.output[0])
+            if sixth is None or sixth.op_type != "Mul":
+                continue
+            other = [t for t in sixth.input if t != clip.output[0]]
+            if len(other) != 1 or scalar(other[0]) is None or abs(scalar(other[0]) - 1 / 6) > 1e-6:
+                continue
+            gate = single(sixth.output[0])
+            if gate is None or gate.op_type != "Mul" or sorted(gate.input) != sorted([x, sixth.output[0]]):
+                continue
+            node = onnx.helper.make_node("HardSwish", [x], [gate.output[0]], name=gate.name)
+            replacements[id(gate)] = node
+            removed.update({id(add), id(clip), id(sixth)})
+            fused += 1
+            break
+    if fused:
+        kept = [replacements.get(id(n), n) for n in graph.node if id(n) not in removed]
+        del graph.node[:]
+        graph.node.extend(kept)
+        prune(graph)
+    return fused
+
+
 # --------------------------------------------------------------- dead code
 
 def prune(graph) -> int:

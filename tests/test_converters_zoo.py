@@ -106,6 +106,12 @@ def test_squeeze_excite_and_hard_sigmoid_leave_no_transpose_and_no_traceback(ker
     assert "Traceback" not in captured.err and "Failed to apply" not in captured.err
     assert result.transposes == 0 and _ops(out).count("Transpose") == 0
     assert {"se_conv", "se_conv_1", "project"} <= set(result.conv_layers)
+    import inspector
+
+    # hard-swish written out (Add 3, Clip 0..6, Mul 1/6, Mul) is one HardSwish: the map is after it
+    layers = {layer.name: layer for layer in inspector.load(str(out)).layers}
+    assert layers["conv"].activation == "HardSwish" and "conv (conv_hswish)" in [d.name for d in result.parity]
+    assert layers["se_conv_1"].activation == "Clip"  # hard-sigmoid's ReLU(6)(x + 3): Keras's re_lu layer
     assert all(d.relative <= TOLERANCE for d in result.parity)
     assert len(result.parity) == len(result.conv_layers) + 1  # every conv compared, and the output
 
