@@ -208,7 +208,8 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         _scalar_addends_as_vectors(optimized, tf)
         _erfc_as_erf(optimized, tf)
         structure = _tf2onnx_structure(_convert_common, optimized, name=model.name, opset=opset,
-                                       input_names=input_names, output_names=output_names, nchw=nchw)
+                                       input_names=input_names, output_names=output_names, nchw=nchw,
+                                       layer_of=_scope_matcher(scopes))
         del optimized, graph_def
 
     with stages("tidy structure"):
@@ -405,7 +406,8 @@ def captured_tf2onnx_logs():
         logger.setLevel(saved[2])
 
 
-def _tf2onnx_structure(convert_common, graph_def, *, name, opset, input_names, output_names, nchw):
+def _tf2onnx_structure(convert_common, graph_def, *, name, opset, input_names, output_names, nchw,
+                       layer_of=lambda _name: None):
     """tf2onnx on the weightless graph; if one of its optimizers fails, again without that one.
 
     tf2onnx catches an optimizer's exception itself, prints its traceback and
@@ -422,8 +424,12 @@ def _tf2onnx_structure(convert_common, graph_def, *, name, opset, input_names, o
                                               input_names=input_names, output_names=output_names,
                                               inputs_as_nchw=nchw, optimizers=optimizers)
             except Exception as exc:
-                raise InspectorError(f"tf2onnx could not convert the model ({exc.__class__.__name__}: "
-                                     f"{' '.join(str(exc).split())[:200]})") from None
+                text = " ".join(str(exc).split())
+                layers = [layer for layer in (layer_of(word.strip("'\",:;()[]").split(":")[0] + "/x")
+                                              for word in text.split()) if layer]
+                where = f" in layer '{layers[0]}'" if layers else ""
+                raise InspectorError(f"tf2onnx could not convert the model{where} ({exc.__class__.__name__}: "
+                                     f"{text[:200]})") from None
         failed = sorted({m.group(1) for r in records
                          for m in [re.match(r"Failed to apply (\w+)", r.getMessage())] if m})
         return structure, failed

@@ -435,3 +435,27 @@ def test_transpose_pairs_collapse_and_compose():
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(after, before)
     np.testing.assert_array_equal(after, np.maximum(x, 0).transpose(0, 2, 3, 1).transpose(0, 2, 1, 3))
+
+
+@pytest.mark.keras
+def test_tf2onnx_failure_is_one_line_naming_the_layer(keras, tmp_path, capsys, monkeypatch):
+    import tf2onnx.convert
+
+    from converters import cli
+
+    def unsupported(graph_def, **kwargs):
+        node = next(n.name for n in graph_def.node if "block1_conv2" in n.name)
+        raise ValueError(f"tf2onnx: Unsupported ops: Counter({{'FancyOp': 1}}) in node {node}")
+
+    monkeypatch.setattr(tf2onnx.convert, "_convert_common", unsupported)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, name="block1_conv1")(inputs)
+    x = L.Conv2D(4, 3, name="block1_conv2")(x)
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, x, name="m").save(path)
+    assert cli.main(["keras", str(path), "--preprocess", "raw", "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "in layer 'block1_conv2'" in err and "FancyOp" in err
+    assert not (tmp_path / "m.onnx").exists()
