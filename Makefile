@@ -8,7 +8,7 @@ ORT    ?= cpu
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 
-.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench clean
+.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench zoo clean
 
 .venv: $(STAMP)
 
@@ -85,6 +85,12 @@ fuzz: .venv
 
 bench: .venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Every keras.applications model, and torchvision and timm models by name, converted with
+# --check (random weights), one process each, sequentially: the table in docs/converters.md.
+zoo: .venv
+	mkdir -p bench/out
+	$(BIN)/python bench/zoo.py --json bench/out/zoo.json $(ZOO_ARGS)
 
 clean:
 	rm -rf $(VENV) inspector-out demo/out demo/out-trained bench/out .pytest_cache

@@ -193,7 +193,7 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     """``factory``: a callable returning an nn.Module, or 'FILE.py:NAME' / 'pkg.mod:NAME'."""
     from . import torch_convert
 
-    torch = torch_convert.import_torch()
+    torch_convert.import_torch()
     _check_out(out)
     shape = torch_convert.parse_input_shape(input_shape)
     stages = Stages(echo=echo) if measure else NoStages()
@@ -205,15 +205,36 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     with stages("build module"):
         module = torch_convert.build_module(factory, weights)
     spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+    return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
+                                weights_trained=True if weights else None,
+                                weights_source=os.path.basename(weights) if weights else "factory",
+                                opset=opset, check=check, image=image, echo=echo, stages=stages)
+
+
+def convert_torch_module(module, shape, out: str, *, model_name: str, preprocess=None, class_names=None,
+                         weights_trained: bool | None = None, weights_source: str = "module", opset: int = 17,
+                         check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
+                         stages=None, converter: str = "torch") -> ConversionResult:
+    """An nn.Module already built (in eval mode); ``shape``: (N, C, H, W) of the traced input."""
+    from . import torch_convert
+
+    torch = torch_convert.import_torch()
+    _check_out(out)
+    stages = stages or NoStages()
+    spec = preprocess
     onnx_model, conv_layers, payloads = torch_convert.export(module, shape, opset=opset, stages=stages)
     if not check:  # the payloads are views of its weights: only the module object goes
         del module
         gc.collect()
         module = None
     writer.check_opset(onnx_model)
+    source_version = f"torch {torch.__version__}"
+    if converter != "torch":
+        library = __import__(converter)
+        source_version += f"; {converter} {library.__version__}"
     writer.stamp(onnx_model, writer.common_metadata(
-        "torch", f"torch {torch.__version__}", f"torch.onnx {torch.__version__} (TorchScript exporter)",
-        name, "NCHW", spec, None, True if weights else None, os.path.basename(weights) if weights else "factory"))
+        "torch", source_version, f"torch.onnx {torch.__version__} (TorchScript exporter)",
+        model_name, "NCHW", spec, class_names, weights_trained, weights_source))
 
     parity = []
 
@@ -233,3 +254,47 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     stages.close()
     return ConversionResult(os.fspath(out), conv_layers, metadata, ops, transposes,
                             stages.summary() if isinstance(stages, Stages) else {}, parity)
+
+
+def _zoo_shape(spec: Preprocess, input_shape) -> tuple:
+    from . import torch_convert
+
+    if input_shape:
+        return torch_convert.parse_input_shape(input_shape)
+    return (1, 3, *spec.input_size)
+
+
+def _convert_zoo(library: str, name: str, out: str, *, weights: str, input_shape, opset: int, check: bool,
+                 image: str | None, echo, warn, measure: bool) -> ConversionResult:
+    from . import torch_convert, torch_zoo
+
+    torch_convert.import_torch()
+    _check_out(out)
+    stages = Stages(echo=echo) if measure else NoStages()
+    with stages("build module"), torch_convert.warnings_quiet():
+        found = (torch_zoo.torchvision_model if library == "torchvision" else torch_zoo.timm_model)(name, weights)
+    if not found.trained:
+        warn(f"{library} {found.name} gets random weights (--weights none): its filters and maps show an "
+             "untrained network, and the model's metadata says so")
+    shape = _zoo_shape(found.preprocess, input_shape)
+    spec = found.preprocess.with_size((shape[2], shape[3]))
+    return convert_torch_module(found.module, shape, out, model_name=f"{library}/{found.name}", preprocess=spec,
+                                class_names=found.class_names, weights_trained=found.trained,
+                                weights_source=found.source, opset=opset, check=check, image=image, echo=echo,
+                                stages=stages, converter=library)
+
+
+def convert_torchvision(name: str, out: str, *, weights: str = "default", input_shape=None, opset: int = 17,
+                        check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
+                        warn: Callable[[str], None] = _warn, measure: bool = False) -> ConversionResult:
+    """A torchvision classification model by name, e.g. ``convert_torchvision("resnet18", "r18.onnx")``."""
+    return _convert_zoo("torchvision", name, out, weights=weights, input_shape=input_shape, opset=opset,
+                        check=check, image=image, echo=echo, warn=warn, measure=measure)
+
+
+def convert_timm(name: str, out: str, *, weights: str = "default", input_shape=None, opset: int = 17,
+                 check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
+                 warn: Callable[[str], None] = _warn, measure: bool = False) -> ConversionResult:
+    """A timm model by name, e.g. ``convert_timm("resnet18", "r18.onnx", weights="none")``."""
+    return _convert_zoo("timm", name, out, weights=weights, input_shape=input_shape, opset=opset,
+                        check=check, image=image, echo=echo, warn=warn, measure=measure)

@@ -1,4 +1,4 @@
-"""``inspector convert keras-app|keras|torch ...``: parse, call converters.api, print, map errors to exit codes."""
+"""``inspector convert keras-app|keras|torch|torchvision|timm ...``: parse, call converters.api, print, map errors to exit codes."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ def _common(parser: argparse.ArgumentParser, preprocess: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Convert Keras and PyTorch models to ONNX files the inspector reads well.")
-    sub = parser.add_subparsers(dest="command", metavar="{keras-app,keras,torch}", parser_class=_Parser)
+    parser = _Parser(prog=PROG, description="Convert Keras and PyTorch models (and the keras.applications, torchvision "
+                                          "and timm zoos by name) to ONNX files the inspector reads well.")
+    sub = parser.add_subparsers(dest="command", metavar="{keras-app,keras,torch,torchvision,timm}",
+                                parser_class=_Parser)
     sub.required = True
 
     app = sub.add_parser("keras-app", help="a keras.applications model by name (e.g. VGG16)")
@@ -60,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     torch_cmd.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="e.g. 1,3,224,224")
     torch_cmd.add_argument("--weights", metavar="STATE_DICT.pt", help="state dict, loaded with weights_only=True")
     _common(torch_cmd, preprocess=True)
+
+    for library, example in (("torchvision", "resnet18, mobilenet_v3_small, convnext_tiny"),
+                             ("timm", "resnet18, mobilenetv3_small_100, efficientnet_b0")):
+        zoo = sub.add_parser(library, help=f"a {library} model by name (e.g. {example.split(',')[0]})")
+        zoo.add_argument("name", help=f"model name, e.g. {example}")
+        zoo.add_argument("--weights", default="default", metavar="default|none|PATH",
+                         help=f"default ({library}'s pretrained weights, its own download and cache; default), "
+                              "none (random, untrained), or a state-dict file")
+        zoo.add_argument("--input-shape", metavar="N,C,H,W",
+                         help="traced input shape (default: 1,3 and the size from the library's metadata)")
+        _common(zoo, preprocess=False)
     return parser
 
 
@@ -77,6 +90,9 @@ def run(args) -> int:
     elif args.command == "keras":
         result = api.convert_keras_file(args.model, args.output, preprocess=args.preprocess, unsafe=args.unsafe,
                                         custom_objects=args.custom_objects, **common)
+    elif args.command in ("torchvision", "timm"):
+        convert = api.convert_torchvision if args.command == "torchvision" else api.convert_timm
+        result = convert(args.name, args.output, weights=args.weights, input_shape=args.input_shape, **common)
     else:
         result = api.convert_torch(args.factory, args.input_shape, args.output, weights=args.weights,
                                    preprocess=args.preprocess or "torch", **common)

@@ -15,6 +15,9 @@ and only inside functions.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +66,7 @@ def import_tensorflow():
         raise InspectorError(
             f"converting Keras models needs TensorFlow, Keras 3 and tf2onnx ({exc.name or exc} is missing); "
             "install them with: pip install 'inspector-cnn[keras]'") from None
+    tf.get_logger().setLevel("ERROR")  # retracing notices and the like: not the user's business
     if not keras.__version__.startswith("3"):
         raise InspectorError(f"Keras {keras.__version__} found; the converter needs Keras 3: "
                              "pip install 'inspector-cnn[keras]'")
@@ -171,7 +175,8 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         spec, input_name = _input_spec(model, tf)
         scopes, restore = _record_scopes(model, tf)
         try:
-            concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+            with _plain_grouped_convs(tf), _dense_on_maps_as_1x1_convs(tf):
+                concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
         finally:
             restore()
         handle_to_variable = {}
@@ -200,9 +205,11 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
     with stages("tf2onnx structure"):
         rank = len(spec.shape)
         nchw = [tf_input] if rank == 4 else None
-        structure, _ = _convert_common(
-            optimized, name=model.name, continue_on_error=False, opset=opset,
-            input_names=input_names, output_names=output_names, inputs_as_nchw=nchw)
+        _scalar_addends_as_vectors(optimized, tf)
+        _erfc_as_erf(optimized, tf)
+        structure = _tf2onnx_structure(_convert_common, optimized, name=model.name, opset=opset,
+                                       input_names=input_names, output_names=output_names, nchw=nchw,
+                                       layer_of=_scope_matcher(scopes))
         del optimized, graph_def
 
     with stages("tidy structure"):
@@ -225,18 +232,217 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
 
     with stages("attach weights"):
         weight_inputs = {f"{name}:0": (lambda v=variable: np.asarray(v.numpy())) for name, variable in big.items()}
-        stats, payloads = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes)
+        kinds = {onnx_passes.clean_name(layer.name): type(layer).__name__ for layer in all_layers(model)}
+        node_layer = {name: onnx_passes.clean_name(layer) for name, layer in by_name.items()}
+
+        def fold_allowed(conv, node) -> bool:
+            """A conv's own bias and a BatchNormalization fold; another layer's constant scale does not."""
+            layer = node_layer.get(node.name)
+            return layer is None or layer == onnx_passes.layer_of_conv(conv.name) or \
+                kinds.get(layer) == "BatchNormalization"
+
+        stats, payloads = onnx_passes.attach_weights(structure, weight_inputs, opset, shapes,
+                                                     fold_allowed=fold_allowed)
         stats["reshapes_pinned"] = pinned
         onnx_passes.prune(structure.graph)
+        stats["hard_swish_fused"] = onnx_passes.fuse_hard_swish(structure.graph)
         renamed = {}
         stats["outputs_named"] = onnx_passes.name_shown_outputs(structure.graph, conv_layers, renamed)
         tensor_layers = {renamed.get(t, t): layer for t, layer in tensor_layers.items()}
+        stats["weights_named"] = onnx_passes.name_conv_weights(structure.graph, payloads)
         del structure.graph.value_info[:]  # stale after folding; the runtime infers its own
         structure.producer_name = "inspector-converters (tf2onnx structure)"
         structure.graph.name = onnx_passes.clean_name(model.name)
 
     layout = "NCHW" if rank == 4 else "NHWC"
     return KerasConversion(structure, conv_layers, input_name, layout, keras_outputs, stats, tensor_layers, payloads)
+
+
+@contextlib.contextmanager
+def _plain_grouped_convs(tf):
+    """While tracing: grouped convolutions (ConvNeXt's depthwise 7x7) as one plain Conv2D op.
+
+    Keras's TensorFlow backend wraps a grouped conv in an XLA-compiled nested
+    function (TensorFlow's CPU kernel cannot run it), which the frozen graph
+    cannot import ("Non-existent input ..."). In the graph we only convert,
+    the plain op is right: tf2onnx reads the groups off its shapes.
+    """
+    try:
+        from keras.src.backend.tensorflow import nn as backend_nn
+    except ImportError:
+        yield
+        return
+    original = backend_nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        from keras.src import backend
+
+        fmt = backend.standardize_data_format(data_format)
+        channels = inputs.shape[-1] if fmt == "channels_last" else inputs.shape[1]
+        if channels == kernel.shape[-2] or len(inputs.shape) != 4:
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
+                                 data_format="NHWC" if fmt == "channels_last" else "NCHW",
+                                 dilations=dilation_rate)
+
+    backend_nn.conv = conv
+    try:
+        yield
+    finally:
+        backend_nn.conv = original
+
+
+@contextlib.contextmanager
+def _dense_on_maps_as_1x1_convs(tf):
+    """While tracing: a Dense layer on an (N, H, W, C) map (ConvNeXt's pointwise convs) as a 1x1 Conv2D.
+
+    The same numbers; as a MatMul over the last axis, tf2onnx must keep the map
+    channels-last around it (two Transposes per ConvNeXt block), as a conv its
+    layout optimizer works it into the NCHW graph like any other conv.
+    """
+    try:
+        from keras.src import ops
+    except ImportError:
+        yield
+        return
+    original = ops.matmul
+
+    def matmul(x1, x2):
+        if len(getattr(x1, "shape", ())) == 4 and len(getattr(x2, "shape", ())) == 2 and tf.is_tensor(x1):
+            kernel = tf.reshape(x2, (1, 1, x2.shape[0], x2.shape[1]))
+            return tf.nn.conv2d(x1, tf.cast(kernel, x1.dtype), strides=1, padding="VALID")
+        return original(x1, x2)
+
+    ops.matmul = matmul
+    try:
+        yield
+    finally:
+        ops.matmul = original
+
+
+def _scalar_addends_as_vectors(graph_def, tf) -> int:
+    """Scalar constants added to a tensor become shape-(1,) constants (same broadcast).
+
+    tf2onnx's transpose optimizer crashes on ``conv + 3.0`` (hard-sigmoid,
+    hard-swish: ``max(())`` of a scalar's shape), and falls back to leaving a
+    Transpose pair around every conv (109 in MobileNetV3Small).
+    """
+    from tensorflow.core.framework import tensor_shape_pb2
+
+    consts = {n.name: n for n in graph_def.node if n.op == "Const"}
+    ranks = {}
+    for node in graph_def.node:
+        shapes = node.attr["_output_shapes"].list.shape if "_output_shapes" in node.attr else []
+        if shapes:
+            ranks[node.name] = -1 if shapes[0].unknown_rank else len(shapes[0].dim)
+    changed = set()
+    for node in graph_def.node:
+        if node.op not in ("Add", "AddV2", "Sub", "Mul") or len(node.input) != 2:
+            continue
+        for k, name in enumerate(node.input):
+            const = consts.get(name.split(":")[0])
+            other = node.input[1 - k].split(":")[0].lstrip("^")
+            if const is None or ranks.get(other, -1) == 0:  # (grappler's output has no shapes: unknown)
+                continue
+            value = const.attr["value"].tensor
+            if len(value.tensor_shape.dim) != 0 or const.name in changed or \
+                    value.dtype not in (tf.float32.as_datatype_enum, tf.float16.as_datatype_enum):
+                continue
+            array = tf.make_ndarray(value).reshape(1)
+            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
+            if "_output_shapes" in const.attr:
+                del const.attr["_output_shapes"].list.shape[:]
+                const.attr["_output_shapes"].list.shape.add().CopyFrom(
+                    tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
+            changed.add(const.name)
+    return len(changed)
+
+
+def _erfc_as_erf(graph_def, tf) -> int:
+    """``Erfc(x)`` (exact GELU, ConvNeXt) as ``1 - Erf(x)``: tf2onnx passes Erfc on, and ONNX has no Erfc."""
+    count = 0
+    for node in list(graph_def.node):
+        if node.op != "Erfc":
+            continue
+        dtype = node.attr["T"].type
+        erf = graph_def.node.add()
+        erf.name, erf.op = f"{node.name}/inspector_erf", "Erf"
+        erf.input.extend(node.input)
+        erf.attr["T"].type = dtype
+        one = graph_def.node.add()
+        one.name, one.op = f"{node.name}/inspector_one", "Const"
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+            np.ones((1,), dtype=tf.dtypes.as_dtype(dtype).as_numpy_dtype)))
+        node.op = "Sub"
+        del node.input[:]
+        node.input.extend([one.name, erf.name])
+        count += 1
+    return count
+
+
+class _Captured(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_tf2onnx_logs():
+    """tf2onnx's log records (its caught optimizer tracebacks included) go to a list, not stderr."""
+    logger = logging.getLogger("tf2onnx")
+    handler = _Captured()
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.WARNING)
+    try:
+        yield handler.records
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+
+
+def _tf2onnx_structure(convert_common, graph_def, *, name, opset, input_names, output_names, nchw,
+                       layer_of=lambda _name: None):
+    """tf2onnx on the weightless graph; if one of its optimizers fails, again without that one.
+
+    tf2onnx catches an optimizer's exception itself, prints its traceback and
+    goes on with the graph as it was; here that traceback is captured, the
+    failing optimizer left out of a second run, and the Transpose pairs it
+    would have removed are removed by ``onnx_passes.remove_transpose_pairs``.
+    """
+    from tf2onnx import optimizer
+
+    def run(optimizers=None):
+        with captured_tf2onnx_logs() as records:
+            try:
+                structure, _ = convert_common(graph_def, name=name, continue_on_error=False, opset=opset,
+                                              input_names=input_names, output_names=output_names,
+                                              inputs_as_nchw=nchw, optimizers=optimizers)
+            except Exception as exc:
+                text = " ".join(str(exc).split())
+                layers = [layer for layer in (layer_of(word.strip("'\",:;()[]").split(":")[0] + "/x")
+                                              for word in text.split()) if layer]
+                where = f" in layer '{layers[0]}'" if layers else ""
+                raise InspectorError(f"tf2onnx could not convert the model{where} ({exc.__class__.__name__}: "
+                                     f"{text[:200]})") from None
+        failed = sorted({m.group(1) for r in records
+                         for m in [re.match(r"Failed to apply (\w+)", r.getMessage())] if m})
+        return structure, failed
+
+    structure, failed = run()
+    if failed:
+        kept = {k: v for k, v in optimizer._get_optimizers().items() if k not in failed}
+        structure, again = run(kept)
+        if again:
+            raise InspectorError(f"tf2onnx's optimizers {', '.join(again)} fail on this model even when "
+                                 f"{', '.join(failed)} is left out")
+    onnx_passes.remove_transpose_pairs(structure.graph)
+    return structure
 
 
 def _scope_matcher(scopes: dict[str, list[str]]):

@@ -268,7 +268,7 @@ def _channel_vector(value: np.ndarray | None, channels: int) -> np.ndarray | Non
     return None
 
 
-def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
+def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray], allow: Callable | None = None) -> int:
     """Conv -> Mul(per-channel) -> Add(per-channel), or Conv -> BatchNormalization: one Conv.
 
     The weights here reach the graph as inputs, so the exporter could not fuse
@@ -276,6 +276,12 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
     output would feed the BN, not the activation, and the inspector would show
     the pre-BN map. The scale goes into the kernel, the shift into the bias;
     the conv then writes the last folded node's output tensor.
+
+    ``allow(conv, node)`` says whether ``node`` may be folded into ``conv``: a
+    converter that knows the source layers folds only the conv's own bias and
+    BatchNormalization, so that a constant scale of another layer (Inception-
+    ResNet's residual scale, a LayerScale) stays a node and the conv's tensor
+    keeps meaning what the source layer computes.
     """
     uses = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
@@ -305,7 +311,7 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
         tensor, chain = conv.output[0], []
         while True:
             node = only_reader(tensor)
-            if node is None:
+            if node is None or (allow is not None and not allow(conv, node)):
                 break
             if node.op_type == "BatchNormalization" and len(node.output) == 1 and node.input[0] == tensor \
                     and all(name in consts for name in node.input[1:5]):
@@ -346,6 +352,217 @@ def fold_conv_batchnorm(graph, consts: dict[str, np.ndarray]) -> int:
     return folded
 
 
+# ------------------------------------------- channels-last islands to NCHW
+
+_UNARY = {"Erf", "Relu", "Sigmoid", "Tanh", "Neg", "Sqrt", "Reciprocal", "Abs", "Exp", "Gelu", "Identity"}
+_BINARY = {"Add", "Sub", "Mul", "Div", "Pow"}
+
+
+def channels_first_islands(graph, consts: dict[str, np.ndarray], opset: int = 17) -> int:
+    """Transpose(NCHW->NHWC) -> per-position ops -> Transpose(NHWC->NCHW): the same ops in NCHW.
+
+    ConvNeXt runs LayerNorm over the channels and its pointwise convs as
+    Linear layers on a channels-last map, between two Transposes per block.
+    Here such an island is rewritten channels-first: a MatMul by a constant
+    (Cin, Cout) matrix becomes a 1x1 Conv (same node name), LayerNormalization
+    over the last axis becomes reductions over axis 1, per-channel constants
+    are reshaped to (C, 1, 1); elementwise ops stay. Islands with any other op,
+    or whose tensors leave it elsewhere than through the closing Transposes,
+    are left alone. Returns the Transposes removed.
+    """
+    import onnx
+
+    helper = onnx.helper
+    removed = 0
+    for start in [n for n in graph.node if n.op_type == "Transpose" and list(_attr(n, "perm") or []) == [0, 2, 3, 1]]:
+        uses = consumers(graph)
+        graph_outputs = {o.name for o in graph.output}
+        nodes = list(graph.node)
+        if start not in nodes:
+            continue
+        inside, island, ends, ok = {start.output[0]}, [], [], True
+        for node in nodes[nodes.index(start) + 1:]:
+            if not any(name in inside for name in node.input):
+                continue
+            if node.op_type == "Transpose" and list(_attr(node, "perm") or []) == [0, 3, 1, 2]:
+                ends.append(node)
+                continue
+            if any(name and name not in inside and name not in consts for name in node.input) or \
+                    not _island_op_ok(node, inside, consts):
+                ok = False
+                break
+            island.append(node)
+            inside.update(node.output)
+        if not ok or not ends or not island:
+            continue
+        members = {id(n) for n in island} | {id(n) for n in ends}
+        if any(t in graph_outputs or any(id(u) not in members for u in uses.get(t, [])) for t in inside):
+            continue
+        new_nodes = {}
+        for node in island:
+            new_nodes[id(node)] = _island_rewrite(node, inside, consts, opset, helper)
+        source = start.input[0]
+        kept = []
+        for node in graph.node:
+            if node is start:
+                continue
+            if id(node) in new_nodes:
+                kept.extend(new_nodes[id(node)])
+                continue
+            if node in ends:
+                continue
+            kept.append(node)
+        end_outputs = {e.output[0]: e.input[0] for e in ends}
+        for node in kept:
+            for k, name in enumerate(node.input):
+                if name == start.output[0]:
+                    node.input[k] = source
+                elif name in end_outputs:
+                    node.input[k] = end_outputs[name]
+        del graph.node[:]
+        graph.node.extend(kept)
+        removed += 1 + len(ends)
+    return removed
+
+
+def _channel_constant(value: np.ndarray) -> np.ndarray | None:
+    """A constant that broadcasts over the last axis of (N, H, W, C), for (N, C, H, W)."""
+    if value.size == 1:
+        return value.reshape(())
+    shape = [d for d in value.shape]
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    if len(shape) == 1:
+        return value.reshape(shape[0], 1, 1)
+    return None
+
+
+def _island_op_ok(node, inside, consts) -> bool:
+    if node.op_type in _UNARY:
+        return True
+    if node.op_type in _BINARY:
+        return all(name in inside or _channel_constant(consts[name]) is not None for name in node.input)
+    if node.op_type == "LayerNormalization":
+        return _attr(node, "axis", -1) in (-1, 3) and len(node.output) == 1 and \
+            all(name in consts for name in node.input[1:])
+    if node.op_type == "MatMul":
+        return node.input[0] in inside and node.input[1] in consts and consts[node.input[1]].ndim == 2
+    return False
+
+
+def _island_rewrite(node, inside, consts, opset, helper) -> list:
+    name = node.name or node.output[0]
+
+    def const(suffix, value):
+        key = f"{name}__{suffix}"
+        consts[key] = np.ascontiguousarray(value)
+        return key
+
+    if node.op_type in _UNARY:
+        return [node]
+    if node.op_type in _BINARY:
+        for k, tensor in enumerate(node.input):
+            if tensor not in inside:
+                node.input[k] = const(f"nchw{k}", _channel_constant(consts[tensor]))
+        return [node]
+    if node.op_type == "MatMul":
+        weight = consts[node.input[1]]
+        kernel = const("kernel", weight.T.reshape(weight.shape[1], weight.shape[0], 1, 1))
+        conv = helper.make_node("Conv", [node.input[0], kernel], list(node.output), name=node.name)
+        return [conv]
+    # LayerNormalization over the channels: (x - mean) / sqrt(var + eps) * scale + bias, on axis 1
+    x, out = node.input[0], node.output[0]
+    eps = float(_attr(node, "epsilon", 1e-5))
+
+    def reduce_mean(src, dst):
+        if opset >= 18:
+            return helper.make_node("ReduceMean", [src, const("axes", np.array([1], np.int64))], [dst],
+                                    name=f"{name}/{dst.rsplit('/', 1)[-1]}", keepdims=1)
+        return helper.make_node("ReduceMean", [src], [dst], name=f"{name}/{dst.rsplit('/', 1)[-1]}",
+                                axes=[1], keepdims=1)
+
+    t = lambda part: f"{out}/{part}"  # noqa: E731
+    dtype = consts[node.input[1]].dtype
+    nodes = [reduce_mean(x, t("mean")),
+             helper.make_node("Sub", [x, t("mean")], [t("centred")], name=f"{name}/centred"),
+             helper.make_node("Mul", [t("centred"), t("centred")], [t("squared")], name=f"{name}/squared"),
+             reduce_mean(t("squared"), t("var")),
+             helper.make_node("Add", [t("var"), const("eps", np.array(eps, dtype))], [t("var_eps")],
+                              name=f"{name}/var_eps"),
+             helper.make_node("Sqrt", [t("var_eps")], [t("std")], name=f"{name}/std"),
+             helper.make_node("Div", [t("centred"), t("std")], [t("normed")], name=f"{name}/normed")]
+    scale = const("scale", consts[node.input[1]].reshape(-1, 1, 1))
+    if len(node.input) > 2 and node.input[2]:
+        nodes.append(helper.make_node("Mul", [t("normed"), scale], [t("scaled")], name=f"{name}/scaled"))
+        nodes.append(helper.make_node("Add", [t("scaled"), const("bias", consts[node.input[2]].reshape(-1, 1, 1))],
+                                      [out], name=f"{name}/shifted"))
+    else:
+        nodes.append(helper.make_node("Mul", [t("normed"), scale], [out], name=f"{name}/scaled"))
+    return nodes
+
+
+# ------------------------------------------------------------ hard-swish
+
+def fuse_hard_swish(graph) -> int:
+    """``x * (relu6(x + 3) * (1/6))`` (Keras's hard_swish written out, MobileNetV3): one HardSwish node.
+
+    The same numbers (HardSwish is x * max(0, min(1, x/6 + 1/2))); as one
+    activation op the inspector shows the map after it, as for every other
+    activation. The node keeps the last Mul's name and output tensor.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+
+    def scalar(name):
+        if name not in inits:
+            return None
+        value = numpy_helper.to_array(inits[name])
+        return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+    uses = consumers(graph)
+    graph_outputs = {o.name for o in graph.output}
+
+    def single(tensor):
+        readers = uses.get(tensor, [])
+        return readers[0] if len(readers) == 1 and tensor not in graph_outputs else None
+
+    fused, removed = 0, set()
+    replacements = {}
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2 or id(add) in removed:
+            continue
+        for k in (0, 1):
+            x, three = add.input[k], add.input[1 - k]
+            if x in inits or scalar(three) is None or abs(scalar(three) - 3.0) > 1e-6:
+                continue
+            clip = single(add.output[0])
+            if clip is None or clip.op_type != "Clip" or len(clip.input) < 3 or \
+                    scalar(clip.input[1]) != 0.0 or scalar(clip.input[2]) != 6.0:
+                continue
+            sixth = single(clip.output[0])
+            if sixth is None or sixth.op_type != "Mul":
+                continue
+            other = [t for t in sixth.input if t != clip.output[0]]
+            if len(other) != 1 or scalar(other[0]) is None or abs(scalar(other[0]) - 1 / 6) > 1e-6:
+                continue
+            gate = single(sixth.output[0])
+            if gate is None or gate.op_type != "Mul" or sorted(gate.input) != sorted([x, sixth.output[0]]):
+                continue
+            node = onnx.helper.make_node("HardSwish", [x], [gate.output[0]], name=gate.name)
+            replacements[id(gate)] = node
+            removed.update({id(add), id(clip), id(sixth)})
+            fused += 1
+            break
+    if fused:
+        kept = [replacements.get(id(n), n) for n in graph.node if id(n) not in removed]
+        del graph.node[:]
+        graph.node.extend(kept)
+        prune(graph)
+    return fused
+
+
 # --------------------------------------------------------------- dead code
 
 def prune(graph) -> int:
@@ -372,7 +589,8 @@ def used_names(graph) -> set[str]:
 # ---------------------------------------------------------------- weights
 
 def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: int,
-                   shapes: dict[str, tuple] | None = None, inline_limit: int = 1024) -> tuple[dict, dict]:
+                   shapes: dict[str, tuple] | None = None, inline_limit: int = 1024,
+                   fold_allowed: Callable | None = None, islands: bool = False) -> tuple[dict, dict]:
     """Turn weight graph inputs into initializers, folding the ops on them.
 
     ``weights`` maps a graph input name to a callable giving its array (called
@@ -403,7 +621,9 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
         graph.node.remove(node)
 
     stats = {"folded": fold_constants(graph, consts, opset)}
-    stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts)
+    if islands:
+        stats["island_transposes_removed"] = channels_first_islands(graph, consts, opset)
+    stats["batchnorm_nodes_folded"] = fold_conv_batchnorm(graph, consts, fold_allowed)
     stats["flatten_transposes_folded"] = fold_flatten_transpose(graph, consts, shapes or {})
     stats["pruned"] = prune(graph)
 
@@ -473,14 +693,21 @@ def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | Non
         if not convs:
             continue
         clean = clean_name(layer)
-        for k, conv in enumerate(convs):  # a separable conv has two: the last one carries the name
-            wanted = clean if k == len(convs) - 1 else f"{clean}.{conv.op_type.lower()}{k}"
+        if len(convs) == 2 and _attr(convs[0], "group", 1) > 1 and _attr(convs[1], "group", 1) == 1:
+            wanted_names = [f"{clean}.depthwise", f"{clean}.pointwise"]  # a separable conv's two halves
+        else:  # otherwise the last one carries the name
+            wanted_names = [clean if k == len(convs) - 1 else f"{clean}.{conv.op_type.lower()}{k}"
+                            for k, conv in enumerate(convs)]
+        for conv, wanted in zip(convs, wanted_names):
             if wanted != conv.name and wanted in node_names:
                 continue
             node_names.discard(conv.name)
             conv.name = wanted
             node_names.add(wanted)
-        conv_layers.append(clean)
+            if wanted.endswith((".depthwise", ".pointwise")):
+                conv_layers.append(wanted)
+        if not wanted_names[-1].endswith(".pointwise"):
+            conv_layers.append(clean)
         members = {id(n) for n in nodes}
         leaving = [n.output[0] for n in nodes
                    if n.output and (n.output[0] in graph_outputs
@@ -492,6 +719,14 @@ def name_layers(graph, node_layer: dict[str, str], renamed: dict[str, str] | Non
                 renamed[leaving[0]] = clean
     order = {name: k for k, name in enumerate(n.name for n in graph.node)}
     return sorted(conv_layers, key=lambda name: order.get(name, 1 << 30))
+
+
+def layer_of_conv(name: str) -> str:
+    """The source layer of a conv node name: a separable conv's halves belong to their layer."""
+    for suffix in (".depthwise", ".pointwise"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str] | None = None) -> int:
@@ -509,7 +744,9 @@ def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str
     taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
     count = 0
     for conv in list(graph.node):
-        if conv.op_type not in CONV_OPS or conv.name not in wanted or conv.name in taken:
+        target = layer_of_conv(conv.name)
+        if conv.op_type not in CONV_OPS or conv.name not in wanted or target in taken \
+                or conv.name.endswith(".depthwise"):
             continue
         tensor = conv.output[0]
         readers = uses.get(tensor, [])
@@ -518,12 +755,77 @@ def name_shown_outputs(graph, conv_layers: Iterable[str], renamed: dict[str, str
             tensor = readers[0].output[0]
         if tensor in graph_outputs:
             continue
-        rename_tensor(graph, tensor, conv.name)
-        taken.add(conv.name)
+        rename_tensor(graph, tensor, target)
+        taken.add(target)
         if renamed is not None:
-            renamed[tensor] = conv.name
+            renamed[tensor] = target
         count += 1
     return count
+
+
+def name_conv_weights(graph, payloads: dict) -> int:
+    """Each named conv's kernel and bias initializers become ``<conv>.kernel`` / ``<conv>.bias``.
+
+    tf2onnx leaves scoped names on them (``model_1/block2_sepconv1_1/separable_conv2d/depthwise__27:0``)
+    from which a reader would take the layer's name, with Keras's scope suffixes and without
+    saying which half of a separable conv it is. Only initializers read by that conv alone.
+    """
+    uses = consumers(graph)
+    inits = {i.name: i for i in graph.initializer}
+    taken = set(inits) | {t for node in graph.node for t in list(node.input) + list(node.output)}
+    count = 0
+    for conv in graph.node:
+        if conv.op_type not in CONV_OPS or not conv.name:
+            continue
+        for k, suffix in ((1, "kernel"), (2, "bias")):
+            if len(conv.input) <= k or conv.input[k] not in inits:
+                continue
+            old, new = conv.input[k], f"{conv.name}.{suffix}"
+            if old == new or new in taken or len(uses.get(old, [])) != 1:
+                continue
+            inits[old].name = new
+            conv.input[k] = new
+            if old in payloads:
+                payloads[new] = payloads.pop(old)
+            taken.add(new)
+            count += 1
+    return count
+
+
+def remove_transpose_pairs(graph) -> int:
+    """Transpose -> Transpose: one Transpose with the composed perm, or none when it is the identity."""
+    producer = producers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    removed = 0
+    for node in list(graph.node):
+        if node.op_type != "Transpose":
+            continue
+        first = producer.get(node.input[0])
+        if first is None or first.op_type != "Transpose":
+            continue
+        inner, outer = list(_attr(first, "perm") or []), list(_attr(node, "perm") or [])
+        if not inner or len(inner) != len(outer):
+            continue
+        composed = [inner[a] for a in outer]
+        if composed == list(range(len(composed))):
+            if node.output[0] in graph_outputs:
+                continue
+            source = first.input[0]
+            for user in graph.node:
+                for k, name in enumerate(user.input):
+                    if name == node.output[0]:
+                        user.input[k] = source
+            graph.node.remove(node)
+        else:
+            import onnx
+
+            node.input[0] = first.input[0]
+            for attribute in node.attribute:
+                if attribute.name == "perm":
+                    attribute.CopyFrom(onnx.helper.make_attribute("perm", composed))
+        removed += 1
+    prune(graph)
+    return removed
 
 
 def transpose_count(model) -> int:

@@ -103,102 +103,176 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
     top_level = {layer.name for layer in keras_model.layers}
     shown = shown_tensors(path)
     sources = {}  # inspector layer -> Keras layer with the same values
+    halves = {}  # a separable conv's depthwise half -> its Keras layer (the reference is computed)
+    nested = {}  # layer inside a nested Sequential (ConvNeXt's stem) -> that Sequential
+    for container in keras_model.layers:
+        if isinstance(container, keras.Sequential):
+            nested.update({inner.name: container for inner in container.layers})
     for name in conv_layers:
+        if name.endswith(".depthwise") and name[: -len(".depthwise")] in top_level:
+            halves[name] = sources[name] = name[: -len(".depthwise")]
+            continue
         source = (tensor_layers or {}).get(shown.get(name, ""), name)
-        if source in top_level:
+        if source in top_level or source in nested:
             sources[name] = source
+    steps = _unfolded_steps(path, [n for n in sources if n not in halves and sources[n] == n])
     compared = list(sources)
+
+    def probe_tensor(name):
+        source = sources[name]
+        if source in nested and source not in top_level:
+            return nested[source].input  # run through the Sequential's layers below
+        layer = keras_model.get_layer(source)
+        return layer.input if name in halves else layer.output
+
     probe = keras.Model(keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs,
-                        [keras_model.get_layer(sources[n]).output for n in compared] + list(keras_model.outputs))
+                        [probe_tensor(n) for n in compared] + list(keras_model.outputs))
     expected = probe(batch_nhwc, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
     del probe
+    for k, name in enumerate(compared):
+        source = sources[name]
+        if source in nested and source not in top_level:
+            value = expected[k]
+            for inner in nested[source].layers:
+                value = inner(value, training=False)
+                if inner.name == source:
+                    break
+            expected[k] = np.asarray(value)
+    for k, name in enumerate(compared):
+        if name in halves:  # SeparableConv2D = depthwise then pointwise: Keras's own depthwise op on its input
+            layer = keras_model.get_layer(halves[name])
+            expected[k] = np.asarray(keras.ops.depthwise_conv(
+                expected[k], layer.depthwise_kernel, strides=layer.strides, padding=layer.padding,
+                data_format=layer.data_format, dilation_rate=layer.dilation_rate))
     maps, finals = onnx_outputs(path, batch_onnx, compared)
 
     differences = []
     for name, reference in zip(compared, expected):
         reference = reference.transpose(0, 3, 1, 2) if reference.ndim == 4 else reference
-        label = name if sources[name] == name else f"{name} ({sources[name]})"
+        label = (f"{name} (depthwise op of {sources[name]})" if name in halves else
+                 name if sources[name] == name else f"{name} ({sources[name]})")
+        for op, value, what in steps.get(name, []):
+            # The conv's own tensor is the Keras layer's output; the map shown is after another
+            # layer's constant scale or shift (Inception-ResNet's residual scale): say so, apply it.
+            reference = reference * value if op == "Mul" else reference + value
+            label += f" then {what}"
         differences.append(difference(label, reference, maps.get(name, np.empty(0))))
     for k, (reference, got) in enumerate(zip(expected[len(compared):], finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output", reference, got))
     skipped = [n for n in conv_layers if n not in sources]
     if skipped:
-        echo(f"  (not compared, inside nested models: {', '.join(skipped)})")
+        echo(f"  (not compared, inside nested models that are not Sequential: {', '.join(skipped)})")
     report(differences, echo, tolerance)
     return differences
 
 
-def _torch_sources(path: str, conv_layers: Sequence[str], modules: dict) -> dict[str, str]:
-    """Inspector layer -> torch module whose output equals the tensor the inspector shows.
+def _unfolded_steps(path: str, names: Sequence[str]) -> dict[str, list]:
+    """Conv layer -> [(op, constant, description)] between its own tensor and the map the inspector shows."""
+    import inspector
+    import onnx
+    from onnx import numpy_helper
 
-    The shown tensor is the conv's output or its activation's; the exporter
-    names nodes ``/features/features.1/Relu``, so the producer's scope is the
-    module. A scope that is a container (an activation called functionally
-    in ``forward``) gives no reference: that layer is reported, not compared.
-    """
-    from inspector.onnxfile import OnnxFile
-
-    shown = shown_tensors(path)
-    graph = OnnxFile(path).model.graph  # structure only: the weights stay on disk
-    producer = {out: node for node in graph.node for out in node.output}
-    sources = {}
-    for name in conv_layers:
-        node = producer.get(shown.get(name, ""))
-        if node is None:
-            continue
-        parts = [p for p in node.name.split("/") if p]
-        module_name = node.name if len(parts) <= 1 else parts[-2]
-        module = modules.get(module_name)
-        if module is not None and (module_name == name or not list(module.children())):
-            sources[name] = module_name
-    return sources
+    model = inspector.load(path)
+    layers = {layer.name: layer for layer in model.layers if layer.name in set(names) and layer.affine}
+    if not layers:
+        return {}
+    graph = onnx.load(path, load_external_data=False).graph
+    inits = {i.name: i for i in graph.initializer}
+    users = {}
+    for node in graph.node:
+        for tensor in node.input:
+            users.setdefault(tensor, []).append(node)
+    out = {}
+    for name, layer in layers.items():
+        tensor, chain = layer.conv_output, []
+        while tensor != layer.output and len(users.get(tensor, [])) == 1:
+            node = users[tensor][0]
+            other = [t for t in node.input if t != tensor]
+            if node.op_type not in ("Mul", "Add") or len(other) != 1 or other[0] not in inits:
+                chain = []
+                break
+            value = numpy_helper.to_array(inits[other[0]]).astype(np.float64)
+            what = f"{node.op_type} by {float(value.reshape(-1)[0]):.4g}" if value.size == 1 else \
+                f"{node.op_type} by a constant"
+            chain.append((node.op_type, value, what))
+            tensor = node.output[0]
+        if chain and tensor == layer.output:
+            out[name] = chain
+    return out
 
 
 def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE) -> list[Difference]:
-    """Each conv layer as the inspector shows it against the module output with the same values.
+    """Each conv layer as the inspector shows it against torch's own tensor with the same values.
 
-    A conv whose BatchNorm the exporter folded in is compared with that
-    BatchNorm's output (found by following the conv's output tensor).
+    Followed by data flow, not by names: from the conv module's output, through
+    the BatchNorm that reads it (folded into the conv in the file), to the
+    activation module that reads that, when the inspector shows an activation.
+    An activation module called several times (torchvision's shared ``relu``)
+    is paired call by call; one applied functionally in ``forward`` has no
+    module output to compare: that layer is reported, not compared.
     """
+    import inspector
     import torch
 
     _, channels, height, width = input_shape
     batch = pixel_batch((height, width), channels, preprocess, image).transpose(0, 3, 1, 2).copy()
     modules = dict(module.named_modules())
-    sources = _torch_sources(path, conv_layers, modules)
-    calls: list[tuple[str, int, object]] = []  # (module name, id of its input, its output) in call order
-    hooks = [m.register_forward_hook(
-        lambda _m, inputs, out, _n=n: calls.append((_n, id(inputs[0]) if inputs else 0, out)))
-        for n, m in modules.items() if n]
+    calls: list[tuple[str, int, int, object]] = []  # (module name, id of its input, id of its output, a copy)
+    alive = []  # the tensors whose ids are recorded stay alive, so that no id is reused during the run
+
+    def hook(_m, inputs, out, _n):
+        if isinstance(out, torch.Tensor):
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            alive.extend([first, out])
+            calls.append((_n, id(first) if first is not None else 0, id(out), out.detach().clone()))
+
+    hooks = [m.register_forward_hook(lambda _m, i, o, _n=n: hook(_m, i, o, _n)) for n, m in modules.items() if n]
     try:
         with torch.no_grad():
             result = module(torch.from_numpy(batch))
     finally:
-        for hook in hooks:
-            hook.remove()
-    outputs = {}
-    for k, (name, _, out) in enumerate(calls):
-        outputs.setdefault(name, out)
-    references = {}
-    for layer, source in sources.items():
-        if source == layer:  # the conv itself: follow BatchNorms that read its output
-            current = outputs.get(source)
-            for name, input_id, out in calls:
-                if current is not None and input_id == id(current) and \
-                        isinstance(modules[name], torch.nn.modules.batchnorm._BatchNorm):
-                    current, source = out, name
-            sources[layer] = source
-        references[layer] = outputs[sources[layer]].detach().cpu().numpy()
+        for handle in hooks:
+            handle.remove()
+    del alive
+    shown = {layer.name: layer for layer in inspector.load(path).layers}
+    norms = (torch.nn.modules.batchnorm._BatchNorm,)
+    references, sources = {}, {}
+    for layer in conv_layers:
+        first = next((c for c in calls if c[0] == layer), None)
+        if first is None or layer not in shown:
+            continue
+        name, _, current, value = first
+        for other, input_id, output_id, out in calls:
+            if input_id == current and isinstance(modules[other], norms):
+                name, current, value = other, output_id, out
+                break
+        if shown[layer].activation:
+            follow = next(((o, oid, out) for o, iid, oid, out in calls
+                           if iid == current and o != name and not list(modules[o].children())
+                           and not isinstance(modules[o], (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Identity,
+                                                           torch.nn.modules.dropout._DropoutNd) + norms)), None)
+            if follow is None:
+                continue
+            name, current, value = follow
+        reference = value.cpu().numpy()
+        if isinstance(modules[name], torch.nn.Linear) and reference.ndim == 4:
+            reference = reference.transpose(0, 3, 1, 2)  # a Linear on a channels-last map, a 1x1 conv in the file
+        sources[layer], references[layer] = name, reference
     results = result if isinstance(result, (list, tuple)) else [result]
+    steps = _unfolded_steps(path, [n for n in references if sources[n] == n])
     maps, finals = onnx_outputs(path, batch, list(references))
     differences = []
     for layer in conv_layers:
         if layer in references:
             label = layer if sources[layer] == layer else f"{layer} ({sources[layer]})"
-            differences.append(difference(label, references[layer], maps.get(layer, np.empty(0))))
+            reference = references[layer]
+            for op, value, what in steps.get(layer, []):  # another module's scale (ConvNeXt's layer_scale)
+                reference = reference * value if op == "Mul" else reference + value
+                label += f" then {what}"
+            differences.append(difference(label, reference, maps.get(layer, np.empty(0))))
     for k, (reference, got) in enumerate(zip(results, finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
                                       reference.detach().cpu().numpy(), got))

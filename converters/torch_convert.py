@@ -154,10 +154,28 @@ def export(module, input_shape, opset: int = 17, stages=None):
         weights = {name: (lambda t=tensor: t.detach().cpu().numpy()) for name, tensor in state.items()
                    if name in inputs}
         shapes = onnx_passes.static_shapes(model)
-        _, payloads = onnx_passes.attach_weights(model, weights, opset, shapes)
+        # each conv's state-dict weight name, before folding a BatchNorm in renames its kernel
+        weight_names = {n.name: n.input[1] for n in model.graph.node
+                        if n.op_type in onnx_passes.CONV_OPS and len(n.input) > 1 and n.input[1] in state}
+        producer = onnx_passes.producers(model.graph)
+        for node in model.graph.node:  # a Linear on a map may become a 1x1 conv: its weight's name too
+            if node.op_type == "MatMul" and len(node.input) > 1:
+                source = producer.get(node.input[1])
+                weight = source.input[0] if source is not None and source.op_type == "Transpose" else node.input[1]
+                if weight in state:
+                    weight_names[node.name] = weight
+        _, payloads = onnx_passes.attach_weights(model, weights, opset, shapes, islands=True,
+                                                 fold_allowed=_own_bias_or_batchnorm)
         del model.graph.value_info[:]
-        conv_layers = name_torch_layers(model.graph)
+        conv_layers = name_torch_layers(model.graph, weight_names)
     return model, conv_layers, payloads
+
+
+def _own_bias_or_batchnorm(conv, node) -> bool:
+    """Fold a BatchNorm, or an op of the conv's own module (a Linear's bias); not another module's
+    constant scale (ConvNeXt's layer_scale), so that the conv's tensor stays its module's output."""
+    scope = lambda name: name.rsplit("/", 1)[0]  # noqa: E731 ("/features/features.1/.../block.3/MatMul")
+    return node.op_type == "BatchNormalization" or (bool(conv.name) and scope(node.name) == scope(conv.name))
 
 
 @contextlib.contextmanager
@@ -230,18 +248,21 @@ def warnings_quiet():
         yield
 
 
-def name_torch_layers(graph) -> list[str]:
+def name_torch_layers(graph, weight_names: dict | None = None) -> list[str]:
     """Conv node name = module name, from its weight (``features.0.weight``) or its scope."""
     initializers = {i.name for i in graph.initializer}
     mapping = {}
-    # (a weight renamed by a fold, "<node>__folded_kernel", falls back to the node's scope)
     for node in graph.node:
         if node.op_type not in onnx_passes.CONV_OPS:
             continue
-        weight = node.input[1] if len(node.input) > 1 else ""
+        weight = (weight_names or {}).get(node.name) or (node.input[1] if len(node.input) > 1 else "")
+        if weight.endswith(".weight"):
+            mapping[node.name] = weight[: -len(".weight")]
+            continue
         if weight in initializers and weight.endswith(".weight"):
             mapping[node.name] = weight[: -len(".weight")]
-        else:  # "/features/features.0/Conv" -> "features.0"
-            parts = [p for p in node.name.split("/") if p]
-            mapping[node.name] = parts[-2] if len(parts) >= 2 else node.name
+        else:  # "/features/features.0/Conv" -> "features.0", "/layer1/layer1.0/conv1/Conv" -> "layer1.0.conv1"
+            from inspector.graph import scoped_layer
+
+            mapping[node.name] = scoped_layer(node.name) or node.name
     return onnx_passes.name_layers(graph, mapping)

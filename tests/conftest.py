@@ -6,6 +6,14 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# torchvision (through torch._dynamo) crashes the interpreter when it is imported after
+# TensorFlow (torch 2.14 wheel beside tensorflow-cpu); the keras tests load TensorFlow at
+# collection, so torchvision goes first. One process converts one framework otherwise.
+try:
+    import torchvision  # noqa: F401
+except Exception:
+    pass
+
 
 @pytest.fixture
 def save(tmp_path):

@@ -1,0 +1,118 @@
+"""`make zoo`: convert every model of the zoos with --check, one fresh process each, and print the table.
+
+For each model: `inspector convert keras-app|torchvision|timm NAME --weights none --check -v` in its
+own process (so that one model's memory does not count for the next, and TensorFlow and torch never
+share an interpreter), then exit code, wall seconds of the whole process, peak RSS (the converter's
+own measure, `-v`), nodes, Transposes, conv layers compared, worst parity (relative) and whether
+anything but our own one-line messages reached stderr (a traceback).
+
+    python bench/zoo.py                          # every model, a Markdown table on stdout
+    python bench/zoo.py --only keras-app:VGG16,timm:resnet18 --json bench/out/zoo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+KERAS_APPS = ["VGG16", "VGG19", "ResNet50", "ResNet50V2", "ResNet101", "InceptionV3", "InceptionResNetV2",
+              "Xception", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "DenseNet121",
+              "NASNetMobile", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny"]
+TORCHVISION = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_x_400mf"]
+TIMM = ["resnet18", "mobilenetv3_small_100", "efficientnet_b0"]
+MODELS = [("keras-app", n) for n in KERAS_APPS] + [("torchvision", n) for n in TORCHVISION] + \
+    [("timm", n) for n in TIMM]
+
+_WROTE = re.compile(r"wrote .*?: (\d+) conv layers .*?, (\d+) nodes, (\d+) Transpose")
+_TOTAL = re.compile(r"total ([\d.]+) s, peak RSS (\d+) MB")
+_PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$")
+_OURS = ("inspector convert: warning:", "inspector convert: error:")
+
+
+def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
+    out = os.path.join(folder, f"{kind}_{name}.onnx")
+    argv = [sys.executable, "-m", "inspector", "convert", kind, name, "--weights", "none", "--check", "-v",
+            "-o", out]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired:
+        code, stdout, stderr = "timeout", "", ""
+    seconds = time.perf_counter() - started
+    row = {"kind": kind, "model": name, "exit": code, "seconds": round(seconds, 1), "peak_mb": None,
+           "nodes": None, "transposes": None, "convs": None, "compared": 0, "worst": None, "worst_layer": None,
+           "foreign_stderr": [line for line in stderr.splitlines() if line and not line.startswith(_OURS)][:3],
+           "error": next((line for line in stderr.splitlines() if line.startswith(_OURS[1])), None)}
+    wrote = _WROTE.search(stdout)
+    if wrote:
+        row["convs"], row["nodes"], row["transposes"] = (int(g) for g in wrote.groups())
+    total = _TOTAL.search(stdout)
+    if total:
+        row["peak_mb"] = int(total.group(2))
+    worst = None
+    for line in stdout.splitlines():
+        match = _PARITY.match(line)
+        if not match or match.group(1) == "layer":
+            continue
+        try:
+            relative = float(match.group(3))
+        except ValueError:
+            continue
+        if match.group(1) != "output":
+            row["compared"] += 1
+        if worst is None or relative > worst[0]:
+            worst = (relative, match.group(1))
+    if worst:
+        row["worst"], row["worst_layer"] = worst
+    if os.path.exists(out):
+        os.unlink(out)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| source | model | exit | seconds | peak RSS MB | nodes | Transposes | convs compared | worst parity (relative) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        convs = f"{r['compared']}/{r['convs']}" if r["convs"] is not None else "-"
+        worst = f"{r['worst']:.2g}" if r["worst"] is not None else "-"
+        exit_text = str(r["exit"]) + (" (traceback on stderr)" if r["foreign_stderr"] else "")
+        if r["error"]:
+            exit_text += f": {r['error'][len(_OURS[1]):].strip()[:90]}"
+        lines.append(f"| {r['kind']} | {r['model']} | {exit_text} | {r['seconds']:.0f} | "
+                     f"{r['peak_mb'] if r['peak_mb'] is not None else '-'} | {r['nodes'] if r['nodes'] is not None else '-'} | "
+                     f"{r['transposes'] if r['transposes'] is not None else '-'} | {convs} | {worst} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated KIND:NAME, e.g. keras-app:VGG16,timm:resnet18")
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per model (default 900)")
+    args = parser.parse_args(argv)
+    models = MODELS if not args.only else [tuple(item.split(":", 1)) for item in args.only.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="inspector-zoo-") as folder:
+        for kind, name in models:
+            row = run_one(kind, name, folder, args.timeout)
+            rows.append(row)
+            print(f"{kind} {name}: exit {row['exit']}, {row['seconds']} s, worst {row['worst']}", file=sys.stderr,
+                  flush=True)
+    print(markdown(rows))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    failed = [r for r in rows if r["exit"] != 0 or r["foreign_stderr"] or (r["transposes"] or 0) > 2]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
