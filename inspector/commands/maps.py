@@ -67,6 +67,9 @@ class Maps(Command):
         if args.device == "auto" or args.verbose:
             print(f"inspector: ran on {session.provider}", file=sys.stderr)
         maps = {name: value[0] for name, value in session.run(batch).items()}
+        provider = session.provider
+        # One run is all it serves: its weights, buffers and spinning threads go before the drawing.
+        del session
         if args.npz:
             with atomic_path(args.npz) as tmp:
                 with open(tmp, "wb") as handle:
@@ -102,7 +105,7 @@ class Maps(Command):
                       f"{size[0]}x{size[1]})")
             records.append(record)
         if args.json:
-            print(json.dumps({"model": args.model, "image": args.image, "provider": session.provider,
+            print(json.dumps({"model": args.model, "image": args.image, "provider": provider,
                               "preprocess": spec.mode, "layers": records}, indent=2))
         return 0
 
