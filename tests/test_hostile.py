@@ -473,7 +473,12 @@ def test_ctrl_c_between_write_and_rename_leaves_nothing_partial(tiny, image, tmp
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr and "Traceback" not in result.stderr
-    assert _outputs_are_whole(out) == expect
+    # Layers are drawn on several threads: the rename interrupted may be either PNG's, and the
+    # other, already being drawn, may still land. Every file is whole; the run stopped short.
+    names = _outputs_are_whole(out)
+    assert len(names) == len(expect) or (expect and len(names) == len(expect) + 1), names
+    assert set(names) >= {"maps.npz"} & set(expect)
+    assert len(names) < 3, names  # the tiny model: maps.npz and two PNGs when nothing stops it
 
 
 @pytest.mark.parametrize("command,name", [("audit", "audit.json"), ("report", "report.html")])
