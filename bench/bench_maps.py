@@ -107,6 +107,13 @@ def maps_section(model: str, photo: str, runs: int, device: str, keras: bool, lo
                                 "-o", _fresh_dir(os.path.join(maps_out, "tutorial"))]
         commands["keract"] = [PYTHON, os.path.join(HERE, "keract_way.py"), photo, *weight_args,
                               "-o", _fresh_dir(os.path.join(maps_out, "keract"))]
+    trunk = trunk_file(model, log)
+    commands["inspector_layer1"] = [INSPECTOR, "maps", model, photo, "--layer", "block1_conv1", "--device", "cpu",
+                                    "-o", _fresh_dir(os.path.join(maps_out, "inspector_layer1"))]
+    # What the maps path imports, beside what the bare trunk script imports.
+    commands["imports"] = [PYTHON, "-c", "import inspector.cli, inspector.commands.maps, inspector.api, "
+                           "inspector.render, inspector.subgraph, onnx, onnxruntime, PIL.Image, PIL.ImageDraw"]
+    commands["imports_floor"] = [PYTHON, "-c", "import numpy, onnxruntime, PIL.Image"]
     devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
     for dev in devices:
         suffix = "" if dev == "cpu" else "_cuda"
@@ -115,14 +122,30 @@ def maps_section(model: str, photo: str, runs: int, device: str, keras: bool, lo
         commands[f"floor{suffix}"] = [PYTHON, os.path.join(HERE, "floor.py"), model, photo, "--device", dev]
         commands[f"plain{suffix}"] = [PYTHON, os.path.join(HERE, "floor.py"), model, photo, "--device", dev,
                                       "--plain"]
+        if trunk:
+            commands[f"trunk{suffix}"] = [PYTHON, os.path.join(HERE, "floor.py"), trunk, photo, "--device", dev,
+                                          "--trunk"]
     measured = interleaved(commands, runs, env={"MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"},
                            log=log, echo=echo)
     ways = {name: m.summary() for name, m in measured.items()}
+    size_mb = os.path.getsize(model) / 2**20
     for name, way in ways.items():
         floor = ways["floor_cuda" if name.endswith("_cuda") else "floor"]  # the issue's floor
         way["ratio_to_floor"] = {key: ratio(way[key], floor[key]) for key in ("wall_s", "cpu_s", "peak_rss_mb")}
+        trunk_way = ways.get("trunk_cuda" if name.endswith("_cuda") else "trunk")
+        if trunk_way:  # the physical floor: a bare script over a file that holds only the trunk
+            way["ratio_to_trunk"] = {key: ratio(way[key], trunk_way[key]) for key in ("wall_s", "cpu_s", "peak_rss_mb")}
+        way["peak_rss_over_file"] = ratio(way["peak_rss_mb"], size_mb)
     inspector = ways["inspector"]
     goals = {"inspector_within_1.5x_of_floor": _goal(inspector["ratio_to_floor"]["wall_s"], 1.5, "<=")}
+    if "trunk" in ways:
+        goals["inspector_wall_over_trunk"] = inspector["ratio_to_trunk"]["wall_s"]
+        goals["inspector_within_1.5x_of_trunk"] = _goal(inspector["ratio_to_trunk"]["wall_s"], 1.5, "<=")
+    goals["inspector_peak_rss_over_file"] = inspector["peak_rss_over_file"]
+    goals["inspector_peak_at_most_0.7x_file"] = _goal(inspector["peak_rss_over_file"], 0.7, "<=")
+    layer1 = ways["inspector_layer1"]["peak_rss_over_file"]
+    goals["layer1_peak_rss_over_file"] = layer1
+    goals["layer1_peak_under_0.3x_file"] = None if layer1 is None else layer1 < 0.3
     if "tutorial" in ways:
         speedup = ratio(ways["tutorial"]["wall_s"], inspector["wall_s"], 1)
         goals["speedup_over_tutorial"] = speedup
@@ -133,11 +156,24 @@ def maps_section(model: str, photo: str, runs: int, device: str, keras: bool, lo
         goals["cuda_speedup_floor"] = ratio(ways["floor"]["wall_s"], ways["floor_cuda"]["wall_s"])
     pngs = {name: len(os.listdir(os.path.join(maps_out, name)))
             for name in commands if os.path.isdir(os.path.join(maps_out, name))}
-    return {"ways": ways, "goals": goals, "pngs_written": pngs, "keras_weights_check": check,
+    return {"ways": ways, "goals": goals, "pngs_written": pngs, "keras_weights_check": check, "file_mb": round(size_mb, 1),
             "inspector_phases_s": in_subprocess("phases", model, photo, max(runs, 3), "cpu", log=log),
+            **({"trunk_phases_s": in_subprocess("trunk-phases", trunk, photo, max(runs, 3), "cpu", log=log)}
+               if trunk else {}),
+            "png_options": in_subprocess("png-options", model, photo, max(runs, 3), "cpu", log=log),
             **({"inspector_phases_cuda_s": in_subprocess("phases", model, photo, max(runs, 3), "cuda", log=log)}
                if device == "cuda" else {}),
             "notes": notes}
+
+
+def trunk_file(model: str, log: str) -> str | None:
+    """bench/out/<model>_trunk.onnx: only the ancestors of the 13 maps, weights inline (made once, not timed)."""
+    target = os.path.join(OUT, os.path.splitext(os.path.basename(model))[0] + "_trunk.onnx")
+    if not (os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(model)):
+        sample = measure([PYTHON, os.path.join(HERE, "floor.py"), "make-trunk", model, target], log=log)
+        if sample.returncode != 0:
+            return None
+    return target
 
 
 def _goal(value, limit, how) -> bool | None:
@@ -146,16 +182,16 @@ def _goal(value, limit, how) -> bool | None:
     return value <= limit if how == "<=" else value >= limit
 
 
-def inspector_phases(model: str, photo: str, runs: int, device: str) -> dict:
+def inspector_phases(model: str, photo: str, runs: int, device: str, imports_s: float = 0.0) -> dict:
     """Where ``inspector maps --all`` spends its time, phase by phase, in this process (medians)."""
     import statistics
 
     import inspector
     from inspector.atomic import ensure_dir, safe_name
-    from inspector.render import map_grid, save_maps_png
+    from inspector.render import draw_all, map_grid, save_maps_png
 
     out_dir = ensure_dir(_fresh_dir(os.path.join(OUT, "maps", "phases")))
-    phases: dict[str, list[float]] = {}
+    phases: dict[str, list[float]] = {"imports (once, fresh process)": [imports_s]}
 
     def tick(name, start):
         now = time.perf_counter()
@@ -171,16 +207,87 @@ def inspector_phases(model: str, photo: str, runs: int, device: str) -> dict:
         batch = m.image_batch([photo], spec)
         t = tick("read + preprocess photo", t)
         session = m.session(layers, device=device)
-        t = tick("create session (outputs added)", t)
+        t = tick("create session (cut to the maps' subgraph)", t)
         maps = {name: value[0] for name, value in session.run(batch).items()}
         t = tick("one inference", t)
-        for layer in layers:
+
+        def draw(layer):
             grid = map_grid(maps[layer.name], layer, m.name, image_name="photo", preprocess=spec.mode,
                             cmap="viridis", max_maps=64, norm="map", untrained=m.untrained)
             save_maps_png(grid, os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png"))
+
+        list(draw_all(draw, layers))  # as `inspector maps` draws: every core
         tick("draw + write 13 PNGs", t)
         del session
     return {name: round(statistics.median(values), 3) for name, values in phases.items()}
+
+
+def trunk_phases(trunk: str, photo: str, runs: int, device: str, imports_s: float = 0.0) -> dict:
+    """The bare trunk script's phases (floor.py --trunk), in this process, for the same table."""
+    import statistics
+
+    import onnxruntime as ort
+    from floor import _caffe
+
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    phases: dict[str, list[float]] = {"imports (once, fresh process)": [imports_s]}
+    for _ in range(runs):
+        t = time.perf_counter()
+        session = ort.InferenceSession(trunk, providers=providers)
+        first = session.get_inputs()[0]
+        now = time.perf_counter()
+        phases.setdefault("create session (trunk file)", []).append(now - t)
+        x = _caffe(photo, first.shape[1] == 3)
+        t = time.perf_counter()
+        phases.setdefault("read + preprocess photo", []).append(t - now)
+        session.run(None, {first.name: x})
+        phases.setdefault("one inference", []).append(time.perf_counter() - t)
+        del session
+    return {name: round(statistics.median(values), 3) for name, values in phases.items()}
+
+
+def png_options(model: str, photo: str, runs: int, device: str) -> dict:
+    """Seconds and bytes to encode the 13 map grids of ``maps --all``, per encoder, level and thread count."""
+    import io
+    import statistics
+
+    import numpy as np
+
+    import inspector
+    from inspector.render import draw_all, map_grid, png_bytes
+
+    m = inspector.load(model)
+    layers = m.select(None, all_layers=True)
+    spec = m.preprocessing()
+    maps = {name: value[0] for name, value in m.session(layers, device=device).run(m.image_batch([photo], spec)).items()}
+    images = [map_grid(maps[layer.name], layer, m.name, cmap="viridis", max_maps=64).to_image(min_tile=64, max_tile=112)
+              for layer in layers]
+    pixels = [np.asarray(image) for image in images]
+
+    def pillow(level):
+        def encode(image):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG", compress_level=level)
+            return buffer.tell()
+        return encode, images
+
+    options = {"Pillow level 3 (adaptive row filters; before)": pillow(3), "Pillow level 1": pillow(1)}
+    for level in (1, 3, 6):
+        options[f"unfiltered rows, zlib level {level}" + (" (inspector)" if level == 1 else "")] = (
+            lambda array, level=level: len(png_bytes(array, level)), pixels)
+    result = {"pixels_mb": round(sum(a.nbytes for a in pixels) / 2**20, 1), "grids": len(pixels), "options": {}}
+    for name, (encode, items) in options.items():
+        row = {}
+        for threads in (1, os.cpu_count() or 1):
+            seconds = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                sizes = list(draw_all(encode, items, workers=threads))
+                seconds.append(time.perf_counter() - t)
+            row[f"{threads} thread(s) s"] = round(statistics.median(seconds), 3)
+        row["MB"] = round(sum(sizes) / 2**20, 2)
+        result["options"][name] = row
+    return result
 
 
 # -------------------------------------------------------------------- item 2: added outputs
@@ -347,6 +454,17 @@ def model_info(path: str) -> dict:
 def main(argv) -> None:
     import argparse
 
+    imports_s = 0.0
+    if argv[:1] == ["phases"]:  # what `inspector maps` imports, timed first thing in this fresh process
+        started = time.perf_counter()
+        import inspector.api, inspector.cli, inspector.commands.maps, inspector.render, inspector.subgraph  # noqa
+        import onnx, onnxruntime, PIL.Image, PIL.ImageDraw  # noqa: E401, F401
+        imports_s = time.perf_counter() - started
+    elif argv[:1] == ["trunk-phases"]:  # what floor.py --trunk imports
+        started = time.perf_counter()
+        import numpy, onnxruntime, PIL.Image  # noqa: E401, F401
+        imports_s = time.perf_counter() - started
+
     from common import make_vgg16_onnx, write_json
 
     parser = argparse.ArgumentParser(description="in-process parts of the benchmark (bench/run.py calls these)")
@@ -354,7 +472,7 @@ def main(argv) -> None:
     sub.add_parser("generate").add_argument("path")
     for task in ("keras-weights", "model-info"):
         sub.add_parser(task).add_argument("args", nargs="+")
-    for task in ("overhead", "phases"):
+    for task in ("overhead", "phases", "trunk-phases", "png-options"):
         p = sub.add_parser(task)
         for name in ("model", "photo", "runs", "device", "out"):
             p.add_argument(name)
@@ -370,7 +488,11 @@ def main(argv) -> None:
         write_json(args.out, overhead_section(args.model, args.photo, int(args.runs), args.device,
                                                     tuple(int(b) for b in args.batches.split(","))))
     elif args.task == "phases":
-        write_json(args.out, inspector_phases(args.model, args.photo, int(args.runs), args.device))
+        write_json(args.out, inspector_phases(args.model, args.photo, int(args.runs), args.device, imports_s))
+    elif args.task == "trunk-phases":
+        write_json(args.out, trunk_phases(args.model, args.photo, int(args.runs), args.device, imports_s))
+    elif args.task == "png-options":
+        write_json(args.out, png_options(args.model, args.photo, int(args.runs), args.device))
 
 
 if __name__ == "__main__":

@@ -342,6 +342,12 @@ WAY_LABELS = {
     "inspector": "`inspector maps vgg16.onnx photo --all`",
     "floor": "**floor**: onnx.load + outputs added + onnxruntime session + one run, no pictures",
     "plain": "reference: onnxruntime session from the file path + one plain run (no maps)",
+    "trunk": "**trunk floor**: onnxruntime session on a file holding only the conv trunk + one run, no pictures",
+    "inspector_layer1": "`inspector maps vgg16.onnx photo --layer block1_conv1`",
+    "imports": "imports of the maps path (`inspector.cli`, `commands.maps`, `api`, `render`, `onnx`, `onnxruntime`, "
+               "`PIL`)",
+    "imports_floor": "imports of the trunk floor (`numpy`, `onnxruntime`, `PIL.Image`)",
+    "trunk_cuda": "trunk floor on CUDAExecutionProvider",
     "inspector_cuda": "`inspector maps ... --all --device cuda`",
     "floor_cuda": "floor on CUDAExecutionProvider",
     "plain_cuda": "reference plain run on CUDAExecutionProvider",
@@ -365,7 +371,7 @@ PREVIOUS_GPU = [
 ]
 
 
-def _maps_rows(ways: dict, names) -> list[list]:
+def _maps_rows(ways: dict, names, trunk: bool = False) -> list[list]:
     rows = []
     for name in names:
         if name not in ways:
@@ -376,7 +382,41 @@ def _maps_rows(ways: dict, names) -> list[list]:
         rows.append([WAY_LABELS.get(name, name) + failed, _num(way["wall_s"]), _num(way["cpu_s"]),
                      _num(way["peak_rss_mb"], 0), _num(r.get("wall_s"), 2, "x"), _num(r.get("cpu_s"), 2, "x"),
                      _num(r.get("peak_rss_mb"), 2, "x")])
+        if trunk:
+            t = way.get("ratio_to_trunk", {})
+            rows[-1] += [_num(t.get("wall_s"), 2, "x"), _num(t.get("peak_rss_mb"), 2, "x"),
+                         _num(way.get("peak_rss_over_file"), 2, "x")]
     return rows
+
+
+def _trunk_lines(maps: dict) -> list[str]:
+    """Issue 11's goals against the trunk floor, the phases side by side, and the PNG encoders."""
+    goals, lines = maps["goals"], []
+    if "inspector_wall_over_trunk" in goals:
+        lines.append(f"- Goal: `maps --all` within 1.5x of the trunk floor's wall time (a bare onnxruntime script over "
+                     f"a file holding only the trunk, which draws nothing): "
+                     f"{_num(goals['inspector_wall_over_trunk'], 2, 'x')}, "
+                     f"{_verdict(goals['inspector_within_1.5x_of_trunk'])}.")
+    if "inspector_peak_rss_over_file" in goals:
+        lines.append(f"- Goal: `maps --all` peak RSS at most 0.7x the model file ({_num(maps.get('file_mb'), 1)} MB): "
+                     f"{_num(goals['inspector_peak_rss_over_file'], 2, 'x')}, "
+                     f"{_verdict(goals['inspector_peak_at_most_0.7x_file'])}; `maps --layer block1_conv1` under 0.3x: "
+                     f"{_num(goals.get('layer1_peak_rss_over_file'), 2, 'x')}, "
+                     f"{_verdict(goals.get('layer1_peak_under_0.3x_file'))}.")
+    ours, floor = maps.get("inspector_phases_s") or {}, maps.get("trunk_phases_s") or {}
+    if ours:
+        lines += ["", "Phases in-process (median s), inspector `maps --all` beside the trunk floor:", ""]
+        floor_by_kind = {k.split(" (")[0]: v for k, v in floor.items()}
+        lines += _table(["phase", "inspector", "trunk floor"],
+                        [[k, _num(v, 3), _num(floor_by_kind.get(k.split(" (")[0]), 3)] for k, v in ours.items()])
+    png = maps.get("png_options")
+    if png and png.get("options"):
+        lines += ["", f"PNG encoding of the {png['grids']} map grids ({png['pixels_mb']} MB of pixels), median s "
+                      "and bytes written:", ""]
+        columns = [c for c in next(iter(png["options"].values())) if c != "MB"]
+        lines += _table(["encoder", *columns, "MB"],
+                        [[k, *(_num(v[c], 3) for c in columns), _num(v["MB"], 2)] for k, v in png["options"].items()])
+    return lines
 
 
 def _generic(data: dict) -> list[str]:
@@ -458,9 +498,12 @@ def render(results: dict) -> str:
     maps = results.get("maps")
     if maps:
         out += [f"{maps['runs']} round(s), measured {maps['measured_at']}.", ""]
-        out += _table(["way", "wall s", "CPU s", "peak RSS MB", "wall / floor", "CPU / floor", "RSS / floor"],
-                      _maps_rows(maps["ways"], ("tutorial", "keract", "inspector", "floor", "plain")))
+        out += _table(["way", "wall s", "CPU s", "peak RSS MB", "wall / floor", "CPU / floor", "RSS / floor",
+                       "wall / trunk floor", "RSS / trunk floor", "RSS / file"],
+                      _maps_rows(maps["ways"], ("tutorial", "keract", "inspector", "floor", "plain", "trunk",
+                                                "inspector_layer1", "imports", "imports_floor"), trunk=True))
         goals = maps["goals"]
+        out += [""] + _trunk_lines(maps)
         out += [""]
         if "speedup_over_tutorial" in goals:
             out.append(f"- Goal: inspector at least 5x faster than the tutorial's way: "

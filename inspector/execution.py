@@ -1,8 +1,9 @@
 """One onnxruntime session that returns every requested feature map at once.
 
-The requested layers' output tensors are appended to the graph's outputs of
-the light model (weights stay in the file, see ``onnxfile``), so one run
-gives them all. Providers are chosen explicitly: ``cuda`` never falls back
+The light model (weights stay in the file, see ``onnxfile``) is cut to the
+nodes the requested layers' outputs depend on, and those tensors become its
+outputs (``subgraph.cut``), so one run gives them all and the rest of the
+graph (a classifier head, say) is neither read nor run. Providers are chosen explicitly: ``cuda`` never falls back
 to the CPU in silence.
 """
 
@@ -105,14 +106,16 @@ def _log_severity(verbose: bool) -> int:
 RELAYOUT_LIMIT = 1 << 30
 
 
-def conv_kernel_bytes(onnx_file) -> int:
-    """Bytes of the model's 4-D (conv-kernel-shaped) initializers, from their declared shapes."""
+def conv_kernel_bytes(onnx_file, model=None) -> int:
+    """Bytes of the 4-D (conv-kernel-shaped) initializers of ``model`` (default: the whole file's),
+    from their declared shapes."""
     import math
 
     from onnx import helper
 
     total = 0
-    for tensor in onnx_file.initializers.values():
+    tensors = onnx_file.initializers.values() if model is None else model.graph.initializer
+    for tensor in tensors:
         if len(tensor.dims) == 4:
             try:
                 itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
@@ -281,7 +284,10 @@ def run(session, feeds: dict, outputs: list[str]) -> dict[str, np.ndarray]:
 
 
 class FeatureMapSession:
-    """A session over the light model with every requested layer's output added.
+    """A session over the part of the light model that the requested layers' outputs depend on.
+
+    With ``model_outputs=True`` the model's own outputs (and all they depend on)
+    are kept too, and ``run_with_outputs`` returns them.
 
     ``run(batch)`` returns ``{layer name: (N, C, H, W) float32}`` from ONE
     onnxruntime run, channel-first whatever the model's layout.
@@ -296,6 +302,8 @@ class FeatureMapSession:
         self.model_outputs = [o.name for o in onnx_file.model.graph.output] if model_outputs else []
         self.outputs = list(dict.fromkeys([*(layer.output for layer in self.layers), *self.model_outputs]))
         check_opsets(onnx_file.model)
+        from .subgraph import cut
+
         self.fetch: dict[str, str] = {}  # requested tensor -> the tensor the session returns for it
         self.dequantizers = dict(dequantizers or {})
         fused = _fused(onnx_file, self.layers, self.outputs, device, verbose)
@@ -303,8 +311,10 @@ class FeatureMapSession:
             model, self.fetch, fused_dequantizers = fused
             self.dequantizers.update(fused_dequantizers)
         else:
-            model = add_outputs(onnx_file.model, self.outputs)
-        kernels = conv_kernel_bytes(onnx_file)
+            model = onnx_file.model
+        # Only the ancestors of what is asked for: the other weights are never read.
+        model = cut(model, [self.fetch.get(t, t) for t in self.outputs], keep_inputs=[model_input.name])
+        kernels = conv_kernel_bytes(onnx_file, model)
         self.relayout = kernels <= RELAYOUT_LIMIT
         if not self.relayout and verbose:
             print(f"inspector: {kernels / 2**30:.1f} GiB of conv kernels: onnxruntime's extended optimisation "

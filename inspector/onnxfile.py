@@ -274,7 +274,11 @@ class OnnxFile:
         from google.protobuf.message import DecodeError
 
         self.path = os.path.abspath(os.fspath(path))
-        self.folder = os.path.dirname(self.path)
+        # A model opened through a symlink (a Hugging Face cache, a linked models/ folder) is read where
+        # it lives: the light model refers to its own weights by that file's name, in that folder, and
+        # its external data (if any) must sit there too.
+        self.real_path = os.path.realpath(self.path)
+        self.folder = os.path.dirname(self.real_path)
         if not os.path.exists(self.path):
             raise InspectorError(f"model not found: {os.fspath(path)}")
         if os.path.isdir(self.path):
@@ -291,7 +295,7 @@ class OnnxFile:
         with handle:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 try:
-                    light = _strip_model(buf, os.path.basename(self.path))
+                    light = _strip_model(buf, os.path.basename(self.real_path))
                 except _Malformed as exc:
                     raise InspectorError(
                         f"not a valid ONNX model: {os.fspath(path)} ({exc}); "

@@ -3,7 +3,14 @@
 A grid is one image: a title bar (model, layer, shape, normalisation), tiles
 with their channel indices, and a colour bar. Composing the mosaic in NumPy
 rather than a matplotlib subplot per tile keeps a 13-layer VGG16 run to well
-under a second of drawing; matplotlib supplies only the colour maps.
+under a second of drawing; matplotlib's colour maps come as stored tables
+(``colormaps``), so drawing does not import matplotlib.
+
+PNGs are written by ``png_bytes``: rows unfiltered, zlib level 1. For VGG16's
+13 map grids (32 MB of pixels) that is 4.97 MB in 0.15 s on one core, where
+Pillow's encoder (adaptive row filters) at level 3 wrote 5.69 MB in 0.41 s;
+zlib releases the GIL, so grids drawn on several threads also encode in
+parallel (see ``draw_all``).
 """
 
 from __future__ import annotations
@@ -27,17 +34,31 @@ MARGIN = 12
 
 def colormap_lut(name: str) -> np.ndarray:
     """(256, 3) uint8 lookup table for a matplotlib colour map name."""
-    from matplotlib import colormaps
+    from .colormaps import lut
 
-    try:
-        cmap = colormaps[name]
-    except KeyError:
-        import difflib
+    return lut(name)
 
-        close = difflib.get_close_matches(name, list(colormaps), n=4)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (e.g. viridis, gray, magma, RdBu)"
-        raise InspectorError(f"unknown colour map '{name}'{hint}") from None
-    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+def _value_range(values: np.ndarray, per_tile: bool):
+    """(lo, hi, span) of float32 ``values``: per tile (first axis, shaped to broadcast) or overall."""
+    axes = tuple(range(1, values.ndim))
+    if per_tile:
+        lo = values.min(axis=axes, keepdims=True)
+        hi = values.max(axis=axes, keepdims=True)
+    else:
+        lo = np.asarray(values.min(), np.float32) if values.size else np.float32(0)
+        hi = np.asarray(values.max(), np.float32) if values.size else np.float32(0)
+    return lo, hi, np.where(hi - lo > 0, hi - lo, 1.0)
+
+
+def _bounds(values, lo, hi) -> tuple[float, float]:
+    return (float(np.min(lo)), float(np.max(hi))) if values.size else (0.0, 0.0)
+
+
+def _scaled(values: np.ndarray, lo, span) -> np.ndarray:
+    scaled = np.subtract(values, lo, dtype=np.float32)  # then in place: one array the size of the input, not three
+    scaled /= span
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 def normalise(values: np.ndarray, per_tile: bool) -> tuple[np.ndarray, float, float]:
@@ -46,16 +67,25 @@ def normalise(values: np.ndarray, per_tile: bool) -> tuple[np.ndarray, float, fl
     A constant tile maps to 0, not to NaN: a dead filter shows as flat colour.
     """
     values = values.astype(np.float32, copy=False)
-    axes = tuple(range(1, values.ndim))
-    if per_tile:
-        lo = values.min(axis=axes, keepdims=True)
-        hi = values.max(axis=axes, keepdims=True)
-    else:
-        lo = np.asarray(values.min(), np.float32) if values.size else np.float32(0)
-        hi = np.asarray(values.max(), np.float32) if values.size else np.float32(0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    scaled = np.clip((values - lo) / span, 0.0, 1.0)
-    return scaled, float(np.min(lo)) if values.size else 0.0, float(np.max(hi)) if values.size else 0.0
+    lo, hi, span = _value_range(values, per_tile)
+    return _scaled(values, lo, span), *_bounds(values, lo, hi)
+
+
+def coloured(values: np.ndarray, lut: np.ndarray, per_tile: bool) -> tuple[np.ndarray, float, float]:
+    """``_apply_lut(*normalise(values, per_tile))`` as (N, ..., 3) uint8 tiles, a few tiles at a time.
+
+    The same colours, without a float copy of every map: for 64 maps of 224x224
+    the peak is the 9.6 MB of tiles, not 12.8 MB of scaled values on top of them.
+    """
+    values = values.astype(np.float32, copy=False)
+    lo, hi, span = _value_range(values, per_tile)
+    tiles = np.empty((*values.shape, 3), np.uint8)
+    step = max(1, (1 << 20) // max(1, values[0].size)) if len(values) else 1  # about a million values a step
+    for start in range(0, len(values), step):
+        part = slice(start, start + step)
+        scaled = _scaled(values[part], lo[part] if per_tile else lo, span[part] if per_tile else span)
+        _apply_lut(scaled, lut, out=tiles[part])
+    return tiles, *_bounds(values, lo, hi)
 
 
 def _font(size: int):
@@ -150,13 +180,22 @@ def _drawable(values: np.ndarray) -> np.ndarray:
     a broken model's weights or maps draw (and warn about nothing) instead of
     turning the whole grid into numpy overflow warnings and garbage."""
     values = np.asarray(values, dtype=np.float32)
-    if values.size and not np.abs(values).max() <= _DRAWABLE_LIMIT:  # also true for NaN
+    # max and min rather than abs(values).max(): no temporary copy of a layer's maps
+    if values.size and not max(-values.min(), values.max()) <= _DRAWABLE_LIMIT:  # also true for NaN
         values = np.clip(np.nan_to_num(values, nan=0.0), -_DRAWABLE_LIMIT, _DRAWABLE_LIMIT)
     return values
 
 
-def _apply_lut(scaled: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    return lut[(scaled * 255).round().astype(np.uint8)]
+def _apply_lut(scaled: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Colours of ``scaled`` (float32 in [0, 1]), which it overwrites.
+
+    Same values as lut[(scaled * 255).round().astype(np.uint8)], about 3x faster and
+    without temporary copies: rounding in place, and np.take's row gather instead of
+    fancy indexing (0.009 s, not 0.032 s, for 64 maps of 224x224).
+    """
+    index = np.multiply(scaled, 255, out=scaled) if scaled.dtype == np.float32 else scaled * np.float32(255)
+    np.rint(index, out=index)
+    return np.take(lut, index.astype(np.uint8), axis=0, out=out)
 
 
 def _fmt(value: float) -> str:
@@ -226,9 +265,8 @@ def map_grid(maps: np.ndarray, layer, model_name: str, *, image_name: str = "", 
     total = maps.shape[0]
     shown = _drawable(maps[: max(1, max_maps)])
     lut = colormap_lut(cmap)
-    scaled, lo, hi = normalise(shown, per_tile=(norm == "map"))
-    tiles = _apply_lut(scaled, lut)
-    zero = float((maps == 0).mean()) if maps.size else 0.0
+    tiles, lo, hi = coloured(shown, lut, per_tile=(norm == "map"))
+    zero = float(np.count_nonzero(maps == 0) / maps.size) if maps.size else 0.0
     title = f"{model_name}  ·  {layer.name}  feature maps"
     source = f"  ·  image {image_name}" if image_name else ""
     prep = f"  ·  preprocess {preprocess}" if preprocess else ""
@@ -240,11 +278,45 @@ def map_grid(maps: np.ndarray, layer, model_name: str, *, image_name: str = "", 
     return Grid(tiles, labels, title, subtitle, math.ceil(math.sqrt(len(tiles))), scale_text, lut, warning)
 
 
+# zlib level 1 on unfiltered rows: the grids are colour-mapped tiles on a flat
+# background, runs that deflate finds without row filters. Measured on VGG16's 13 map
+# grids (bytes, seconds on one core / two threads): level 1 4.97 MB 0.15 / 0.08 s,
+# level 3 4.70 MB 0.21 / 0.12 s, level 6 4.50 MB 0.41 / 0.23 s; Sub or Up row filters
+# made every level bigger (5.5-6.2 MB) and slower; Pillow's own encoder at level 3:
+# 5.69 MB 0.41 s, and no faster on two threads.
+PNG_LEVEL = 1
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(pixels: np.ndarray, level: int = PNG_LEVEL) -> bytes:
+    """A PNG file of an (H, W, 3) uint8 RGB image: 8-bit truecolour, rows unfiltered."""
+    import struct
+    import zlib
+
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"png_bytes takes (H, W, 3) uint8 pixels, not {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape[:2]
+    rows = np.zeros((height, 1 + width * 3), np.uint8)  # first byte of a row: filter type 0 (none)
+    rows[:, 1:] = pixels.reshape(height, width * 3)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    return b"".join((b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header),
+                     _chunk(b"IDAT", zlib.compress(rows.data, level)), _chunk(b"IEND", b"")))
+
+
 def save_png(grid: Grid, path: str | os.PathLike, *, min_tile: int, max_tile: int) -> tuple[int, int]:
     """Draw and write atomically; returns the picture's (width, height)."""
     image = grid.to_image(min_tile=min_tile, max_tile=max_tile)
+    data = png_bytes(np.asarray(image))
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=3)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
     return image.size
 
 
@@ -254,3 +326,20 @@ def save_filters_png(grid: Grid, path) -> tuple[int, int]:
 
 def save_maps_png(grid: Grid, path) -> tuple[int, int]:
     return save_png(grid, path, min_tile=64, max_tile=112)
+
+
+def draw_all(draw, items, workers: int | None = None):
+    """``draw(item)`` for every item, on up to one thread per core; yields the results in order.
+
+    Most of drawing a grid runs outside the GIL (NumPy's colour mapping, Pillow's
+    resizing and pasting, zlib), so on two cores 13 VGG16 grids take about half as long.
+    """
+    items = list(items)
+    workers = min(len(items), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        yield from map(draw, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="draw") as pool:
+        yield from pool.map(draw, items)

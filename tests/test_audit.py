@@ -499,6 +499,18 @@ def test_a_batch_the_model_cannot_take_says_so(tmp_path, save, images, capsys):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     path = save(m)
+    # After the last conv layer the Reshape is head: the audit's session does not hold it, so batches work.
+    code, out, err = run_cli(capsys, "audit", path, images, "--preprocess", "tf", "--batch", "4", "-q")
+    assert code == 0, err
+    # Before a conv layer it is in every run the audit makes.
+    w2 = r.standard_normal((2, 4, 1, 1)).astype(np.float32)
+    m.graph.node[2].output[0] = "reshaped"
+    m.graph.node.append(helper.make_node("Reshape", ["reshaped", "back"], ["square"]))
+    m.graph.node.append(helper.make_node("Conv", ["square", "w2"], ["y2"], name="conv2"))
+    m.graph.initializer.extend([numpy_helper.from_array(np.array([1, 4, 12, 12], np.int64), "back"),
+                                numpy_helper.from_array(w2, "w2")])
+    m.graph.output[0].name = "y2"
+    path = save(m, "trunk_reshape.onnx")
     code, out, err = run_cli(capsys, "audit", path, images, "--preprocess", "tf", "--batch", "4", "-q")
     assert code == 2 and "try --batch 1" in err
     code, out, err = run_cli(capsys, "audit", path, images, "--preprocess", "tf", "--batch", "1", "-q")

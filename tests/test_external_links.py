@@ -28,3 +28,26 @@ def test_a_hardlinked_model_file_itself_is_read(tmp_path, save):
     assert os.stat(path).st_nlink == 2
     model = inspector.load(path)
     assert model.filters(0).ndim == 4
+
+
+def test_a_model_opened_through_a_symlink_is_read_where_it_lives(tmp_path, save, image):
+    """A cache or a linked models/ folder holds the model elsewhere: its own weights (references into
+    the file it really is) are not external data outside the link's folder (was refused, then rejected
+    by onnxruntime's own path check); external data beside the link but not beside the file still is."""
+    import numpy as np
+
+    import builders as b
+
+    real = tmp_path / "store"
+    real.mkdir()
+    path = save(b.conv_relu_nchw(size=16)[0], "store/m.onnx")  # 8x3x3x3 weights: over the 1 KB inline limit
+    link_folder = tmp_path / "snapshot"
+    link_folder.mkdir()
+    os.symlink(path, link_folder / "model.onnx")
+    direct = inspector.load(path).maps(np.zeros((16, 16, 3), np.uint8), [0], preprocess="raw")
+    linked = inspector.load(link_folder / "model.onnx")
+    assert linked.name == "model"  # pictures are titled with the name the user gave
+    maps = linked.maps(np.zeros((16, 16, 3), np.uint8), [0], preprocess="raw")
+    assert np.array_equal(maps[next(iter(maps))], direct[next(iter(direct))])
+    code, out, err = cli("maps", link_folder / "model.onnx", image, "--preprocess", "raw", "-o", tmp_path / "out")
+    assert code == 0, err

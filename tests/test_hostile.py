@@ -132,13 +132,26 @@ def test_input_not_4d(save, image, tmp_path, shape):
 
 
 def test_onnxruntime_messages_are_one_clean_line(save, image, tmp_path):
-    """A graph that passes our checks but not onnxruntime's: one line, no C++ source path."""
+    """A graph that passes our checks but not onnxruntime's: one line, no C++ source path.
+
+    The unknown op feeds the conv: maps run only what the conv's output depends on, so an
+    unknown op after it (in a head) would not be loaded at all (see the next test)."""
+    nodes = [helper.make_node("NoSuchOp", ["x"], ["pre"], name="mystery"),
+             helper.make_node("Conv", ["pre", "w"], ["c"], name="conv")]
+    code, _, err = cli("maps", save(_one_conv(nodes=nodes, outputs=("c",))), image, "--preprocess", "raw",
+                       "-o", tmp_path / "o")
+    assert_input_error(code, err, "onnxruntime", "NoSuchOp")
+    assert "onnxruntime_src" not in err
+
+
+def test_an_op_onnxruntime_lacks_after_the_last_conv_does_not_stop_the_maps(save, image, tmp_path):
+    """The session holds only the maps' ancestors: a head with an op onnxruntime cannot load is never loaded."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("NoSuchOp", ["c"], ["d"], name="mystery")]
     code, _, err = cli("maps", save(_one_conv(nodes=nodes, outputs=("d",))), image, "--preprocess", "raw",
                        "-o", tmp_path / "o")
-    assert_input_error(code, err, "onnxruntime", "NoSuchOp")
-    assert "onnxruntime_src" not in err
+    assert code == 0, err
+    assert len(os.listdir(tmp_path / "o")) == 1
 
 
 # Found by tests/test_fuzz.py: each was an "unexpected" error (a bug) or numpy warnings on stderr.
@@ -468,7 +481,12 @@ def test_ctrl_c_between_write_and_rename_leaves_nothing_partial(tiny, image, tmp
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr and "Traceback" not in result.stderr
-    assert _outputs_are_whole(out) == expect
+    # Layers are drawn on several threads: the rename interrupted may be either PNG's, and the
+    # other, already being drawn, may still land. Every file is whole; the run stopped short.
+    names = _outputs_are_whole(out)
+    assert len(names) == len(expect) or (expect and len(names) == len(expect) + 1), names
+    assert set(names) >= {"maps.npz"} & set(expect)
+    assert len(names) < 3, names  # the tiny model: maps.npz and two PNGs when nothing stops it
 
 
 @pytest.mark.parametrize("command,name", [("audit", "audit.json"), ("report", "report.html")])

@@ -49,7 +49,7 @@ class Maps(Command):
         from ..api import load
         from ..atomic import atomic_path, ensure_dir, ensure_parent, safe_name
         from ..progress import progress
-        from ..render import colormap_lut, map_grid, save_maps_png
+        from ..render import colormap_lut, draw_all, map_grid, save_maps_png
         from ..resources import check_maps_memory
 
         model = load(args.model, layout=args.layout)
@@ -73,6 +73,9 @@ class Maps(Command):
         if args.device == "auto" or args.verbose:
             print(f"inspector: ran on {session.provider}", file=sys.stderr)
         maps = {name: value[0] for name, value in session.run(batch).items()}
+        provider = session.provider
+        # One run is all it serves: its weights, buffers and spinning threads go before the drawing.
+        del session
         if args.npz:
             with atomic_path(args.npz) as tmp:
                 with open(tmp, "wb") as handle:
@@ -82,8 +85,8 @@ class Maps(Command):
         if args.no_png and not args.json:
             return 0
         image_name = os.path.basename(args.image)
-        records = []
-        for layer in progress(layers, total=len(layers), desc="maps", unit="layer"):
+
+        def draw(layer):
             values = maps[layer.name]
             record = {"index": layer.index, "name": layer.name, "shape": list(values.shape), "png": None,
                       "npz": args.npz}
@@ -95,13 +98,20 @@ class Maps(Command):
                                 preprocess=label, cmap=args.cmap, max_maps=args.max, norm=args.norm,
                                 untrained=model.untrained)
                 path = os.path.join(out_dir, f"maps_{layer.index:02d}_{safe_name(layer.name)}.png")
-                width, height = save_maps_png(grid, path)
                 record["png"] = path
-                if not args.json:
-                    print(f"{path}  ({layer.name}, {'x'.join(map(str, values.shape))}, {width}x{height})")
+                record["size"] = save_maps_png(grid, path)
+            return record
+
+        records = []
+        # Layers are drawn on every core (NumPy, Pillow and zlib release the GIL), reported in order.
+        for record in progress(draw_all(draw, layers), total=len(layers), desc="maps", unit="layer"):
+            png_size = record.pop("size", None)
+            if png_size and not args.json:
+                print(f"{record['png']}  ({record['name']}, {'x'.join(map(str, record['shape']))}, "
+                      f"{png_size[0]}x{png_size[1]})")
             records.append(record)
         if args.json:
-            print(json.dumps({"model": args.model, "image": args.image, "provider": session.provider,
+            print(json.dumps({"model": args.model, "image": args.image, "provider": provider,
                               "preprocess": spec.mode, "preprocess_source": source,
                               "input_size": list(size), "layers": records}, indent=2))
         return 0
