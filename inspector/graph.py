@@ -334,7 +334,7 @@ class Graph:
         return False
 
     def _uniform_value(self, tensor: str) -> float | None:
-        """The value of a constant that holds one number (a scalar, or a tensor of ones that broadcasts
+        """The value of a constant that holds one number (a scalar, or a one-element tensor that broadcasts
         per tensor), else None. Read only when it is that small."""
         if not self._is_constant(tensor):
             return None
