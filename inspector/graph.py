@@ -29,6 +29,13 @@ GATES = {"Sigmoid", "HardSigmoid"}
 # activation (Paddle, torch in training mode, tf2onnx without its optimizers):
 # followed, so that every exporter of one model shows the same tensor.
 AFFINE = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
+# Ops folded over constants (a bias reshaped to (1, C, 1, 1), a scale times a constant...), so that
+# constants an exporter computes in the graph count as constants. Only results of at most
+# FOLD_LIMIT elements are folded: never a model's large weights.
+RESHAPES = {"Reshape", "Unsqueeze", "Squeeze", "Flatten"}
+ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+PASS_THROUGH = {"DequantizeLinear", "QuantizeLinear", "Identity", "Cast"}
+FOLD_LIMIT = 1 << 16
 
 
 @dataclass
@@ -245,7 +252,7 @@ class Graph:
             users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
             if tensor in self.graph_outputs or not users:
                 break
-            gate = self._gated(tensor, users)
+            gate = self._gated(tensor, users) or self._written_hard_swish(tensor, users)
             if gate is not None:
                 return self._through_qdq(gate[0]), gate[1], perm, tuple(affine)
             if len(users) != 1:
@@ -305,23 +312,70 @@ class Graph:
     def _is_small_constant(self, tensor: str, channels: int) -> bool:
         if not self._is_constant(tensor):
             return False
-        shape = self.shape_of(tensor)
-        return int(np.prod(shape)) <= max(channels, 1) if shape else True
+        shape = self._static_shape(tensor)
+        return shape is not None and int(np.prod(shape)) <= max(channels, 1)
 
     def _is_constant(self, tensor: str, depth: int = 0) -> bool:
-        """An initializer, a Constant, or a (De)QuantizeLinear / Identity / Cast chain over constants: a QDQ
-        model's BatchNormalization parameters and biases are quantized like its weights."""
+        """An initializer, a Constant, a (De)QuantizeLinear / Identity / Cast chain over constants (a QDQ
+        model's BatchNormalization parameters and biases are quantized like its weights), or a reshape or
+        arithmetic of constants (Paddle adds a conv's bias as Reshape(bias, (1, C, 1, 1)))."""
         if tensor in self.initializer_names:
             return True
         i = self.producer.get(tensor)
         if i is None or depth > 8:
             return False
         node = self.nodes[i]
+        if node.domain not in ("", "ai.onnx"):
+            return False
         if node.op_type == "Constant":
             return True
-        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
-            return all(self._is_constant(t, depth + 1) for t in node.input if t)
+        if node.op_type in PASS_THROUGH or node.op_type in RESHAPES or node.op_type in ARITHMETIC:
+            return bool(node.input) and all(self._is_constant(t, depth + 1) for t in node.input if t)
         return False
+
+    def _uniform_value(self, tensor: str) -> float | None:
+        """The value of a constant that holds one number (a scalar, or a one-element tensor that broadcasts
+        per tensor), else None. Read only when it is that small."""
+        if not self._is_constant(tensor):
+            return None
+        shape = self._static_shape(tensor)
+        if shape is None or int(np.prod(shape)) != 1:
+            return None
+        try:
+            value = np.asarray(self.constant(tensor), dtype=np.float64).reshape(-1)
+        except (InspectorError, ValueError, TypeError):
+            return None
+        return float(value[0]) if value.size == 1 and np.isfinite(value[0]) else None
+
+    def _operand_is(self, node, tensor: str, expected: float, first: bool = False) -> bool:
+        """``node`` is a binary op of ``tensor`` (its first operand when ``first``) and the constant ``expected``."""
+        if len(node.input) != 2 or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            return False
+        if first and node.input[0] != tensor or tensor not in node.input or node.input[0] == node.input[1]:
+            return False
+        other = node.input[1] if node.input[0] == tensor else node.input[0]
+        value = self._uniform_value(other)
+        return value is not None and bool(np.isclose(value, expected, rtol=1e-5, atol=1e-7))
+
+    def _is_sixth(self, node, tensor: str) -> bool:
+        """``node`` divides ``tensor`` by 6 or multiplies it by 1/6."""
+        if node is None:
+            return False
+        if node.op_type == "Div":
+            return self._operand_is(node, tensor, 6.0, first=True)
+        return node.op_type == "Mul" and self._operand_is(node, tensor, 1.0 / 6.0)
+
+    def _clip_bounds(self, node) -> tuple[float, float] | None:
+        """(min, max) of a Clip whose bounds are constants (inputs since opset 11, attributes before)."""
+        low = next((a.f for a in node.attribute if a.name == "min"), None)
+        high = next((a.f for a in node.attribute if a.name == "max"), None)
+        for index in (1, 2):
+            if len(node.input) > index and node.input[index]:
+                value = self._uniform_value(node.input[index])
+                if value is None:
+                    return None
+                low, high = (value, high) if index == 1 else (low, value)
+        return None if low is None or high is None else (float(low), float(high))
 
     @staticmethod
     def _gated(tensor: str, users):
@@ -333,29 +387,139 @@ class Graph:
         if gate is None or mul is None or gate is mul:
             return None
         if set(mul.input) == {tensor, gate.output[0]}:
-            name = "Swish" if gate.op_type == "Sigmoid" else "HardSwish"
-            return mul.output[0], name
+            return mul.output[0], "Swish" if gate.op_type == "Sigmoid" else _hard_sigmoid_gate(gate)
         return None
+
+    def _written_hard_swish(self, tensor: str, users):
+        """``x * relu6(x + 3) / 6`` written out, as Paddle (``Mul(x, Clip(Add(x, 3), 0, 6))`` then ``Div(., 6)``)
+        and torch.onnx before opset 14 write HardSwish, or with the 1/6 on the gate (``x * (relu6(x + 3) / 6)``),
+        or as a Mul by 1/6: (the tensor after it, "HardSwish"). The constants must be 3, 0, 6 and 6 or 1/6,
+        each one number; anything else is not a HardSwish and is not followed."""
+        if len(users) != 2:
+            return None
+        add = next((u for u in users if u.op_type == "Add"), None)
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if add is None or mul is None or not self._operand_is(add, tensor, 3.0):
+            return None
+        clip = self._single_consumer(add.output[0])
+        if clip is None or clip.op_type != "Clip" or clip.input[0] != add.output[0] or len(clip.output) != 1:
+            return None
+        bounds = self._clip_bounds(clip)
+        if bounds is None or not np.allclose(bounds, (0.0, 6.0), rtol=1e-5, atol=1e-7):
+            return None
+        gate = clip.output[0]
+        after_gate = self._single_consumer(gate)
+        scaled = after_gate is not mul and self._is_sixth(after_gate, gate)
+        if scaled:
+            gate = after_gate.output[0]
+            if self._single_consumer(gate) is not mul:
+                return None
+        elif after_gate is not mul:
+            return None
+        if len(mul.input) != 2 or set(mul.input) != {tensor, gate} or len(mul.output) != 1:
+            return None
+        if scaled:
+            return mul.output[0], "HardSwish"
+        divide = self._single_consumer(mul.output[0])
+        return (divide.output[0], "HardSwish") if self._is_sixth(divide, mul.output[0]) else None
 
     # ---------------------------------------------------------------- shapes
 
     def shape_of(self, tensor: str) -> tuple[int, ...]:
-        """Static shape of a constant-ish tensor, without reading its values."""
+        """Static shape of a constant-ish tensor, without reading its values; () when unknown."""
+        shape = self._static_shape(tensor)
+        return () if shape is None else shape
+
+    def _static_shape(self, tensor: str, depth: int = 0) -> tuple[int, ...] | None:
+        """Shape of a constant-ish tensor, or None when it cannot be known without running the model.
+        Reads no values but the few of a Reshape's shape or an Unsqueeze's axes."""
         init = self.file.initializers.get(tensor)
         if init is not None:
             return tuple(int(d) for d in init.dims)
         i = self.producer.get(tensor)
-        if i is None:
-            return ()
+        if i is None or depth > 8:
+            return None
         node = self.nodes[i]
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     return tuple(int(d) for d in attr.t.dims)
-            return ()
-        if node.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
-            return self.shape_of(node.input[0])
-        return ()
+                if attr.name in ("value_float", "value_int"):
+                    return ()
+                if attr.name in ("value_floats", "value_ints"):
+                    return (len(attr.floats) if attr.name == "value_floats" else len(attr.ints),)
+            return None
+        if node.op_type in PASS_THROUGH:
+            return self._static_shape(node.input[0], depth + 1)
+        if node.op_type in ARITHMETIC and len(node.input) == 2:
+            shapes = [self._static_shape(t, depth + 1) for t in node.input]
+            if any(shape is None for shape in shapes):
+                return None
+            try:
+                return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+            except ValueError:
+                return None
+        if node.op_type in RESHAPES:
+            return self._reshaped(node, depth)
+        return None
+
+    def _reshaped(self, node, depth: int) -> tuple[int, ...] | None:
+        data = self._static_shape(node.input[0], depth + 1) if node.input else None
+        if data is None:
+            return None
+        size = int(np.prod(data))
+        if node.op_type == "Flatten":
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1) % (len(data) + 1)
+            return (int(np.prod(data[:axis])), int(np.prod(data[axis:])))
+        if node.op_type == "Reshape":
+            target = self._small_ints(node.input[1] if len(node.input) > 1 else "", depth)
+            if target is None:
+                return None
+            allow_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            shape = [data[k] if d == 0 and not allow_zero and k < len(data) else d for k, d in enumerate(target)]
+            if shape.count(-1) > 1 or any(d < -1 for d in shape):
+                return None
+            if -1 in shape:
+                known = int(np.prod([d for d in shape if d != -1]))
+                if known == 0 or size % known:
+                    return None
+                shape[shape.index(-1)] = size // known
+            return tuple(shape) if int(np.prod(shape)) == size else None
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)  # opset < 13
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self._small_ints(node.input[1], depth)
+            if axes is None:
+                return None
+        if node.op_type == "Unsqueeze":
+            if axes is None:
+                return None
+            rank = len(data) + len(axes)
+            axes = sorted(a % rank for a in axes)
+            shape = list(data)
+            for axis in axes:
+                shape.insert(axis, 1)
+            return tuple(shape)
+        if axes is None:  # Squeeze without axes: every axis of length 1
+            return tuple(d for d in data if d != 1)
+        drop = {a % len(data) for a in axes} if data else set()
+        if any(data[a] != 1 for a in drop):
+            return None
+        return tuple(d for k, d in enumerate(data) if k not in drop)
+
+    def _small_ints(self, tensor: str, depth: int) -> list[int] | None:
+        """The values of a small constant integer vector (a shape, axes), or None."""
+        if not tensor or not self._is_constant(tensor, depth + 1):
+            return None
+        shape = self._static_shape(tensor, depth + 1)
+        if shape is None or len(shape) > 1 or int(np.prod(shape)) > 16:
+            return None
+        try:
+            value = np.asarray(self.constant(tensor, depth + 1))
+        except InspectorError:
+            return None
+        if not np.issubdtype(value.dtype, np.integer):
+            return None
+        return [int(v) for v in value.reshape(-1)]
 
     # ---------------------------------------------------------------- values
 
@@ -363,7 +527,8 @@ class Graph:
         """Values of a tensor computable without running the model.
 
         Initializers (inline or external data), Constant nodes, and
-        DequantizeLinear / Identity / Cast chains over those.
+        DequantizeLinear / Identity / Cast chains over those, and reshapes or arithmetic
+        (Add, Sub, Mul, Div) of those whose result has at most FOLD_LIMIT elements.
         """
         if _depth > 16:
             raise InspectorError(f"tensor '{tensor}' is computed by too deep a chain to read as weights")
@@ -378,6 +543,8 @@ class Graph:
             return _constant_node_value(node, self.file)
         if node.op_type in ("Identity", "Cast"):
             return self.constant(node.input[0], _depth + 1)
+        if node.op_type in RESHAPES or (node.op_type in ARITHMETIC and len(node.input) == 2):
+            return self._folded(node, tensor, _depth)
         if node.op_type == "DequantizeLinear":
             q = self.constant(node.input[0], _depth + 1)
             scale = self.constant(node.input[1], _depth + 1)
@@ -393,6 +560,22 @@ class Graph:
         raise InspectorError(
             f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
             "its weights cannot be read from the file")
+
+    def _folded(self, node, tensor: str, depth: int) -> np.ndarray:
+        shape = self._static_shape(tensor)
+        if shape is None or not all(self._is_constant(t) for t in node.input if t):
+            raise InspectorError(
+                f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
+                "its weights cannot be read from the file")
+        if int(np.prod(shape)) > FOLD_LIMIT:
+            raise InspectorError(f"tensor '{tensor}' is a {node.op_type} of constants too large to fold "
+                                 f"({int(np.prod(shape)):,} values)")
+        if node.op_type in RESHAPES:
+            return np.asarray(self.constant(node.input[0], depth + 1)).reshape(shape)
+        left, right = (np.asarray(self.constant(t, depth + 1)) for t in node.input)
+        if node.op_type == "Div" and np.issubdtype(left.dtype, np.integer) and np.issubdtype(right.dtype, np.integer):
+            return np.trunc(left / right).astype(np.result_type(left, right))  # ONNX integer Div truncates
+        return np.asarray(ARITHMETIC[node.op_type](left, right)).reshape(shape)
 
     def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
         """(weights in ONNX order, bias or None), dequantized to float32 for quantized convs."""
@@ -447,6 +630,16 @@ class Graph:
         close = difflib.get_close_matches(text, [layer.name for layer in self.layers], n=5, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see 'inspector layers MODEL'"
         raise InspectorError(f"no conv layer matches '{text}'{hint}")
+
+
+def _hard_sigmoid_gate(node) -> str:
+    """x * hardsigmoid(x) is HardSwish when the HardSigmoid is relu6(x + 3) / 6 (alpha 1/6, beta 1/2); with
+    other slopes (ONNX's default alpha is 0.2) it is a gate of its own, named as written."""
+    alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.2)
+    beta = next((a.f for a in node.attribute if a.name == "beta"), 0.5)
+    if np.isclose(alpha, 1.0 / 6.0, rtol=1e-5) and np.isclose(beta, 0.5, rtol=1e-5):
+        return "HardSwish"
+    return "x*HardSigmoid"
 
 
 def _checked_bias(layer: Layer, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray | None:
