@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import written
 from .errors import InspectorError
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
@@ -252,7 +253,8 @@ class Graph:
             users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
             if tensor in self.graph_outputs or not users:
                 break
-            gate = self._gated(tensor, users) or self._written_hard_swish(tensor, users)
+            gate = (self._gated(tensor, users) or self._written_hard_swish(tensor, users)
+                    or written.recognize(self, tensor))
             if gate is not None:
                 return self._through_qdq(gate[0]), gate[1], perm, tuple(affine)
             if len(users) != 1:
