@@ -345,3 +345,230 @@ def test_ppocr_classifier_shows_its_hard_swish_and_se_activations():
     v = (b.conv2d(x, model.filters(0), stride=2, pad=1) - mean) / np.sqrt(var + epsilon) * gamma + beta
     assert (v < -3).any() and (v > 3).any()
     np.testing.assert_allclose(model.run(x, [first], device="cpu")[first.name], _hard_swish(v), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------- GELU and Swish written out, recognized by what they compute
+
+def _gelu(v):
+    """Exact GELU, x * Phi(x), with the standard library's erf (not the code under test's)."""
+    import math
+
+    v = np.asarray(v, np.float64)
+    erf = np.array([math.erf(t / math.sqrt(2.0)) for t in v.reshape(-1)]).reshape(v.shape)
+    return 0.5 * v * (1.0 + erf)
+
+
+def _gelu_tanh(v):
+    v = np.asarray(v, np.float64)
+    return 0.5 * v * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (v + 0.044715 * v ** 3)))
+
+
+def _swish(v, beta):
+    v = np.asarray(v, np.float64)
+    return v / (1.0 + np.exp(-beta * v))
+
+
+ROOT2 = np.float32(np.sqrt(2.0))
+GELU_WRITTEN = {
+    # Paddle and torch.onnx (erf): Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)
+    "paddle": ([_node("Div", ["c", "root2"], ["d"]), _node("Erf", ["d"], ["e"]), _node("Add", ["e", "one"], ["a"]),
+                _node("Mul", ["c", "a"], ["m"]), _node("Mul", ["m", "half"], ["gelu"])],
+               {"root2": SCALAR(ROOT2), "one": SCALAR(1), "half": SCALAR(0.5)}, _gelu),
+    # TensorFlow / tf2onnx: 0.5 * x first, times (1 + erf(x * 1/sqrt 2)); constants as (1,) tensors
+    "tf": ([_node("Mul", ["half", "c"], ["h"]), _node("Mul", ["c", "rsqrt2"], ["d"]), _node("Erf", ["d"], ["e"]),
+            _node("Add", ["one", "e"], ["a"]), _node("Mul", ["h", "a"], ["gelu"])],
+           {"half": np.full((1,), 0.5, np.float32), "rsqrt2": np.full((1, 1, 1, 1), 1 / ROOT2, np.float32),
+            "one": np.full((1,), 1, np.float32)}, _gelu),
+    # the 1/sqrt 2 as a Mul, written with five digits (0.70710: 1e-5 off)
+    "mul_rounded": ([_node("Mul", ["c", "k"], ["d"]), _node("Erf", ["d"], ["e"]), _node("Add", ["e", "one"], ["a"]),
+                     _node("Mul", ["a", "c"], ["m"]), _node("Mul", ["half", "m"], ["gelu"])],
+                    {"k": SCALAR(0.70710), "one": SCALAR(1), "half": SCALAR(0.5)}, _gelu),
+    # the 1/2 on the gate: x * ((erf(x / sqrt 2) + 1) / 2)
+    "gate_halved": ([_node("Div", ["c", "root2"], ["d"]), _node("Erf", ["d"], ["e"]), _node("Add", ["e", "one"], ["a"]),
+                     _node("Div", ["a", "two"], ["g"]), _node("Mul", ["g", "c"], ["gelu"])],
+                    {"root2": SCALAR(ROOT2), "one": SCALAR(1), "two": SCALAR(2)}, _gelu),
+    # tanh approximation, cube as Pow: 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3)))
+    "tanh_pow": ([_node("Pow", ["c", "three"], ["p"]), _node("Mul", ["p", "k"], ["pk"]), _node("Add", ["c", "pk"], ["s"]),
+                  _node("Mul", ["s", "r"], ["sr"]), _node("Tanh", ["sr"], ["t"]), _node("Add", ["t", "one"], ["a"]),
+                  _node("Mul", ["c", "half"], ["h"]), _node("Mul", ["h", "a"], ["gelu"])],
+                 {"three": SCALAR(3), "k": SCALAR(0.044715), "r": SCALAR(np.sqrt(2 / np.pi)), "one": SCALAR(1),
+                  "half": SCALAR(0.5)}, _gelu_tanh),
+    # tanh approximation, cube as x*x*x
+    "tanh_cube": ([_node("Mul", ["c", "c"], ["x2"]), _node("Mul", ["x2", "c"], ["x3"]), _node("Mul", ["k", "x3"], ["pk"]),
+                   _node("Add", ["pk", "c"], ["s"]), _node("Mul", ["r", "s"], ["sr"]), _node("Tanh", ["sr"], ["t"]),
+                   _node("Add", ["one", "t"], ["a"]), _node("Mul", ["a", "c"], ["m"]), _node("Mul", ["half", "m"], ["gelu"])],
+                  {"k": SCALAR(0.044715), "r": SCALAR(np.sqrt(2 / np.pi)), "one": SCALAR(1), "half": SCALAR(0.5)},
+                  _gelu_tanh),
+}
+SWISH_WRITTEN = {
+    # Paddle's swish with its multiplier: Mul(x, Sigmoid(Mul(x, beta)))
+    "beta_1": ([_node("Mul", ["c", "beta"], ["bx"]), _node("Sigmoid", ["bx"], ["s"]), _node("Mul", ["c", "s"], ["swish"])],
+               {"beta": np.full((1,), 1.0, np.float32)}, 1.0),
+    # x * sigmoid(1.702 x) ("quick GELU"): a Swish all the same
+    "beta_1.702": ([_node("Mul", ["beta", "c"], ["bx"]), _node("Sigmoid", ["bx"], ["s"]), _node("Mul", ["s", "c"], ["swish"])],
+                   {"beta": SCALAR(1.702)}, 1.702),
+    # beta by division: x * sigmoid(x / 0.5)
+    "divided": ([_node("Div", ["c", "half"], ["bx"]), _node("Sigmoid", ["bx"], ["s"]), _node("Mul", ["c", "s"], ["swish"])],
+                {"half": SCALAR(0.5)}, 2.0),
+    # the same function through tanh: x * (1 + tanh(x / 2)) / 2 = x * sigmoid(x) (GELU's shape with tanh for erf)
+    "through_tanh": ([_node("Div", ["c", "two"], ["d"]), _node("Tanh", ["d"], ["t"]), _node("Add", ["t", "one"], ["a"]),
+                      _node("Mul", ["c", "a"], ["m"]), _node("Mul", ["m", "half"], ["swish"])],
+                     {"two": SCALAR(2), "one": SCALAR(1), "half": SCALAR(0.5)}, 1.0),
+}
+
+
+def _check_map(model, w, bias, expected_of, seed=27):
+    x = b.rng(seed).standard_normal((1, 3, 9, 11)).astype(np.float32) * 1.5
+    v = b.conv2d(x, w, bias, pad=1)
+    assert (v < -2).any() and (v > 2).any()  # both tails of the curve, not just its middle
+    np.testing.assert_allclose(model.run(x, device="cpu")["conv"], expected_of(v), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(GELU_WRITTEN))
+def test_written_out_gelu_is_the_activation_shown(save, variant):
+    nodes, consts, reference = GELU_WRITTEN[variant]
+    m, w, bias = _conv_then(nodes, consts)
+    model = inspector.load(save(m))
+    (layer,) = model.layers
+    assert (layer.output, layer.activation, layer.conv_output) == ("gelu", "Gelu", "c")
+    _check_map(model, w, bias, reference)
+
+
+def test_the_two_gelus_differ_where_the_map_test_looks():
+    """The tanh approximation is a different function (4.7e-4 off at most): each variant's map is checked
+    against its own formula, which the tolerance above tells apart."""
+    v = np.linspace(-4, 4, 801)
+    assert np.abs(_gelu(v) - _gelu_tanh(v)).max() > 1e-4
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_op_is_the_activation_shown(save, approximate):
+    m, w, bias = _conv_then([_node("Gelu", ["c"], ["gelu"], approximate=approximate)], {}, opset=20)
+    model = inspector.load(save(m))
+    (layer,) = model.layers
+    assert (layer.output, layer.activation) == ("gelu", "Gelu")
+    _check_map(model, w, bias, _gelu if approximate == "none" else _gelu_tanh)
+
+
+@pytest.mark.parametrize("variant", sorted(SWISH_WRITTEN))
+def test_swish_with_a_multiplier_is_the_activation_shown(save, variant):
+    nodes, consts, beta = SWISH_WRITTEN[variant]
+    m, w, bias = _conv_then(nodes, consts)
+    model = inspector.load(save(m))
+    (layer,) = model.layers
+    assert (layer.output, layer.activation, layer.conv_output) == ("swish", "Swish", "c")
+    _check_map(model, w, bias, lambda v: _swish(v, beta))
+
+
+def _paddle_gelu(change):
+    consts = {"root2": SCALAR(ROOT2), "one": SCALAR(1), "half": SCALAR(0.5)}
+    nodes = [_node("Div", ["c", "root2"], ["d"]), _node("Erf", ["d"], ["e"]), _node("Add", ["e", "one"], ["a"]),
+             _node("Mul", ["c", "a"], ["m"]), _node("Mul", ["m", "half"], ["gelu"])]
+    if change == "divide_by_2":
+        consts["root2"] = SCALAR(2)
+    elif change == "add_2":
+        consts["one"] = SCALAR(2)
+    elif change == "times_0.6":
+        consts["half"] = SCALAR(0.6)
+    elif change == "times_0.499":  # close, but 0.2 % off is not the constant
+        consts["half"] = SCALAR(0.499)
+    elif change == "sigmoid_not_erf":  # x * (1 + sigmoid(x / sqrt 2)) / 2 is no GELU (nor a Swish: it keeps x/2)
+        nodes[1] = _node("Sigmoid", ["d"], ["e"])
+    elif change == "per_channel_half":
+        consts["half"] = np.array([0.5] * 5 + [0.4], np.float32).reshape(1, 6, 1, 1)
+    elif change == "uniform_per_channel_half":  # right value, but six numbers: not one number
+        consts["half"] = np.full((1, 6, 1, 1), 0.5, np.float32)
+    elif change == "erf_also_read":  # an intermediate feeds something else too
+        nodes.append(_node("Add", ["e", "gelu"], ["y"]))
+    elif change == "x_also_read":  # the conv output feeds a residual Add besides the GELU
+        nodes.append(_node("Add", ["c", "gelu"], ["y"]))
+    elif change == "divide_root2_by_x":
+        nodes[0] = _node("Div", ["root2", "c"], ["d"])
+    elif change == "run_time_scale":  # the 1/2 computed from the input: no constant
+        nodes[4:] = [_node("ReduceMax", ["c"], ["mx"], keepdims=1), _node("Mul", ["m", "mx"], ["gelu"])]
+    return nodes, consts
+
+
+@pytest.mark.parametrize("change", ["divide_by_2", "add_2", "times_0.6", "times_0.499", "sigmoid_not_erf", "per_channel_half",
+                                    "uniform_per_channel_half", "erf_also_read", "x_also_read",
+                                    "divide_root2_by_x", "run_time_scale"])
+def test_almost_gelu_is_not_followed(save, change):
+    """Only 1/sqrt 2, 1 and 1/2 (each one number) make a GELU; a formula that leaks an intermediate, or whose
+    input is read elsewhere, is not a private activation. Nothing else is followed either."""
+    nodes, consts = _paddle_gelu(change)
+    m, _, _ = _conv_then(nodes, consts)
+    (layer,) = inspector.load(save(m)).layers
+    assert (layer.output, layer.activation) == ("c", None)
+
+
+@pytest.mark.parametrize("change", ["negative_beta", "zero_beta", "shifted_gate", "halved_product", "per_channel_beta",
+                                    "gate_also_read"])
+def test_almost_swish_is_not_followed(save, change):
+    consts = {"beta": SCALAR(1.0)}
+    nodes = [_node("Mul", ["c", "beta"], ["bx"]), _node("Sigmoid", ["bx"], ["s"]), _node("Mul", ["c", "s"], ["swish"])]
+    if change == "negative_beta":
+        consts["beta"] = SCALAR(-1.0)
+    elif change == "zero_beta":  # x * sigmoid(0) = x / 2: a scale, no activation
+        consts["beta"] = SCALAR(0.0)
+    elif change == "shifted_gate":  # x * sigmoid(x + 1)
+        nodes[0] = _node("Add", ["c", "beta"], ["bx"])
+    elif change == "halved_product":  # x * sigmoid(x) / 2
+        nodes.append(_node("Mul", ["swish", "half"], ["y"]))
+        consts["half"] = SCALAR(0.5)
+    elif change == "per_channel_beta":
+        consts["beta"] = np.array([1, 1, 1, 1, 1, 2], np.float32).reshape(1, 6, 1, 1)
+    elif change == "gate_also_read":
+        nodes.append(_node("Add", ["s", "swish"], ["y"]))
+    m, _, _ = _conv_then(nodes, consts)
+    (layer,) = inspector.load(save(m)).layers
+    if change == "halved_product":  # the Swish is found before the halving, which is not part of it
+        assert (layer.output, layer.activation) == ("swish", "Swish")
+    else:
+        assert (layer.output, layer.activation) == ("c", None)
+
+
+def _run_with_tensors(path, names, feed):
+    """onnxruntime on the unmodified model, with ``names`` added as outputs (an independent reference)."""
+    import onnx as _onnx
+    import onnxruntime as ort
+
+    m = _onnx.load(path)
+    m.graph.output.extend(_onnx.ValueInfoProto(name=n) for n in names)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, feed)))
+
+
+def test_ppocrv5_detector_shows_its_written_out_gelus():
+    """PP-OCRv5 mobile detector (paddle2onnx): 13 convs feed Mul(Mul(x, Erf(x / 1.41421) + 1), 0.5)."""
+    import trained
+
+    path, _ = trained.model("ppocrv5_det_small")
+    model = inspector.load(path)
+    gelus = [layer for layer in model.layers if layer.activation == "Gelu"]
+    assert len(gelus) == 13
+    assert all(layer.output.startswith("p2o.pd_op.gelu.") for layer in gelus)  # Paddle's own name for the op
+    x = np.random.default_rng(28).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    first, last = gelus[0], gelus[-1]
+    shown = model.run(x, [first, last], device="cpu")
+    ref = _run_with_tensors(path, [first.conv_output, last.conv_output], {model.input.name: x})
+    for layer in (first, last):
+        v = ref[layer.conv_output].astype(np.float64)
+        assert (v < -1).any() and (v > 1).any()
+        np.testing.assert_allclose(shown[layer.name], _gelu(v), rtol=1e-4, atol=1e-4)
+
+
+def test_ppocrv4_recognizer_shows_its_swish_with_multiplier():
+    """PP-OCRv4 recognizer (paddle2onnx): 5 convs' BatchNormalization feeds Mul(x, Sigmoid(Mul(x, 1.0)))."""
+    import trained
+
+    path, _ = trained.model("ppocrv4_rec")
+    model = inspector.load(path)
+    swishes = [layer for layer in model.layers if layer.activation == "Swish"]
+    assert [layer.output for layer in swishes] == [f"swish_{i}.tmp_0" for i in (11, 12, 15, 16, 17)]
+    assert all(layer.affine == ("BatchNormalization",) for layer in swishes)
+    x = np.random.default_rng(29).standard_normal((1, 3, 48, 160)).astype(np.float32)
+    shown = model.run(x, swishes, device="cpu")
+    bn_outputs = [model.graph.nodes[model.graph.consumers[layer.conv_output][0]].output[0] for layer in swishes]
+    ref = _run_with_tensors(path, bn_outputs, {model.input.name: x})
+    for layer, bn in zip(swishes, bn_outputs):
+        np.testing.assert_allclose(shown[layer.name], _swish(ref[bn], 1.0), rtol=1e-4, atol=1e-4)
