@@ -335,7 +335,7 @@ class Graph:
             return bool(node.input) and all(self._is_constant(t, depth + 1) for t in node.input if t)
         return False
 
-    def _uniform_value(self, tensor: str) -> float | None:
+    def uniform_value(self, tensor: str) -> float | None:
         """The value of a constant that holds one number (a scalar, or a one-element tensor that broadcasts
         per tensor), else None. Read only when it is that small."""
         if not self._is_constant(tensor):
@@ -356,7 +356,7 @@ class Graph:
         if first and node.input[0] != tensor or tensor not in node.input or node.input[0] == node.input[1]:
             return False
         other = node.input[1] if node.input[0] == tensor else node.input[0]
-        value = self._uniform_value(other)
+        value = self.uniform_value(other)
         return value is not None and bool(np.isclose(value, expected, rtol=1e-5, atol=1e-7))
 
     def _is_sixth(self, node, tensor: str) -> bool:
@@ -373,7 +373,7 @@ class Graph:
         high = next((a.f for a in node.attribute if a.name == "max"), None)
         for index in (1, 2):
             if len(node.input) > index and node.input[index]:
-                value = self._uniform_value(node.input[index])
+                value = self.uniform_value(node.input[index])
                 if value is None:
                     return None
                 low, high = (value, high) if index == 1 else (low, value)

@@ -107,7 +107,7 @@ def _next_node(graph, inside: set[str], admitted: list[int], constants: dict[str
                 continue
             value = constants.get(operand)
             if value is None:
-                value = graph._uniform_value(operand)
+                value = graph.uniform_value(operand)
             if value is None:
                 break
             values[operand] = value
