@@ -572,3 +572,15 @@ def test_ppocrv4_recognizer_shows_its_swish_with_multiplier():
     ref = _run_with_tensors(path, bn_outputs, {model.input.name: x})
     for layer, bn in zip(swishes, bn_outputs):
         np.testing.assert_allclose(shown[layer.name], _swish(ref[bn], 1.0), rtol=1e-4, atol=1e-4)
+
+
+def test_the_function_decides_the_name():
+    """written.name_of on functions given directly: GELU (both forms) and x*sigmoid(beta*x) for beta > 0 only."""
+    from inspector.written import name_of
+
+    assert name_of(_gelu) == "Gelu" and name_of(_gelu_tanh) == "Gelu"
+    for beta in (0.5, 1.0, 1.702, 20.0):
+        assert name_of(lambda v, beta=beta: _swish(v, beta)) == "Swish"
+    for other in (lambda v: np.maximum(v, 0), lambda v: v / 2, lambda v: _swish(v, -1.0), lambda v: 0.999 * _gelu(v),
+                  lambda v: _swish(v, 1.0) + 1e-3, lambda v: v * (1 + np.tanh(v / np.sqrt(2))) / 2 + v * 1e-4):
+        assert name_of(other) is None
