@@ -258,8 +258,10 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
                 continue
             name, current, value = follow
         reference = value.cpu().numpy()
-        if isinstance(modules[name], torch.nn.Linear) and reference.ndim == 4:
-            reference = reference.transpose(0, 3, 1, 2)  # a Linear on a channels-last map, a 1x1 conv in the file
+        if isinstance(modules[layer], torch.nn.Linear) and reference.ndim == 4:
+            # a Linear on a channels-last map, a 1x1 conv in the file; the activation that follows it (ConvNeXt's
+            # GELU, which the inspector shows) is channels-last too
+            reference = reference.transpose(0, 3, 1, 2)
         sources[layer], references[layer] = name, reference
     results = result if isinstance(result, (list, tuple)) else [result]
     steps = _unfolded_steps(path, [n for n in references if sources[n] == n])
