@@ -233,7 +233,8 @@ class Graph:
 
         From the conv's output, through layout Transposes and unfolded per-channel
         affine steps (BatchNormalization, bias or scale by a small constant), to
-        the one elementwise activation that follows, if any. Without an
+        the one elementwise activation that follows, if any (an op, or one written out: x*sigmoid(x),
+        HardSwish, and GELU or x*sigmoid(beta*x) in any spelling, see ``written``). Without an
         activation the tensor shown is the end of the affine chain: what the
         conv gives once an exporter folds those steps into it.
 

@@ -11,7 +11,7 @@ that formula on a grid of values in float64. It is a GELU (exact or tanh approxi
 function to 1e-5 everywhere on the grid; so the constants must really be the expected ones. Anything else,
 an intermediate read elsewhere, a per-channel constant or an op outside ``OPS`` is left alone.
 
-Public: ``recognize``.
+Public: ``recognize`` (used by ``inspector.graph``) and ``name_of`` (the function test alone).
 """
 
 from __future__ import annotations
