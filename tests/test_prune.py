@@ -178,13 +178,22 @@ def test_audit_then_prune_channels(tmp_path, capsys):
     b[0] = -1000.0
     init["c1.bias"].CopyFrom(numpy_helper.from_array(b, "c1.bias"))
     source = _save(m, tmp_path)
-    photos = [random_photo(str(tmp_path / f"p{i}.png"), 16, 16, seed=i) for i in range(3)]
+    photos = [random_photo(str(tmp_path / f"p{i}.png"), 16, 16, seed=i) for i in range(8)]  # the audit's minimum
+    out, report = tmp_path / "out.onnx", tmp_path / "r.json"
+    # Silent on 3 images is not judged dead by the audit: --channels keeps it and says why.
+    few_json = tmp_path / "few.json"
+    assert _cli("audit", source, *photos[:3], "--preprocess", "raw", "--json", few_json, "-q") == 0
+    assert 0 in next(layer for layer in json.loads(few_json.read_text())["layers"] if layer["name"] == "c1")["dead_channels"]
+    capsys.readouterr()
+    assert _cli("prune", source, "-o", out, "--from-audit", few_json, "--channels", "--check", *photos[:3],
+                "--preprocess", "raw", "--json", report) == 0
+    assert json.loads(report.read_text())["layers"][0]["removed"] == [2, 5]
+    assert "too few images to be judged" in capsys.readouterr().err
     audit_json = tmp_path / "audit.json"
     assert _cli("audit", source, *photos, "--preprocess", "raw", "--json", audit_json, "-q") == 0
     audited = json.loads(audit_json.read_text())
     c1 = next(layer for layer in audited["layers"] if layer["name"] == "c1")
-    assert 0 in c1["dead_channels"]
-    out, report = tmp_path / "out.onnx", tmp_path / "r.json"
+    assert 0 in c1["dead_channels"] and c1["channels_judged"]
     # Without --channels the silent channel stays (not exactly zero), the planted zeros go.
     assert _cli("prune", source, "-o", out, "--from-audit", audit_json, "--json", report) == 0
     data = json.loads(report.read_text())

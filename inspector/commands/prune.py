@@ -68,12 +68,12 @@ class Prune(Command):
                 raise InspectorError("--check: no readable images among the paths given")
         dead = None
         if args.from_audit:
-            dead = dead_by_layer(read_audit(args.from_audit), args.from_audit)
+            dead = dead_by_layer(read_audit(args.from_audit), args.from_audit, warn=_warn)
         elif args.channels:
             from ..audit import audit
 
             dead = dead_by_layer(audit(model, images, preprocess=args.preprocess, size=args.size, device="cpu",
-                                       quiet=True).to_dict())
+                                       quiet=True).to_dict(), warn=_warn)
         result = prune(model, dead=dead, channels=args.channels, size=args.size)
         out = sys.stderr if to_stdout else sys.stdout
         tolerance = args.tolerance if args.tolerance is not None else (EXACT_TOLERANCE if result.exact else None)
@@ -133,3 +133,7 @@ class _CheckRefused(Exception):
 
 
 COMMAND = Prune()
+
+
+def _warn(message: str) -> None:
+    print(f"inspector: {message}", file=sys.stderr)

@@ -23,12 +23,17 @@ def read_audit(path: str) -> dict:
     return data
 
 
-def dead_by_layer(audit: dict, source: str = "the audit") -> dict[str, dict[str, list[int]]]:
-    """{layer name: {"filters": [...], "channels": [...]}} from an audit's dict."""
+def dead_by_layer(audit: dict, source: str = "the audit", warn=None) -> dict[str, dict[str, list[int]]]:
+    """{layer name: {"filters": [...], "channels": [...]}} from an audit's dict.
+
+    A layer whose channels the audit did not judge (``channels_judged: false``: fewer images than
+    its rules need) gives no channels: silence on a few images is not death. ``warn`` (a callable)
+    is told how many such layers were passed over."""
     layers = audit.get("layers") if isinstance(audit, dict) else None
     if not isinstance(layers, list):
         raise InspectorError(f"{source} has no 'layers' list; write it with 'inspector audit --json'")
     out: dict[str, dict[str, list[int]]] = {}
+    unjudged: list[str] = []
     for entry in layers:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InspectorError(f"{source}: a layer entry has no name")
@@ -38,5 +43,11 @@ def dead_by_layer(audit: dict, source: str = "the audit") -> dict[str, dict[str,
             if not isinstance(value, list) or not all(isinstance(i, int) and i >= 0 for i in value):
                 raise InspectorError(f"{source}: '{field}' of layer '{entry['name']}' is not a list of indices")
             found[key] = sorted(set(value))
+        if entry.get("channels_judged") is False and found["channels"]:
+            unjudged.append(entry["name"])
+            found["channels"] = []
         out[entry["name"]] = found
+    if unjudged and warn is not None:
+        warn(f"{len(unjudged)} layer(s) with channels silent on too few images to be judged "
+             f"(e.g. {unjudged[0]}): their channels are kept; audit with more images to prune them")
     return out
