@@ -102,6 +102,22 @@ def add_output_dir(parser) -> None:
 
 # --------------------------------------------------------------------- main
 
+def emit_json(target: str, data: dict, description: str | None = None) -> None:
+    """``--json FILE|-``: the JSON alone on stdout for ``-``, else written whole (temp file and rename)
+    and, with a ``description``, named on stderr."""
+    import json
+
+    from .atomic import write_text
+
+    text = json.dumps(data, indent=1) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    write_text(target, text)
+    if description:
+        print(f"{target}  ({description})", file=sys.stderr)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     from . import __version__
 

@@ -131,6 +131,20 @@ def source_name(node_name: str) -> str:
     return scoped_layer(node_name) or node_name
 
 
+def index_nodes(nodes) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """(tensor -> index of the node that writes it, tensor -> indices of the nodes that read it)."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for out in node.output:
+            if out:
+                producer[out] = i
+        for inp in node.input:
+            if inp:
+                consumers.setdefault(inp, []).append(i)
+    return producer, consumers
+
+
 class Graph:
     """The conv layers of a model and the means to read their weights."""
 
@@ -138,15 +152,7 @@ class Graph:
         self.file = onnx_file
         graph = onnx_file.model.graph
         self.nodes = list(graph.node)
-        self.producer: dict[str, int] = {}
-        self.consumers: dict[str, list[int]] = {}
-        for i, node in enumerate(self.nodes):
-            for out in node.output:
-                if out:
-                    self.producer[out] = i
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(i)
+        self.producer, self.consumers = index_nodes(self.nodes)
         self.graph_outputs = {o.name for o in graph.output}
         self.initializer_names = set(onnx_file.initializers)
         self.layers = self._find_layers()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Command, add_device, add_model, add_preprocessing, positive_int
+from ..cli import Command, emit_json, add_device, add_model, add_preprocessing, positive_int
 
 
 def fraction(text: str) -> float:
@@ -42,10 +42,9 @@ class Audit(Command):
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
 
     def run(self, args) -> int:
-        import json
 
         from ..api import load
-        from ..atomic import ensure_parent, write_text
+        from ..atomic import ensure_parent
         from ..audit import audit
         from ..errors import CheckFailed
 
@@ -63,13 +62,8 @@ class Audit(Command):
         # With --json - stdout carries the JSON alone; the table goes to stderr.
         print(result.table(), file=sys.stderr if to_stdout else sys.stdout)
         if args.json:
-            text = json.dumps(result.to_dict(), indent=1) + "\n"
-            if to_stdout:
-                sys.stdout.write(text)
-            else:
-                write_text(args.json, text)
-                print(f"{args.json}  (audit JSON, schema version {result.to_dict()['schema_version']})",
-                      file=sys.stderr)
+            data = result.to_dict()
+            emit_json(args.json, data, f"audit JSON, schema version {data['schema_version']}")
         if args.fail_on_dead is not None and result.dead_fraction > args.fail_on_dead:
             raise CheckFailed(
                 f"dead fraction {result.dead_fraction:.4f} ({result.dead_unit_count} of {result.total_filters} "

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import Command, add_preprocessing, positive_int
+from ..cli import Command, emit_json, add_preprocessing, positive_int
 
 
 def decibels(text: str) -> float:
@@ -57,11 +57,10 @@ class Diff(Command):
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
 
     def run(self, args) -> int:
-        import json
         import os
 
         from ..api import load
-        from ..atomic import ensure_dir, ensure_parent, safe_name, write_text
+        from ..atomic import ensure_dir, ensure_parent, safe_name
         from ..compare.run import DEFAULT_THRESHOLD_DB, diff
         from ..errors import CheckFailed, InspectorError
 
@@ -100,13 +99,8 @@ class Diff(Command):
                 width, height = save_side_by_side(grid, path)
                 print(f"{path}  ({layer.pair.a.name}, {width}x{height})", file=out)
         if args.json:
-            text = json.dumps(result.to_dict(), indent=1) + "\n"
-            if to_stdout:
-                sys.stdout.write(text)
-            else:
-                write_text(args.json, text)
-                print(f"{args.json}  (diff JSON, schema version {result.to_dict()['schema_version']})",
-                      file=sys.stderr)
+            data = result.to_dict()
+            emit_json(args.json, data, f"diff JSON, schema version {data['schema_version']}")
         if args.fail_under is not None:
             if not result.compared():  # a gate over nothing must not pass
                 raise InspectorError("--fail-under: no layer's maps could be compared (see the table's notes); "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Command, add_model, add_preprocessing
+from ..cli import Command, emit_json, add_model, add_preprocessing
 
 
 class Prune(Command):
@@ -35,12 +35,11 @@ class Prune(Command):
         add_preprocessing(parser)
 
     def run(self, args) -> int:
-        import json
         import os
         import tempfile
 
         from ..api import load
-        from ..atomic import ensure_parent, write_text
+        from ..atomic import ensure_parent
         from ..errors import CheckFailed, InspectorError
         from ..prune import prune
         from ..prune.audit_input import dead_by_layer, read_audit
@@ -116,11 +115,7 @@ class Prune(Command):
         if result.output:
             print(f"{result.output}  ({os.path.getsize(result.output):,} bytes)", file=out)
         if args.json:
-            text = json.dumps(result.to_dict(), indent=1) + "\n"
-            if to_stdout:
-                sys.stdout.write(text)
-            else:
-                write_text(args.json, text)
+            emit_json(args.json, result.to_dict())
         if refused:
             raise CheckFailed(
                 f"the pruned model's outputs moved by {result.check['max_rel_diff']:.3g} relative (> {tolerance:g}); "

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..graph import index_nodes
 from . import values as fn
 
 STANDARD = ("", "ai.onnx")
@@ -138,15 +139,7 @@ class Tracer:
         self.blocks: list[tuple[np.ndarray, str]] = []
         self._shape_reads: list = []
         self.lost: list[tuple[np.ndarray, str]] = []  # constant channels that stop being constant, and where
-        self.producer = {}
-        self.consumers: dict[str, list[int]] = {}
-        for i, node in enumerate(self.nodes):
-            for out in node.output:
-                if out:
-                    self.producer[out] = i
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(i)
+        self.producer, self.consumers = index_nodes(self.nodes)
         self.initializers = onnx_file.initializers
         self._const_cache: dict[str, np.ndarray | None] = {}
 
