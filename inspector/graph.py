@@ -161,9 +161,10 @@ class Graph:
                 if node.op_type == "ConvInteger":
                     quant = "integer"
             weight_shape = self.shape_of(weight_input)
-            if len(weight_shape) < 3:  # not an N-D conv we can show, or weights computed at run time
-                if weight_shape == ():
-                    weight_shape = ()
+            if 0 < len(weight_shape) < 3:  # () = computed at run time; a known 1-D or 2-D weight is no conv's
+                raise InspectorError(f"conv node '{node.name or node.output[0]}' is inconsistent: its weights "
+                                     f"have shape {tuple(weight_shape)}, a conv's have at least 3 dimensions; "
+                                     "re-export the model")
             groups = 1
             for attr in node.attribute:
                 if attr.name == "group":

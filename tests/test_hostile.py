@@ -188,6 +188,40 @@ def test_initializer_of_unknown_data_type_is_refused(save, tmp_path):
     assert_input_error(code, err, "tensor 'w'")
 
 
+@pytest.mark.parametrize("dims", [[0], [3, 4, 3, 4], [2, 2, 3, 3]])
+def test_weights_whose_data_does_not_fill_their_shape_are_refused_on_opening(save, tmp_path, dims):
+    """Found by tests/test_fuzz.py: prune on a ConvTranspose whose weight dims were set to [0] (its 432
+    bytes kept) was an IndexError. Sizes are checked once, when the file is opened, for every command."""
+    m = b.conv_transpose()[0]
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    del w.dims[:]
+    w.dims.extend(dims)
+    path = save(m)
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx"), ("audit", path, "--quiet")):
+        assert_input_error(*cli(*args)[::2], "tensor 'w' should hold", "432 bytes")
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_typed_field_weights_of_the_wrong_count_are_refused(save):
+    m = _one_conv()
+    w = m.graph.initializer[0]
+    values = numpy_helper.to_array(w).ravel()[:-1]
+    w.ClearField("raw_data")
+    w.float_data.extend(values.tolist())
+    assert_input_error(*cli("layers", save(m))[::2], "tensor 'w' should hold 54 values but has 53")
+
+
+def test_conv_weights_of_rank_below_3_are_refused(save, tmp_path):
+    """Found by tests/test_fuzz.py: the same weights reshaped to 1-D (the size agrees) were read as a layer."""
+    m = b.conv_transpose()[0]
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    del w.dims[:]
+    w.dims.extend([108])
+    path = save(m)
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx")):
+        assert_input_error(*cli(*args)[::2], "inconsistent", "shape (108,)", "at least 3 dimensions")
+
+
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf, 3e38])
 def test_nan_and_infinite_weights_draw_without_warnings(save, image, tmp_path, special):
     """Broken weights still give a picture (the finite filters as usual) and a clean stderr, not numpy warnings."""
