@@ -628,3 +628,82 @@ def test_names_and_metadata_that_are_not_utf8_are_refused_or_skipped(save, image
     (tmp_path / "meta.onnx").write_bytes(data)
     code, out, err = cli("layers", tmp_path / "meta.onnx")
     assert code == 0, err
+
+
+# ---------------------------------------------- preprocessing specs and exporter metadata
+
+def _open_size_model(metadata):
+    """conv_relu with an open input height and width, so that metadata decides the size."""
+    m = b.conv_relu_nchw(size=16)[0]
+    for dim in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "side"
+    for key, value in metadata.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    return m
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("mean=nan", "finite"), ("std=nan", "finite"), ("scale=inf", "finite"), ("std=0,1,1", "std must not be 0"),
+    ("scale=1e38", "infinities"), ("std=1e-40", "infinities"),
+    ('{"mean": [NaN, 0, 0]}', "finite"), ('{"std": [0, 0, 0]}', "std must not be 0"),
+    ('{"std": [1, 2]}', "1 or 3 numbers"), ('{"scale": 1e400}', "finite")])
+def test_custom_preprocess_specs_with_hostile_numbers_exit_2(tiny, image, tmp_path, spec, words):
+    """NaN means, huge scales and tiny stds used to pass and turn every pixel into NaN or infinity."""
+    for command in (("maps", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], tiny[0], image, "--preprocess", spec, "--device", "cpu", *command[1:])
+        assert_input_error(code, err, words)
+    assert not [p for p in (*tmp_path.glob("o/**/*"), *tmp_path.glob("c/**/*")) if p.is_file()]
+
+
+@pytest.mark.parametrize("value, words", [
+    ('{"mode": "custom", "std": [1, 1]}', "1 or 3 numbers"),  # was an unexpected ValueError (broadcast)
+    ('[1]', "JSON object"),  # was an unexpected AttributeError
+    ('{"mode": "custom", "std": [0, 0, 0]}', "std must not be 0"),
+    ('{"mode": "custom", "mean": [NaN, 1, 1]}', "finite"),
+    ('{"mode": "custom", "input_size": [-3, 8]}', "input size -3x8"),  # was an unexpected ValueError in audit
+    ('{"mode": "custom", "input_size": [100000, 100000]}', "input size 100000x100000")])
+def test_hostile_preprocess_metadata_exits_2_naming_it(save, image, tmp_path, value, words):
+    path = save(_open_size_model({"inspector.preprocess": value}))
+    for command in (("maps", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c"),
+                    ("report", "-o", tmp_path / "r.html")):
+        code, _, err = cli(command[0], path, image, "--device", "cpu", *command[1:])
+        assert_input_error(code, err, words)
+        assert "metadata" in err and "--preprocess" in err or "--size" in err, err
+
+
+@pytest.mark.parametrize("imgsz, expect", [
+    ("[100000, 100000]", "refused"), ("[10000, 10000]", "refused"),  # 100 Mpx: over the image pixel limit
+    ("[-1, 5]", (224, 224)), ("abc", (224, 224)), ("True", (224, 224)), ("[0, 0]", (224, 224)),
+    ("[1e9, 2]", (224, 224)), ("48", (48, 48))])
+def test_hostile_ultralytics_imgsz_is_refused_or_ignored_before_any_allocation(save, image, tmp_path, imgsz,
+                                                                              expect):
+    """A 100000x100000 imgsz used to reach np.zeros in the audit (a 120 GB float batch) and "out of
+    memory"; "True" was read as 1x1. The input size is bounded in Model.input_size, for every command."""
+    import inspector
+
+    meta = {"author": "Ultralytics", "imgsz": imgsz, "stride": "32", "names": "{0: 'a'}"}
+    path = save(_open_size_model(meta))
+    model = inspector.load(path)
+    if expect == "refused":
+        for command in (("maps", "--all", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c"),
+                        ("report", "-o", tmp_path / "r.html")):
+            code, _, err = cli(command[0], path, image, "--device", "cpu", *command[1:])
+            assert_input_error(code, err, f"input size {imgsz[1:-1].replace(', ', 'x')}", "metadata", "--size")
+        assert not any(tmp_path.glob("o/*")) and not (tmp_path / "r.html").exists()
+    else:
+        assert model.input_size(None, model.preprocessing()) == expect
+
+
+def test_class_names_with_gaps_or_unhashable_keys_are_ignored(save, image, tmp_path):
+    """Ultralytics ``names`` {1000000000: 'a'} became a list of a billion names in report ("out of memory");
+    {[1]: 2} was an unexpected TypeError in cam. Only keys 0..n-1 make a list of names."""
+    from inspector.cam.targets import class_names as cam_names
+    from inspector.preprocess import class_names
+
+    assert class_names({"names": "{3: 'a'}"}) is None
+    assert class_names({"names": "{1: 'b', 0: 'a'}"}) == ["a", "b"]
+    assert cam_names({"names": "{[1]: 2}"}) is None
+    path = save(_open_size_model({"imgsz": "[16, 16]", "stride": "32", "names": "{[1]: 2}"}))
+    code, _, err = cli("cam", path, image, "--method", "eigencam", "--device", "cpu", "-o", tmp_path / "c")
+    assert code == 0, err
