@@ -707,3 +707,24 @@ def test_class_names_with_gaps_or_unhashable_keys_are_ignored(save, image, tmp_p
     path = save(_open_size_model({"imgsz": "[16, 16]", "stride": "32", "names": "{[1]: 2}"}))
     code, _, err = cli("cam", path, image, "--method", "eigencam", "--device", "cpu", "-o", tmp_path / "c")
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------ prune
+
+def test_prune_cutting_every_filter_of_an_unread_conv_writes_a_valid_model(save, tmp_path):
+    """Found by fuzzing prune (a Relu rewired away from its conv): every filter of a conv whose output
+    nothing reads is dead, and writing its zero-size weight was an unexpected memoryview TypeError."""
+    w1 = np.ones((4, 3, 3, 3), np.float32)
+    w2 = np.random.default_rng(2).standard_normal((2, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["unread"], name="unread_conv"),
+             helper.make_node("Conv", ["x", "w2"], ["y"], name="conv")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")],
+                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    out = tmp_path / "p.onnx"
+    code, stdout, err = cli("prune", save(m), "-o", out)
+    assert code == 0, err
+    assert "4->0" in stdout
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ours = ort.InferenceSession(str(out)).run(["y"], {"x": x})[0]
+    reference = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
