@@ -355,6 +355,9 @@ class Graph:
     def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
         """(weights in ONNX order, bias or None), dequantized to float32 for quantized convs."""
         w = self.constant(layer.weight_input)
+        if np.ndim(w) < 3:  # a scalar or a vector where a conv's weights go: every reader indexes filters
+            raise InspectorError(f"layer '{layer.name}' is inconsistent: its weights have shape {np.shape(w)}, a "
+                                 "conv's have at least 3 dimensions; re-export the model")
         if layer.op == "QLinearConv":
             node = self.nodes[layer.node_index]
             w_scale = self.constant(node.input[4])

@@ -728,3 +728,17 @@ def test_prune_cutting_every_filter_of_an_unread_conv_writes_a_valid_model(save,
     ours = ort.InferenceSession(str(out)).run(["y"], {"x": x})[0]
     reference = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
     np.testing.assert_allclose(ours, reference, rtol=1e-6)
+
+
+def test_conv_reading_a_scalar_as_its_weights_is_refused_where_weights_are_read(save, image, tmp_path):
+    """Found by fuzzing prune --channels --check (a QuantizeLinear turned into a Conv reading its scale):
+    the audit's weight statistics were an unexpected "cannot reshape array of size 1 into shape (0,newaxis)".
+    A scalar's shape () looks like "unknown" to the layer finder, so Graph.weights checks the values read."""
+    nodes = [helper.make_node("Conv", ["x", "s"], ["c"], name="conv")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("c")],
+                [numpy_helper.from_array(np.array(0.5, np.float32), "s")])
+    path = save(m)
+    for args in (("audit", path, "--quiet"), ("filters", path, "-o", tmp_path / "f"),
+                 ("prune", path, "--channels", "--check", image, "-o", tmp_path / "p.onnx")):
+        assert_input_error(*cli(*args)[::2], "inconsistent", "shape ()", "at least 3 dimensions")
+    assert not (tmp_path / "p.onnx").exists()
