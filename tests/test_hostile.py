@@ -742,3 +742,87 @@ def test_conv_reading_a_scalar_as_its_weights_is_refused_where_weights_are_read(
                  ("prune", path, "--channels", "--check", image, "-o", tmp_path / "p.onnx")):
         assert_input_error(*cli(*args)[::2], "inconsistent", "shape ()", "at least 3 dimensions")
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_prune_output_that_is_the_model_itself_is_refused_and_leaves_it_intact(tiny, tmp_path, monkeypatch):
+    path = tiny[0]
+    before = open(path, "rb").read()
+    monkeypatch.chdir(os.path.dirname(path))
+    for out in (path, "./" + os.path.basename(path), os.path.join(tmp_path, "..", tmp_path.name, "m.onnx")):
+        assert_input_error(*cli("prune", path, "-o", out)[::2], "-o must not be the model itself")
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(os.path.dirname(path))) == ["m.onnx"]
+
+
+def test_prune_unwritable_outputs_fail_before_the_work(tiny, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for args in (("-o", blocker / "p.onnx"), ("-o", tmp_path / "p.onnx", "--json", blocker / "p.json"),
+                 ("-o", tmp_path)):
+        code, _, err = cli("prune", tiny[0], *args)
+        assert_input_error(code, err, "-o" if args[-1] != blocker / "p.json" else "--json")
+    assert sorted(os.listdir(tmp_path)) == ["file", "m.onnx"]
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{nope", "not JSON"), (b"\xff\xfe{", "not JSON"), ("[" * 100000 + "]" * 100000, "not JSON"),  # RecursionError
+    ('[1, 2]', "no 'layers' list"), ('{"layers": "abc"}', "no 'layers' list"),
+    ('{"layers": [5]}', "no name"), ('{"layers": [{"name": 5}]}', "no name"),
+    ('{"layers": [{"name": "features.0", "dead_filters": "x"}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_filters": [true, 3]}]}', "not a list of indices"),  # was a TypeError
+    ('{"layers": [{"name": "features.0", "dead_filters": [-1]}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_channels": [1.5]}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_filters": [1000000000000]}]}', "has 8 filters"),  # was ignored
+    ('{"layers": [{"name": "nope", "dead_filters": [1]}]}', "does not have")])
+def test_prune_from_audit_files_that_are_not_an_audit_exit_2(tiny, image, tmp_path, content, words):
+    """Found by fuzzing --from-audit by hand: booleans among the indices were an unexpected TypeError, arrays
+    nested 100,000 deep an unexpected RecursionError, and indices beyond the layer's filters were ignored."""
+    audit = tmp_path / "audit.json"
+    audit.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for extra in ((), ("--channels", "--check", image)):
+        code, _, err = cli("prune", tiny[0], "--from-audit", audit, *extra, "-o", tmp_path / "p.onnx")
+        assert_input_error(code, err, words)
+    assert not (tmp_path / "p.onnx").exists()
+
+
+@pytest.mark.parametrize("interrupt_at", [1, 2])
+def test_ctrl_c_during_prune_leaves_nothing_partial(save, tmp_path, interrupt_at):
+    """prune writes the model then its JSON, each through a temp name: Ctrl-C before either rename
+    leaves no temp file, and whatever was renamed is whole."""
+    import json
+
+    w1 = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w1[1] = 0  # one dead filter, so that the model really changes
+    w2 = np.random.default_rng(2).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1"), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="c2")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")],
+                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    path = save(m)
+    out = tmp_path / "out"
+    args = ["prune", path, "-o", out / "p.onnx", "--json", out / "p.json"]
+    run = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, str(interrupt_at), *map(str, args)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 130, run.stderr
+    assert "interrupted" in run.stderr and "Traceback" not in run.stderr
+    names = sorted(os.listdir(out)) if out.exists() else []
+    assert len(names) == interrupt_at - 1, names  # only the files renamed before the interrupt
+    for name in names:
+        if name.endswith(".onnx"):
+            onnx.checker.check_model(str(out / name))
+            assert ort.InferenceSession(str(out / name)).get_inputs()[0].name == "x"
+        else:
+            assert json.loads((out / name).read_text())
+    whole = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, "0", *map(str, args)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert whole.returncode == 0, whole.stderr
+    assert sorted(os.listdir(out)) == ["p.json", "p.onnx"]
+
+
+def test_cam_unwritable_npz_fails_before_the_work_and_writes_nothing(tiny, image, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = cli("cam", tiny[0], image, "--method", "eigencam", "--device", "cpu", "-o", tmp_path / "out",
+                       "--npz", blocker / "cam.npz")
+    assert_input_error(code, err, "--npz")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("file", "img.png", "m.onnx")]
