@@ -167,9 +167,10 @@ class Model:
             where = ("the model's input shape" if fixed_h and fixed_w else "--size" if size
                      else "the model's preprocessing metadata" if spec is not None and spec.input_size
                      else "the model's input shape")
-            raise InspectorError(
-                f"input size {height}x{width} (from {where}) is not usable: it must be positive and at most "
-                f"{MAX_IMAGE_PIXELS:,} pixels; pass --size HxW")
+            what = ("is not positive" if height <= 0 or width <= 0
+                    else f"is too large (over {MAX_IMAGE_PIXELS:,} pixels)")
+            todo = "check the model's input shape" if where == "the model's input shape" else "pass --size HxW"
+            raise InspectorError(f"input size {height}x{width} (from {where}) {what}; {todo}")
         return height, width
 
     def _input_size(self, size, spec, image) -> tuple[int, int]:

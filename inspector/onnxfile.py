@@ -151,7 +151,8 @@ def _strip_model(buf, location: str) -> bytes:
 
 
 def _check_arity(graph, model_name: str, opset: int | None) -> None:
-    """Every standard node has as many inputs and outputs as its ONNX schema allows.
+    """Every standard node has as many inputs and outputs as its ONNX schema allows, and its
+    attributes the types the schema gives them (an ``axis`` that is a list was a TypeError in prune).
 
     The layer finder reads inputs by position (QLinearConv's weights are input
     3); a node cut short by a broken exporter or a hostile file is refused here
@@ -184,6 +185,15 @@ def _check_arity(graph, model_name: str, opset: int | None) -> None:
                 f"{model_name} is broken: {node.op_type} node '{node.name or '#' + str(index)}' has {inputs} "
                 f"inputs and {outputs} outputs; ONNX {node.op_type} takes {schema.min_input}..{schema.max_input} "
                 f"inputs and {schema.min_output}..{schema.max_output} outputs; re-export the model")
+        for attr in node.attribute:  # readers (layer finder, prune's tracer, cam's cut) trust attribute types
+            spec = schema.attributes.get(attr.name)
+            if spec is not None and attr.type != int(spec.type):
+                kind = onnx.AttributeProto.AttributeType
+                given = kind.Name(attr.type) if attr.type in kind.values() else str(attr.type)
+                raise InspectorError(
+                    f"{model_name} is broken: {node.op_type} node '{node.name or '#' + str(index)}' has attribute "
+                    f"'{attr.name}' of type {given}; ONNX {node.op_type} takes {kind.Name(int(spec.type))}; "
+                    "re-export the model")
 
 
 def _check_text(graph, model_name: str) -> None:

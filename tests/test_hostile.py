@@ -826,3 +826,27 @@ def test_cam_unwritable_npz_fails_before_the_work_and_writes_nothing(tiny, image
                        "--npz", blocker / "cam.npz")
     assert_input_error(code, err, "--npz")
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("file", "img.png", "m.onnx")]
+
+
+@pytest.mark.parametrize("op, attr, value", [("Concat", "axis", [1]), ("Relu", None, None), ("Conv", "group", [1]),
+                                             ("Conv", "pads", 1), ("Transpose", "perm", 1)])
+def test_attributes_of_the_wrong_type_are_refused_on_opening(save, tmp_path, op, attr, value):
+    """Found by fuzzing prune: a Concat whose axis was a list (INTS) was an unexpected TypeError in prune's
+    tracer. Attribute types are checked against the ONNX schema once, with the node arities."""
+    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    conv_attrs = {attr: value} if op == "Conv" else {}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", **conv_attrs),
+             helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    if op == "Concat":
+        nodes.append(helper.make_node("Concat", ["r", "r"], ["y"], name="cat", axis=value))
+    elif op == "Transpose":
+        nodes.append(helper.make_node("Transpose", ["r"], ["y"], name="t", perm=value))
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["y"], name="id"))
+    path = save(b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")], [w]))
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx")):
+        code, _, err = cli(*args)
+        if attr is None:  # the control: the same graph with well-typed attributes works
+            assert code == 0, err
+        else:
+            assert_input_error(code, err, f"attribute '{attr}' of type", "re-export")
