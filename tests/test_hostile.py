@@ -850,3 +850,17 @@ def test_attributes_of_the_wrong_type_are_refused_on_opening(save, tmp_path, op,
             assert code == 0, err
         else:
             assert_input_error(code, err, f"attribute '{attr}' of type", "re-export")
+
+
+def test_audit_and_cam_apply_the_maps_memory_limit_before_running(save, image, tmp_path):
+    """An Ultralytics imgsz of 8000x8000 is within the image pixel limit but not within memory: audit
+    and cam used to hand it to onnxruntime (which failed to allocate, or took gigabytes); they now
+    estimate their maps like maps and report do and refuse over --max-memory (default 4G)."""
+    path = save(_open_size_model({"author": "Ultralytics", "imgsz": "[8000, 8000]"}))
+    for command in (("audit", "--quiet"), ("cam", "--method", "eigencam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], path, image, "--device", "cpu", "--max-memory", "64M", *command[1:])
+        assert_input_error(code, err, "would need about", "--max-memory limit of 64.0 MB")
+    small = save(_open_size_model({"author": "Ultralytics", "imgsz": "[16, 16]"}), "small.onnx")
+    for command in (("audit", "--quiet"), ("cam", "--method", "eigencam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], small, image, "--device", "cpu", "--max-memory", "64M", *command[1:])
+        assert code == 0, err

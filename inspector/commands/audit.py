@@ -3,6 +3,8 @@ from __future__ import annotations
 import sys
 
 from ..cli import Command, add_device, add_model, add_preprocessing, positive_int
+from ..resources import DEFAULT_MAX_MEMORY
+from .maps import memory_size
 
 
 def fraction(text: str) -> float:
@@ -40,6 +42,9 @@ class Audit(Command):
         add_preprocessing(parser)
         add_device(parser)
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
+        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                            help="refuse to start when the audited layers' maps of one image would need more memory "
+                                 "than this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
 
     def run(self, args) -> int:
         import json
@@ -57,7 +62,8 @@ class Audit(Command):
         if note:
             print(note, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
-                       size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)
+                       size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
+                       max_memory=args.max_memory)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.
