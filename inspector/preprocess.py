@@ -158,9 +158,9 @@ def parse_preprocess(text: str) -> Preprocess:
             else:
                 numbers = tuple(_number(v) for v in value.split(","))
                 values[field_name] = numbers * 3 if len(numbers) == 1 else numbers
-        except ValueError:
-            raise InspectorError(f"--preprocess: '{part}' has a value that is not a number "
-                                 "(fractions such as 1/255 work)") from None
+        except ValueError as exc:
+            raise InspectorError(f"--preprocess: '{part}' has a value that is not a number ({exc}; "
+                                 "fractions such as 1/255 work)") from None
     return _checked(Preprocess("custom", values["color_order"], values["scale"], tuple(values["mean"]),
                                tuple(values["std"]), None,
                                f"custom: {values['color_order']} x {values['scale']:g}, mean "
@@ -172,6 +172,8 @@ def _number(text: str) -> float:
     text = text.strip()
     if "/" in text:
         top, _, bottom = text.partition("/")
+        if float(bottom) == 0:  # ZeroDivisionError is no ValueError: '1/0' was an unexpected error
+            raise ValueError(f"'{text}' divides by zero")
         return float(top) / float(bottom)
     return float(text)
 
@@ -183,8 +185,9 @@ def _checked(spec: Preprocess, label: str = "--preprocess", hint: str = "") -> P
     if len(spec.mean) not in (1, 3) or len(spec.std) not in (1, 3):
         raise InspectorError(f"{label}: mean and std take 1 or 3 numbers{hint}")
     values = (spec.scale, *spec.mean, *spec.std)
-    if any(v == 0 for v in spec.std) or not all(math.isfinite(v) for v in values):
-        raise InspectorError(f"{label}: std must not be 0 and every value must be a finite number{hint}")
+    if any(v == 0 for v in spec.std) or not all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in values):
+        raise InspectorError(f"{label}: std must not be 0 and every value must be a finite number "
+                             f"(within float32's +-3e38){hint}")
     mean = spec.mean * 3 if len(spec.mean) == 1 else spec.mean
     std = spec.std * 3 if len(spec.std) == 1 else spec.std
     if any((255 * abs(spec.scale) + abs(m)) / abs(d) > _FLOAT32_MAX for m, d in zip(mean, std)):

@@ -647,9 +647,12 @@ def _open_size_model(metadata):
     ("mean=nan", "finite"), ("std=nan", "finite"), ("scale=inf", "finite"), ("std=0,1,1", "std must not be 0"),
     ("scale=1e38", "infinities"), ("std=1e-40", "infinities"),
     ('{"mean": [NaN, 0, 0]}', "finite"), ('{"std": [0, 0, 0]}', "std must not be 0"),
-    ('{"std": [1, 2]}', "1 or 3 numbers"), ('{"scale": 1e400}', "finite")])
+    ('{"std": [1, 2]}', "1 or 3 numbers"), ('{"scale": 1e400}', "finite"),
+    ("scale=1/0", "divides by zero"), ("mean=1/3,1/0,2", "divides by zero"),  # were unexpected ZeroDivisionErrors
+    ('{"std": [1e300, 1e300, 1e300]}', "float32")])
 def test_custom_preprocess_specs_with_hostile_numbers_exit_2(tiny, image, tmp_path, spec, words):
-    """NaN means, huge scales and tiny stds used to pass and turn every pixel into NaN or infinity."""
+    """NaN means, huge scales and tiny stds used to pass and turn every pixel into NaN or infinity;
+    a fraction over zero was an unexpected ZeroDivisionError (found by fuzzing parse_preprocess)."""
     for command in (("maps", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c")):
         code, _, err = cli(command[0], tiny[0], image, "--preprocess", spec, "--device", "cpu", *command[1:])
         assert_input_error(code, err, words)
