@@ -44,7 +44,7 @@ def json_value(props: dict[str, str], key: str) -> Any | None:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return None
 
 

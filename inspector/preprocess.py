@@ -83,7 +83,7 @@ class Preprocess:
                 input_size=(int(size[0]), int(size[1])) if size else None,
                 description=str(data.get("description", "")),
             )
-        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as exc:
             raise InspectorError(f"{label} is not valid ({exc}){hint}") from None
         # Metadata is untrusted like the rest of the file: the same checks as a --preprocess flag.
         return spec if spec.mode == "unknown" else _checked(spec, label, hint)
@@ -129,7 +129,7 @@ def parse_preprocess(text: str) -> Preprocess:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InspectorError(f"--preprocess JSON is not valid ({exc})") from None
         if not isinstance(data, dict):
             raise InspectorError("--preprocess JSON must be an object such as {\"scale\": 1}")

@@ -867,3 +867,15 @@ def test_audit_and_cam_apply_the_maps_memory_limit_before_running(save, image, t
     for command in (("audit", "--quiet"), ("cam", "--method", "eigencam", "-o", tmp_path / "c")):
         code, _, err = cli(command[0], small, image, "--device", "cpu", "--max-memory", "64M", *command[1:])
         assert code == 0, err
+
+
+def test_json_nested_100000_deep_in_metadata_or_preprocess_is_not_a_recursion_error(save, image, tmp_path):
+    """Found by fuzzing the metadata readers: json.loads raises RecursionError, which is no ValueError,
+    so inspector.class_names and inspector.preprocess nested 100,000 deep were unexpected errors."""
+    deep = "[" * 100000 + "]" * 100000
+    path = save(_open_size_model({"inspector.class_names": deep}), "names.onnx")
+    assert cli("maps", path, image, "--preprocess", "raw", "--size", "16x16", "-o", tmp_path / "o")[0] == 0
+    path = save(_open_size_model({"inspector.preprocess": deep}), "pre.onnx")
+    assert_input_error(*cli("maps", path, image, "-o", tmp_path / "o")[::2], "inspector.preprocess", "not valid")
+    code, _, err = cli("maps", path, image, "--preprocess", '{"mean": ' + deep + "}", "-o", tmp_path / "o")
+    assert_input_error(code, err, "--preprocess JSON is not valid")
