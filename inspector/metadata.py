@@ -48,6 +48,12 @@ def json_value(props: dict[str, str], key: str) -> Any | None:
         return None
 
 
+def json_object(props: dict[str, str], key: str) -> dict:
+    """The JSON object under ``key``; {} when absent, not JSON, or another JSON value (a list, a number)."""
+    value = json_value(props, key)
+    return value if isinstance(value, dict) else {}
+
+
 def weights_untrained(props: dict[str, str]) -> bool:
     """True when the converter said the weights are random (pictures must say so)."""
     return props.get(WEIGHTS_TRAINED, "").strip().lower() == "false"

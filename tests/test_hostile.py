@@ -879,3 +879,15 @@ def test_json_nested_100000_deep_in_metadata_or_preprocess_is_not_a_recursion_er
     assert_input_error(*cli("maps", path, image, "-o", tmp_path / "o")[::2], "inspector.preprocess", "not valid")
     code, _, err = cli("maps", path, image, "--preprocess", '{"mean": ' + deep + "}", "-o", tmp_path / "o")
     assert_input_error(code, err, "--preprocess JSON is not valid")
+
+
+@pytest.mark.parametrize("value", ["[1]", "3", "null", '"BGR"', "{nope"])
+def test_filters_with_preprocess_metadata_that_is_not_an_object_draws_in_rgb(save, tmp_path, value):
+    """Found by tests/test_fuzz.py (its metadata mutation): filters read inspector.preprocess's colour order
+    with .get on whatever JSON it held, an unexpected AttributeError for a list."""
+    m = b.constant_weights()[0]
+    entry = m.metadata_props.add()
+    entry.key, entry.value = "inspector.preprocess", value
+    code, _, err = cli("filters", save(m), "--all", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert any(name.endswith(".png") for name in os.listdir(tmp_path / "o"))
