@@ -87,7 +87,8 @@ class _Payload:
             array = np.ascontiguousarray(self.array)
             if array.dtype.byteorder == ">":
                 array = array.astype(array.dtype.newbyteorder("<"))
-            handle.write(memoryview(array).cast("B"))
+            if array.size:  # memoryview cannot cast a zero-size array (prune cutting every filter of an unread conv)
+                handle.write(memoryview(array).cast("B"))
             return
         with open(self.path, "rb") as source:
             source.seek(self.offset)

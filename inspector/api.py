@@ -16,8 +16,8 @@ from .errors import InspectorError
 from .execution import FeatureMapSession, ModelInput, model_input
 from .graph import Graph, Layer
 from .onnxfile import OnnxFile
-from .preprocess import (GUESSED_PRESET, Preprocess, class_names, from_exporter, from_metadata, load_image,
-                         parse_preprocess, preset)
+from .preprocess import (GUESSED_PRESET, MAX_IMAGE_PIXELS, Preprocess, class_names, from_exporter, from_metadata,
+                         load_image, parse_preprocess, preset)
 
 DEFAULT_SIZE = (224, 224)
 
@@ -157,7 +157,23 @@ class Model:
 
         Where one spatial dim is known (a text-line model: height fixed, width open) and an image is
         given, the other keeps the image's aspect ratio (a multiple of 8) instead of squashing it.
+        Refused when not positive or over the image pixel limit, wherever it came from: a model's
+        metadata (Ultralytics ``imgsz``, ``inspector.preprocess``) is untrusted, and every command
+        allocates its input batch at this size before any image is read.
         """
+        height, width = self._input_size(size, spec, image)
+        if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
+            fixed_h, fixed_w = self.input.spatial
+            where = ("the model's input shape" if fixed_h and fixed_w else "--size" if size
+                     else "the model's preprocessing metadata" if spec is not None and spec.input_size
+                     else "the model's input shape")
+            what = ("is not positive" if height <= 0 or width <= 0
+                    else f"is too large (over {MAX_IMAGE_PIXELS:,} pixels)")
+            todo = "check the model's input shape" if where == "the model's input shape" else "pass --size HxW"
+            raise InspectorError(f"input size {height}x{width} (from {where}) {what}; {todo}")
+        return height, width
+
+    def _input_size(self, size, spec, image) -> tuple[int, int]:
         fixed_h, fixed_w = self.input.spatial
         if fixed_h and fixed_w:
             if size and tuple(size) != (fixed_h, fixed_w):

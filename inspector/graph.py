@@ -175,9 +175,10 @@ class Graph:
                 if node.op_type == "ConvInteger":
                     quant = "integer"
             weight_shape = self.shape_of(weight_input)
-            if len(weight_shape) < 3:  # not an N-D conv we can show, or weights computed at run time
-                if weight_shape == ():
-                    weight_shape = ()
+            if 0 < len(weight_shape) < 3:  # () = computed at run time; a known 1-D or 2-D weight is no conv's
+                raise InspectorError(f"conv node '{node.name or node.output[0]}' is inconsistent: its weights "
+                                     f"have shape {tuple(weight_shape)}, a conv's have at least 3 dimensions; "
+                                     "re-export the model")
             groups = 1
             for attr in node.attribute:
                 if attr.name == "group":
@@ -589,6 +590,9 @@ class Graph:
     def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
         """(weights in ONNX order, bias or None), dequantized to float32 for quantized convs."""
         w = self.constant(layer.weight_input)
+        if np.ndim(w) < 3:  # a scalar or a vector where a conv's weights go: every reader indexes filters
+            raise InspectorError(f"layer '{layer.name}' is inconsistent: its weights have shape {np.shape(w)}, a "
+                                 "conv's have at least 3 dimensions; re-export the model")
         if layer.op == "QLinearConv":
             node = self.nodes[layer.node_index]
             w_scale = self.constant(node.input[4])

@@ -44,8 +44,14 @@ def json_value(props: dict[str, str], key: str) -> Any | None:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return None
+
+
+def json_object(props: dict[str, str], key: str) -> dict:
+    """The JSON object under ``key``; {} when absent, not JSON, or another JSON value (a list, a number)."""
+    value = json_value(props, key)
+    return value if isinstance(value, dict) else {}
 
 
 def weights_untrained(props: dict[str, str]) -> bool:

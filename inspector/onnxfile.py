@@ -38,6 +38,8 @@ TENSOR_RAW_DATA = 9
 _TENSOR_EXTERNAL_DATA = 13
 _TENSOR_DATA_LOCATION = 14
 _EXTERNAL = 1
+# INT4, UINT4, FLOAT4E2M1, UINT2, INT2: packed below a byte per value.
+_PACKED_TYPES = {21, 22, 23, 25, 26}
 
 
 class _Malformed(Exception):
@@ -149,7 +151,8 @@ def _strip_model(buf, location: str) -> bytes:
 
 
 def _check_arity(graph, model_name: str, opset: int | None) -> None:
-    """Every standard node has as many inputs and outputs as its ONNX schema allows.
+    """Every standard node has as many inputs and outputs as its ONNX schema allows, and its
+    attributes the types the schema gives them (an ``axis`` that is a list was a TypeError in prune).
 
     The layer finder reads inputs by position (QLinearConv's weights are input
     3); a node cut short by a broken exporter or a hostile file is refused here
@@ -182,6 +185,15 @@ def _check_arity(graph, model_name: str, opset: int | None) -> None:
                 f"{model_name} is broken: {node.op_type} node '{node.name or '#' + str(index)}' has {inputs} "
                 f"inputs and {outputs} outputs; ONNX {node.op_type} takes {schema.min_input}..{schema.max_input} "
                 f"inputs and {schema.min_output}..{schema.max_output} outputs; re-export the model")
+        for attr in node.attribute:  # readers (layer finder, prune's tracer, cam's cut) trust attribute types
+            spec = schema.attributes.get(attr.name)
+            if spec is not None and attr.type != int(spec.type):
+                kind = onnx.AttributeProto.AttributeType
+                given = kind.Name(attr.type) if attr.type in kind.values() else str(attr.type)
+                raise InspectorError(
+                    f"{model_name} is broken: {node.op_type} node '{node.name or '#' + str(index)}' has attribute "
+                    f"'{attr.name}' of type {given}; ONNX {node.op_type} takes {kind.Name(int(spec.type))}; "
+                    "re-export the model")
 
 
 def _check_text(graph, model_name: str) -> None:
@@ -313,10 +325,10 @@ class OnnxFile:
         self.initializers = {t.name: t for t in model.graph.initializer}
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         check_topology(model.graph, os.path.basename(self.path), opset)
-        # Check every external location now, before anything (ours or onnxruntime) reads one.
+        # Check every external location now, before anything (ours or onnxruntime) reads one,
+        # and that every initializer's data fills its declared shape (readers trust the dims).
         for tensor in model.graph.initializer:
-            if tensor.data_location == _EXTERNAL:
-                self.external_ref(tensor)
+            self.check_tensor(tensor)
 
     # ------------------------------------------------------------------ weights
 
@@ -361,17 +373,10 @@ class OnnxFile:
                 f"external data of tensor '{tensor.name}' lies beyond the end of {location} (truncated?)")
         return ExternalRef(target, offset, length)
 
-    def tensor_array(self, tensor) -> np.ndarray:
-        """The values of a TensorProto from this file, reading only that tensor's bytes."""
+    def declared(self, tensor) -> tuple[np.dtype, tuple[int, ...], int]:
+        """A tensor's dtype, shape and byte size as declared, refused when they cannot hold together."""
         import onnx
-        from onnx import numpy_helper
 
-        if tensor.data_location != _EXTERNAL:
-            try:
-                return numpy_helper.to_array(tensor)
-            except (ValueError, TypeError, KeyError) as exc:  # KeyError: an unknown data_type
-                raise InspectorError(f"cannot decode tensor '{tensor.name}': {exc}") from None
-        ref = self.external_ref(tensor)
         try:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
         except (KeyError, TypeError, ValueError):
@@ -380,7 +385,56 @@ class OnnxFile:
         if any(d < 0 for d in shape):
             raise InspectorError(f"tensor '{tensor.name}' has negative dimensions {shape}")
         count = math.prod(shape)  # Python ints: no silent int64 overflow on hostile dims
-        nbytes = count * dtype.itemsize
+        return dtype, shape, count * dtype.itemsize
+
+    def check_tensor(self, tensor) -> None:
+        """Refuse a tensor whose data does not fill its declared shape exactly, reading no data.
+
+        Run on every initializer when the file is opened, so that no reader (layers, prune's
+        channel tracer, the audit's weight rules) ever sees a weight whose shape lies about its
+        values: found by the fuzzer as an IndexError in prune and a reshape error in audit.
+        """
+        import onnx
+
+        dtype, shape, nbytes = self.declared(tensor)
+        if tensor.data_type in _PACKED_TYPES or dtype == object:
+            return  # sub-byte packing, strings: onnx decodes them, sizes are not byte counts
+        if tensor.data_location == _EXTERNAL:
+            ref = self.external_ref(tensor)
+            if ref.length is not None and ref.length != nbytes:
+                raise InspectorError(
+                    f"tensor '{tensor.name}' should hold {nbytes} bytes but its data is {ref.length} bytes")
+            if ref.offset + nbytes > os.path.getsize(ref.path):
+                raise InspectorError(f"external data of tensor '{tensor.name}' is truncated")
+            return
+        if tensor.HasField("raw_data"):
+            if len(tensor.raw_data) != nbytes:
+                raise InspectorError(
+                    f"tensor '{tensor.name}' should hold {nbytes} bytes but its data is "
+                    f"{len(tensor.raw_data)} bytes")
+            return
+        count = math.prod(shape)
+        try:
+            field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+        except (KeyError, TypeError, ValueError):
+            return
+        held = len(getattr(tensor, field))
+        if dtype.kind == "c":
+            held //= 2
+        if held != count:
+            raise InspectorError(f"tensor '{tensor.name}' should hold {count} values but has {held}")
+
+    def tensor_array(self, tensor) -> np.ndarray:
+        """The values of a TensorProto from this file, reading only that tensor's bytes."""
+        from onnx import numpy_helper
+
+        if tensor.data_location != _EXTERNAL:
+            try:
+                return numpy_helper.to_array(tensor)
+            except (ValueError, TypeError, KeyError) as exc:  # KeyError: an unknown data_type
+                raise InspectorError(f"cannot decode tensor '{tensor.name}': {exc}") from None
+        ref = self.external_ref(tensor)
+        dtype, shape, nbytes = self.declared(tensor)
         if ref.length is not None and ref.length != nbytes:
             raise InspectorError(
                 f"tensor '{tensor.name}' should hold {nbytes} bytes but its data is {ref.length} bytes")

@@ -8,6 +8,7 @@ stamps into the model, are data rather than code paths.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -66,10 +67,14 @@ class Preprocess:
 
     @classmethod
     def from_json(cls, text: str, what: str | None = None) -> "Preprocess":
+        label = what or f"the model's '{md.PREPROCESS}' metadata"
+        hint = "" if what else "; pass --preprocess caffe|torch|tf|raw to override it"
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object is needed, not {type(data).__name__}")
             size = data.get("input_size")
-            return cls(
+            spec = cls(
                 mode=str(data["mode"]),
                 color_order=str(data.get("color_order", "RGB")).upper(),
                 scale=float(data.get("scale", 1.0)),
@@ -78,13 +83,10 @@ class Preprocess:
                 input_size=(int(size[0]), int(size[1])) if size else None,
                 description=str(data.get("description", "")),
             )
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            if what:
-                raise InspectorError(f"{what} is not valid ({exc})") from None
-            raise InspectorError(
-                f"the model's '{md.PREPROCESS}' metadata is not valid ({exc}); "
-                "pass --preprocess caffe|torch|tf|raw to override it"
-            ) from None
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as exc:
+            raise InspectorError(f"{label} is not valid ({exc}){hint}") from None
+        # Metadata is untrusted like the rest of the file: the same checks as a --preprocess flag.
+        return spec if spec.mode == "unknown" else _checked(spec, label, hint)
 
     def with_size(self, size: tuple[int, int] | None) -> "Preprocess":
         return Preprocess(self.mode, self.color_order, self.scale, self.mean, self.std,
@@ -127,7 +129,7 @@ def parse_preprocess(text: str) -> Preprocess:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InspectorError(f"--preprocess JSON is not valid ({exc})") from None
         if not isinstance(data, dict):
             raise InspectorError("--preprocess JSON must be an object such as {\"scale\": 1}")
@@ -156,9 +158,9 @@ def parse_preprocess(text: str) -> Preprocess:
             else:
                 numbers = tuple(_number(v) for v in value.split(","))
                 values[field_name] = numbers * 3 if len(numbers) == 1 else numbers
-        except ValueError:
-            raise InspectorError(f"--preprocess: '{part}' has a value that is not a number "
-                                 "(fractions such as 1/255 work)") from None
+        except ValueError as exc:
+            raise InspectorError(f"--preprocess: '{part}' has a value that is not a number ({exc}; "
+                                 "fractions such as 1/255 work)") from None
     return _checked(Preprocess("custom", values["color_order"], values["scale"], tuple(values["mean"]),
                                tuple(values["std"]), None,
                                f"custom: {values['color_order']} x {values['scale']:g}, mean "
@@ -170,21 +172,32 @@ def _number(text: str) -> float:
     text = text.strip()
     if "/" in text:
         top, _, bottom = text.partition("/")
+        if float(bottom) == 0:  # ZeroDivisionError is no ValueError: '1/0' was an unexpected error
+            raise ValueError(f"'{text}' divides by zero")
         return float(top) / float(bottom)
     return float(text)
 
 
-def _checked(spec: Preprocess) -> Preprocess:
+def _checked(spec: Preprocess, label: str = "--preprocess", hint: str = "") -> Preprocess:
+    """Refuse what would make every pixel NaN or infinite (NaN, 0 std, overflow) or cannot apply."""
     if spec.color_order not in ("RGB", "BGR"):
-        raise InspectorError(f"--preprocess: colour order must be RGB or BGR, not '{spec.color_order}'")
+        raise InspectorError(f"{label}: colour order must be RGB or BGR, not '{spec.color_order}'{hint}")
     if len(spec.mean) not in (1, 3) or len(spec.std) not in (1, 3):
-        raise InspectorError("--preprocess: mean and std take 1 or 3 numbers")
-    if any(v == 0 or v != v for v in spec.std) or spec.scale != spec.scale:
-        raise InspectorError("--preprocess: std must not be 0 and no value may be NaN")
+        raise InspectorError(f"{label}: mean and std take 1 or 3 numbers{hint}")
+    values = (spec.scale, *spec.mean, *spec.std)
+    if any(v == 0 for v in spec.std) or not all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in values):
+        raise InspectorError(f"{label}: std must not be 0 and every value must be a finite number "
+                             f"(within float32's +-3e38){hint}")
     mean = spec.mean * 3 if len(spec.mean) == 1 else spec.mean
     std = spec.std * 3 if len(spec.std) == 1 else spec.std
+    if any((255 * abs(spec.scale) + abs(m)) / abs(d) > _FLOAT32_MAX for m, d in zip(mean, std)):
+        raise InspectorError(f"{label}: scale, mean and std would turn pixels into infinities (beyond float32); "
+                             f"use values near the usual 1/255, 0..255, 0.2..255{hint}")
     return Preprocess(spec.mode, spec.color_order, spec.scale, tuple(mean), tuple(std), spec.input_size,
                       spec.description)
+
+
+_FLOAT32_MAX = 3.0e38
 
 
 # --------------------------------------------------------------------- what exporters say
@@ -202,7 +215,7 @@ def from_exporter(props: dict[str, str], model_proto=None) -> Preprocess | None:
         if isinstance(size, int):
             size = [size, size]
         input_size = None
-        if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int and v > 0 for v in size):
             input_size = (int(size[0]), int(size[1]))
         return Preprocess("raw", "RGB", 1 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), input_size,
                           "/255 RGB (Ultralytics export metadata)")
@@ -218,8 +231,9 @@ def class_names(props: dict[str, str]) -> list[str] | None:
     if isinstance(names, list) and all(isinstance(n, str) for n in names):
         return names
     raw = _literal(props.get("names"))
-    if isinstance(raw, dict) and raw and all(isinstance(k, int) for k in raw):
-        return [str(raw.get(i, "")) for i in range(max(raw) + 1)]
+    # Keys 0..n-1 exactly: a hostile {10**9: 'a'} must not become a list of a billion names.
+    if isinstance(raw, dict) and raw and set(raw) == set(range(len(raw))):
+        return [str(raw[i]) for i in range(len(raw))]
     if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
         return list(raw)
     return None

@@ -3,7 +3,8 @@
 Small valid models (every kind the builders make, inline and external
 weights) and small images are mutated at the byte level (flips, truncation,
 insertions) and at the protobuf field level (dims, data types, op types,
-attribute values, inputs, input shapes, opsets, external data entries). Each
+attribute values, inputs, input shapes, opsets, external data entries, and
+metadata that zero-config preprocessing and class names read). Each
 case runs ``inspector.cli.main`` in-process and must end with exit 0, or exit
 2 and a one-line message, never a traceback or an "unexpected" error, within
 a per-case time bound.
@@ -125,6 +126,17 @@ SEEDS = {
 }
 OPS = ["Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "Relu", "Transpose", "Sigmoid", "Mul", "Add",
        "DequantizeLinear", "Identity", "Cast", "Constant", "MaxPool", "Reshape", "If", "Loop", "NoSuchOp", ""]
+# Metadata that zero-config preprocessing, class names and the report read: hostile values and shapes.
+METADATA = [("author", "Ultralytics"), ("imgsz", "[100000, 100000]"), ("imgsz", "[-1, 5]"), ("imgsz", "abc"),
+            ("imgsz", "[8, 8]"), ("imgsz", "True"), ("stride", "32"), ("names", "{1000000000: 'a'}"),
+            ("names", "{[1]: 2}"), ("names", "{0: 'a', 1: 'b'}"), ("names", "(" * 300), ("character", "abc"),
+            ("inspector.class_names", '["a", 1]'), ("inspector.class_names", "[" * 5000),
+            ("inspector.preprocess", '{"mode": "custom", "std": [0, 0, 0]}'),
+            ("inspector.preprocess", '{"mode": "custom", "mean": [NaN, 1, 1]}'),
+            ("inspector.preprocess", '{"mode": "custom", "std": [1, 1]}'), ("inspector.preprocess", "[1]"),
+            ("inspector.preprocess", '{"mode": "raw", "scale": 0.004, "input_size": [-3, 8]}'),
+            ("inspector.preprocess", '{"mode": "raw", "scale": 0.004, "input_size": [8, 8]}'),
+            ("inspector.weights_trained", "false"), ("inspector.model_name", "<b>&x</b>")]
 INTS = st.one_of(st.integers(-3, 40), st.sampled_from([0, -1, 2**31 - 1, 2**40, -(2**62), 10**6]))
 
 
@@ -250,7 +262,7 @@ def _mutate_fields(model: onnx.ModelProto, draw) -> None:
     for _ in range(draw(st.integers(1, 3))):
         target = draw(st.sampled_from(["dims", "data_type", "op_type", "attribute", "input", "input_shape",
                                        "opset", "drop_node", "drop_initializer", "elem_type", "raw_data",
-                                       "values", "values"]))
+                                       "values", "values", "metadata"]))
         if target == "dims" and graph.initializer:
             tensor = draw(st.sampled_from(list(graph.initializer)))
             dims = draw(st.lists(INTS, max_size=5))
@@ -299,6 +311,12 @@ def _mutate_fields(model: onnx.ModelProto, draw) -> None:
             del graph.initializer[draw(st.integers(0, len(graph.initializer) - 1))]
         elif target == "elem_type":
             graph.input[0].type.tensor_type.elem_type = draw(st.integers(0, 30))
+        elif target == "metadata":
+            pairs = st.lists(st.sampled_from(METADATA), min_size=1, max_size=3, unique_by=lambda kv: kv[0])
+            for key, value in draw(pairs):
+                if key not in {p.key for p in model.metadata_props}:
+                    entry = model.metadata_props.add()
+                    entry.key, entry.value = key, value
         elif target == "raw_data" and graph.initializer:
             tensor = draw(st.sampled_from(list(graph.initializer)))
             if tensor.raw_data:

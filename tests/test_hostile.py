@@ -201,6 +201,40 @@ def test_initializer_of_unknown_data_type_is_refused(save, tmp_path):
     assert_input_error(code, err, "tensor 'w'")
 
 
+@pytest.mark.parametrize("dims", [[0], [3, 4, 3, 4], [2, 2, 3, 3]])
+def test_weights_whose_data_does_not_fill_their_shape_are_refused_on_opening(save, tmp_path, dims):
+    """Found by tests/test_fuzz.py: prune on a ConvTranspose whose weight dims were set to [0] (its 432
+    bytes kept) was an IndexError. Sizes are checked once, when the file is opened, for every command."""
+    m = b.conv_transpose()[0]
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    del w.dims[:]
+    w.dims.extend(dims)
+    path = save(m)
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx"), ("audit", path, "--quiet")):
+        assert_input_error(*cli(*args)[::2], "tensor 'w' should hold", "432 bytes")
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_typed_field_weights_of_the_wrong_count_are_refused(save):
+    m = _one_conv()
+    w = m.graph.initializer[0]
+    values = numpy_helper.to_array(w).ravel()[:-1]
+    w.ClearField("raw_data")
+    w.float_data.extend(values.tolist())
+    assert_input_error(*cli("layers", save(m))[::2], "tensor 'w' should hold 54 values but has 53")
+
+
+def test_conv_weights_of_rank_below_3_are_refused(save, tmp_path):
+    """Found by tests/test_fuzz.py: the same weights reshaped to 1-D (the size agrees) were read as a layer."""
+    m = b.conv_transpose()[0]
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    del w.dims[:]
+    w.dims.extend([108])
+    path = save(m)
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx")):
+        assert_input_error(*cli(*args)[::2], "inconsistent", "shape (108,)", "at least 3 dimensions")
+
+
 @pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf, 3e38])
 def test_nan_and_infinite_weights_draw_without_warnings(save, image, tmp_path, special):
     """Broken weights still give a picture (the finite filters as usual) and a clean stderr, not numpy warnings."""
@@ -612,3 +646,266 @@ def test_names_and_metadata_that_are_not_utf8_are_refused_or_skipped(save, image
     (tmp_path / "meta.onnx").write_bytes(data)
     code, out, err = cli("layers", tmp_path / "meta.onnx")
     assert code == 0, err
+
+
+# ---------------------------------------------- preprocessing specs and exporter metadata
+
+def _open_size_model(metadata):
+    """conv_relu with an open input height and width, so that metadata decides the size."""
+    m = b.conv_relu_nchw(size=16)[0]
+    for dim in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "side"
+    for key, value in metadata.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    return m
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("mean=nan", "finite"), ("std=nan", "finite"), ("scale=inf", "finite"), ("std=0,1,1", "std must not be 0"),
+    ("scale=1e38", "infinities"), ("std=1e-40", "infinities"),
+    ('{"mean": [NaN, 0, 0]}', "finite"), ('{"std": [0, 0, 0]}', "std must not be 0"),
+    ('{"std": [1, 2]}', "1 or 3 numbers"), ('{"scale": 1e400}', "finite"),
+    ("scale=1/0", "divides by zero"), ("mean=1/3,1/0,2", "divides by zero"),  # were unexpected ZeroDivisionErrors
+    ('{"std": [1e300, 1e300, 1e300]}', "float32")])
+def test_custom_preprocess_specs_with_hostile_numbers_exit_2(tiny, image, tmp_path, spec, words):
+    """NaN means, huge scales and tiny stds used to pass and turn every pixel into NaN or infinity;
+    a fraction over zero was an unexpected ZeroDivisionError (found by fuzzing parse_preprocess)."""
+    for command in (("maps", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], tiny[0], image, "--preprocess", spec, "--device", "cpu", *command[1:])
+        assert_input_error(code, err, words)
+    assert not [p for p in (*tmp_path.glob("o/**/*"), *tmp_path.glob("c/**/*")) if p.is_file()]
+
+
+@pytest.mark.parametrize("value, words", [
+    ('{"mode": "custom", "std": [1, 1]}', "1 or 3 numbers"),  # was an unexpected ValueError (broadcast)
+    ('[1]', "JSON object"),  # was an unexpected AttributeError
+    ('{"mode": "custom", "std": [0, 0, 0]}', "std must not be 0"),
+    ('{"mode": "custom", "mean": [NaN, 1, 1]}', "finite"),
+    ('{"mode": "custom", "input_size": [-3, 8]}', "input size -3x8"),  # was an unexpected ValueError in audit
+    ('{"mode": "custom", "input_size": [100000, 100000]}', "input size 100000x100000")])
+def test_hostile_preprocess_metadata_exits_2_naming_it(save, image, tmp_path, value, words):
+    path = save(_open_size_model({"inspector.preprocess": value}))
+    for command in (("maps", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c"),
+                    ("report", "-o", tmp_path / "r.html")):
+        code, _, err = cli(command[0], path, image, "--device", "cpu", *command[1:])
+        assert_input_error(code, err, words)
+        assert "metadata" in err and "--preprocess" in err or "--size" in err, err
+
+
+@pytest.mark.parametrize("imgsz, expect", [
+    ("[100000, 100000]", "refused"), ("[10000, 10000]", "refused"),  # 100 Mpx: over the image pixel limit
+    ("[-1, 5]", (224, 224)), ("abc", (224, 224)), ("True", (224, 224)), ("[0, 0]", (224, 224)),
+    ("[1e9, 2]", (224, 224)), ("48", (48, 48))])
+def test_hostile_ultralytics_imgsz_is_refused_or_ignored_before_any_allocation(save, image, tmp_path, imgsz,
+                                                                              expect):
+    """A 100000x100000 imgsz used to reach np.zeros in the audit (a 120 GB float batch) and "out of
+    memory"; "True" was read as 1x1. The input size is bounded in Model.input_size, for every command."""
+    import inspector
+
+    meta = {"author": "Ultralytics", "imgsz": imgsz, "stride": "32", "names": "{0: 'a'}"}
+    path = save(_open_size_model(meta))
+    model = inspector.load(path)
+    if expect == "refused":
+        for command in (("maps", "--all", "-o", tmp_path / "o"), ("audit", "--quiet"), ("cam", "-o", tmp_path / "c"),
+                        ("report", "-o", tmp_path / "r.html")):
+            code, _, err = cli(command[0], path, image, "--device", "cpu", *command[1:])
+            assert_input_error(code, err, f"input size {imgsz[1:-1].replace(', ', 'x')}", "metadata", "--size")
+        assert not any(tmp_path.glob("o/*")) and not (tmp_path / "r.html").exists()
+    else:
+        assert model.input_size(None, model.preprocessing()) == expect
+
+
+def test_class_names_with_gaps_or_unhashable_keys_are_ignored(save, image, tmp_path):
+    """Ultralytics ``names`` {1000000000: 'a'} became a list of a billion names in report ("out of memory");
+    {[1]: 2} was an unexpected TypeError in cam. Only keys 0..n-1 make a list of names."""
+    from inspector.cam.targets import class_names as cam_names
+    from inspector.preprocess import class_names
+
+    assert class_names({"names": "{3: 'a'}"}) is None
+    assert class_names({"names": "{1: 'b', 0: 'a'}"}) == ["a", "b"]
+    assert cam_names({"names": "{[1]: 2}"}) is None
+    path = save(_open_size_model({"imgsz": "[16, 16]", "stride": "32", "names": "{[1]: 2}"}))
+    code, _, err = cli("cam", path, image, "--method", "eigencam", "--device", "cpu", "-o", tmp_path / "c")
+    assert code == 0, err
+
+
+# ------------------------------------------------------------------------ prune
+
+def test_prune_cutting_every_filter_of_an_unread_conv_writes_a_valid_model(save, tmp_path):
+    """Found by fuzzing prune (a Relu rewired away from its conv): every filter of a conv whose output
+    nothing reads is dead, and writing its zero-size weight was an unexpected memoryview TypeError."""
+    w1 = np.ones((4, 3, 3, 3), np.float32)
+    w2 = np.random.default_rng(2).standard_normal((2, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["unread"], name="unread_conv"),
+             helper.make_node("Conv", ["x", "w2"], ["y"], name="conv")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")],
+                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    out = tmp_path / "p.onnx"
+    code, stdout, err = cli("prune", save(m), "-o", out)
+    assert code == 0, err
+    assert "4->0" in stdout
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ours = ort.InferenceSession(str(out)).run(["y"], {"x": x})[0]
+    reference = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+
+
+def test_conv_reading_a_scalar_as_its_weights_is_refused_where_weights_are_read(save, image, tmp_path):
+    """Found by fuzzing prune --channels --check (a QuantizeLinear turned into a Conv reading its scale):
+    the audit's weight statistics were an unexpected "cannot reshape array of size 1 into shape (0,newaxis)".
+    A scalar's shape () looks like "unknown" to the layer finder, so Graph.weights checks the values read."""
+    nodes = [helper.make_node("Conv", ["x", "s"], ["c"], name="conv")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("c")],
+                [numpy_helper.from_array(np.array(0.5, np.float32), "s")])
+    path = save(m)
+    for args in (("audit", path, "--quiet"), ("filters", path, "-o", tmp_path / "f"),
+                 ("prune", path, "--channels", "--check", image, "-o", tmp_path / "p.onnx")):
+        assert_input_error(*cli(*args)[::2], "inconsistent", "shape ()", "at least 3 dimensions")
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_prune_output_that_is_the_model_itself_is_refused_and_leaves_it_intact(tiny, tmp_path, monkeypatch):
+    path = tiny[0]
+    before = open(path, "rb").read()
+    monkeypatch.chdir(os.path.dirname(path))
+    for out in (path, "./" + os.path.basename(path), os.path.join(tmp_path, "..", tmp_path.name, "m.onnx")):
+        assert_input_error(*cli("prune", path, "-o", out)[::2], "-o must not be the model itself")
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(os.path.dirname(path))) == ["m.onnx"]
+
+
+def test_prune_unwritable_outputs_fail_before_the_work(tiny, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for args in (("-o", blocker / "p.onnx"), ("-o", tmp_path / "p.onnx", "--json", blocker / "p.json"),
+                 ("-o", tmp_path)):
+        code, _, err = cli("prune", tiny[0], *args)
+        assert_input_error(code, err, "-o" if args[-1] != blocker / "p.json" else "--json")
+    assert sorted(os.listdir(tmp_path)) == ["file", "m.onnx"]
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{nope", "not JSON"), (b"\xff\xfe{", "not JSON"), ("[" * 100000 + "]" * 100000, "not JSON"),  # RecursionError
+    ('[1, 2]', "no 'layers' list"), ('{"layers": "abc"}', "no 'layers' list"),
+    ('{"layers": [5]}', "no name"), ('{"layers": [{"name": 5}]}', "no name"),
+    ('{"layers": [{"name": "features.0", "dead_filters": "x"}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_filters": [true, 3]}]}', "not a list of indices"),  # was a TypeError
+    ('{"layers": [{"name": "features.0", "dead_filters": [-1]}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_channels": [1.5]}]}', "not a list of indices"),
+    ('{"layers": [{"name": "features.0", "dead_filters": [1000000000000]}]}', "has 8 filters"),  # was ignored
+    ('{"layers": [{"name": "nope", "dead_filters": [1]}]}', "does not have")])
+def test_prune_from_audit_files_that_are_not_an_audit_exit_2(tiny, image, tmp_path, content, words):
+    """Found by fuzzing --from-audit by hand: booleans among the indices were an unexpected TypeError, arrays
+    nested 100,000 deep an unexpected RecursionError, and indices beyond the layer's filters were ignored."""
+    audit = tmp_path / "audit.json"
+    audit.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for extra in ((), ("--channels", "--check", image)):
+        code, _, err = cli("prune", tiny[0], "--from-audit", audit, *extra, "-o", tmp_path / "p.onnx")
+        assert_input_error(code, err, words)
+    assert not (tmp_path / "p.onnx").exists()
+
+
+@pytest.mark.parametrize("interrupt_at", [1, 2])
+def test_ctrl_c_during_prune_leaves_nothing_partial(save, tmp_path, interrupt_at):
+    """prune writes the model then its JSON, each through a temp name: Ctrl-C before either rename
+    leaves no temp file, and whatever was renamed is whole."""
+    import json
+
+    w1 = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w1[1] = 0  # one dead filter, so that the model really changes
+    w2 = np.random.default_rng(2).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1"), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="c2")]
+    m = b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")],
+                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    path = save(m)
+    out = tmp_path / "out"
+    args = ["prune", path, "-o", out / "p.onnx", "--json", out / "p.json"]
+    run = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, str(interrupt_at), *map(str, args)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 130, run.stderr
+    assert "interrupted" in run.stderr and "Traceback" not in run.stderr
+    names = sorted(os.listdir(out)) if out.exists() else []
+    assert len(names) == interrupt_at - 1, names  # only the files renamed before the interrupt
+    for name in names:
+        if name.endswith(".onnx"):
+            onnx.checker.check_model(str(out / name))
+            assert ort.InferenceSession(str(out / name)).get_inputs()[0].name == "x"
+        else:
+            assert json.loads((out / name).read_text())
+    whole = subprocess.run([sys.executable, "-c", _INTERRUPT_ON_RENAME, "0", *map(str, args)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert whole.returncode == 0, whole.stderr
+    assert sorted(os.listdir(out)) == ["p.json", "p.onnx"]
+
+
+def test_cam_unwritable_npz_fails_before_the_work_and_writes_nothing(tiny, image, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = cli("cam", tiny[0], image, "--method", "eigencam", "--device", "cpu", "-o", tmp_path / "out",
+                       "--npz", blocker / "cam.npz")
+    assert_input_error(code, err, "--npz")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("file", "img.png", "m.onnx")]
+
+
+@pytest.mark.parametrize("op, attr, value", [("Concat", "axis", [1]), ("Relu", None, None), ("Conv", "group", [1]),
+                                             ("Conv", "pads", 1), ("Transpose", "perm", 1)])
+def test_attributes_of_the_wrong_type_are_refused_on_opening(save, tmp_path, op, attr, value):
+    """Found by fuzzing prune: a Concat whose axis was a list (INTS) was an unexpected TypeError in prune's
+    tracer. Attribute types are checked against the ONNX schema once, with the node arities."""
+    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    conv_attrs = {attr: value} if op == "Conv" else {}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", **conv_attrs),
+             helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    if op == "Concat":
+        nodes.append(helper.make_node("Concat", ["r", "r"], ["y"], name="cat", axis=value))
+    elif op == "Transpose":
+        nodes.append(helper.make_node("Transpose", ["r"], ["y"], name="t", perm=value))
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["y"], name="id"))
+    path = save(b.model(nodes, [b.image_input(shape=(1, 3, 8, 8))], [b.out("y")], [w]))
+    for args in (("layers", path), ("prune", path, "-o", tmp_path / "p.onnx")):
+        code, _, err = cli(*args)
+        if attr is None:  # the control: the same graph with well-typed attributes works
+            assert code == 0, err
+        else:
+            assert_input_error(code, err, f"attribute '{attr}' of type", "re-export")
+
+
+def test_audit_and_cam_apply_the_maps_memory_limit_before_running(save, image, tmp_path):
+    """An Ultralytics imgsz of 8000x8000 is within the image pixel limit but not within memory: audit
+    and cam used to hand it to onnxruntime (which failed to allocate, or took gigabytes); they now
+    estimate their maps like maps and report do and refuse over --max-memory (default 4G)."""
+    path = save(_open_size_model({"author": "Ultralytics", "imgsz": "[8000, 8000]"}))
+    for command in (("audit", "--quiet"), ("cam", "--method", "eigencam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], path, image, "--device", "cpu", "--max-memory", "64M", *command[1:])
+        assert_input_error(code, err, "would need about", "--max-memory limit of 64.0 MB")
+    small = save(_open_size_model({"author": "Ultralytics", "imgsz": "[16, 16]"}), "small.onnx")
+    for command in (("audit", "--quiet"), ("cam", "--method", "eigencam", "-o", tmp_path / "c")):
+        code, _, err = cli(command[0], small, image, "--device", "cpu", "--max-memory", "64M", *command[1:])
+        assert code == 0, err
+
+
+def test_json_nested_100000_deep_in_metadata_or_preprocess_is_not_a_recursion_error(save, image, tmp_path):
+    """Found by fuzzing the metadata readers: json.loads raises RecursionError, which is no ValueError,
+    so inspector.class_names and inspector.preprocess nested 100,000 deep were unexpected errors."""
+    deep = "[" * 100000 + "]" * 100000
+    path = save(_open_size_model({"inspector.class_names": deep}), "names.onnx")
+    assert cli("maps", path, image, "--preprocess", "raw", "--size", "16x16", "-o", tmp_path / "o")[0] == 0
+    path = save(_open_size_model({"inspector.preprocess": deep}), "pre.onnx")
+    assert_input_error(*cli("maps", path, image, "-o", tmp_path / "o")[::2], "inspector.preprocess", "not valid")
+    code, _, err = cli("maps", path, image, "--preprocess", '{"mean": ' + deep + "}", "-o", tmp_path / "o")
+    assert_input_error(code, err, "--preprocess JSON is not valid")
+
+
+@pytest.mark.parametrize("value", ["[1]", "3", "null", '"BGR"', "{nope"])
+def test_filters_with_preprocess_metadata_that_is_not_an_object_draws_in_rgb(save, tmp_path, value):
+    """Found by tests/test_fuzz.py (its metadata mutation): filters read inspector.preprocess's colour order
+    with .get on whatever JSON it held, an unexpected AttributeError for a list."""
+    m = b.constant_weights()[0]
+    entry = m.metadata_props.add()
+    entry.key, entry.value = "inspector.preprocess", value
+    code, _, err = cli("filters", save(m), "--all", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert any(name.endswith(".png") for name in os.listdir(tmp_path / "o"))

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InspectorError
+from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 from . import parallel, routing
 from .images import batch_size, batches, collect_images
 from .result import AuditResult, LayerAudit
@@ -18,7 +19,7 @@ from .weights import weight_stats
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
           preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
-          quiet: bool = False, verbose: bool = False) -> AuditResult:
+          quiet: bool = False, verbose: bool = False, max_memory: int | None = None) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``."""
     from ..api import Model, load
     from ..progress import progress
@@ -47,6 +48,8 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     spec = model.preprocessing(preprocess)
     result.preprocess_source = model.preprocess_source(preprocess)
     input_size = model.input_size(size, spec)
+    # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
+    check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     session = model.session(layers, device=device, verbose=verbose)

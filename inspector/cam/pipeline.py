@@ -226,14 +226,17 @@ class Tail:
 
 def compute(model, image, method: str = "scorecam", layer=None, target=None, *, batch: int = DEFAULT_BATCH,
             preprocess=None, size=None, device: str = "auto", verbose: bool = False, quiet: bool = True,
-            on_provider=None) -> CamResult:
+            on_provider=None, max_memory: int | None = None) -> CamResult:
     """A class activation map of ``image`` (a path, or (H, W, 3) uint8 pixels) for ``model`` (``inspector.load``)."""
     from ..preprocess import load_image
+    from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 
     cam_method = lookup(method)
     spec = model.preprocessing(preprocess)
     input_size = model.input_size(size, spec)
     chosen = model.layer(layer) if layer is not None else default_layer(model, input_size)
+    # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
+    check_maps_memory(model, [chosen], input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     channels = model.input.channels or 3
     if isinstance(image, np.ndarray):
         pixels = _sized(image, input_size)

@@ -65,7 +65,7 @@ def class_names(metadata: dict[str, str]) -> list[str] | None:
     if raw and len(raw) < 200_000:  # a literal, never code: literal_eval evaluates no call or name
         try:
             value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
             return None
         if isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
             if sorted(value) == list(range(len(value))):

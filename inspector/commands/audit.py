@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Command, emit_json, add_device, add_model, add_preprocessing, positive_int
+from ..cli import Command, add_device, add_model, add_preprocessing, emit_json, positive_int
+from ..resources import DEFAULT_MAX_MEMORY
+from .maps import memory_size
 
 
 def fraction(text: str) -> float:
@@ -40,9 +42,11 @@ class Audit(Command):
         add_preprocessing(parser)
         add_device(parser)
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
+        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                            help="refuse to start when the audited layers' maps of one image would need more memory "
+                                 "than this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
 
     def run(self, args) -> int:
-
         from ..api import load
         from ..atomic import ensure_parent
         from ..audit import audit
@@ -56,7 +60,8 @@ class Audit(Command):
         if note:
             print(note, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
-                       size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose)
+                       size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
+                       max_memory=args.max_memory)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.

@@ -7,6 +7,8 @@ import sys
 from ..cli import Command, add_device, add_model, add_output_dir, add_preprocessing, positive_int
 
 from ..cam.methods import METHODS
+from ..resources import DEFAULT_MAX_MEMORY
+from .maps import memory_size
 
 
 class Cam(Command):
@@ -38,6 +40,9 @@ class Cam(Command):
                                  "(default 16; a fixed batch is respected)")
         add_preprocessing(parser)
         add_device(parser)
+        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                            help="refuse to start when the layer's maps of one image would need more memory "
+                                 "than this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
         parser.add_argument("--npz", metavar="FILE",
                             help="also save cam (H x W float32 in [0, 1] at the input size), target (int, -1 where "
                                  "none) and layer (name)")
@@ -63,7 +68,7 @@ class Cam(Command):
 
         result = compute(model, args.image, args.method, args.layer, args.target, batch=args.batch,
                          preprocess=args.preprocess, size=args.size, device=args.device, verbose=args.verbose,
-                         quiet=False, on_provider=say_provider)
+                         quiet=False, on_provider=say_provider, max_memory=args.max_memory)
         stem = os.path.splitext(os.path.basename(args.image))[0]
         path = os.path.join(out_dir, f"cam_{result.method}_{safe_name(result.layer)}_{safe_name(stem)}.png")
         width, height = save(result, path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import Command, emit_json, add_preprocessing, positive_int
+from ..cli import Command, add_preprocessing, emit_json, positive_int
 
 
 def decibels(text: str) -> float:

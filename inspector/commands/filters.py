@@ -37,7 +37,7 @@ class Filters(Command):
         layers = model.select(args.layers, args.all_layers)
         colormap_lut(args.cmap)  # an unknown colour map fails before any work
         out_dir = ensure_dir(args.output)
-        spec = md.json_value(model.metadata, md.PREPROCESS) or {}
+        spec = md.json_object(model.metadata, md.PREPROCESS)
         bgr = str(spec.get("color_order", "RGB")).upper() == "BGR"
         records = []
         for layer in progress(layers, total=len(layers), desc="filters", unit="layer"):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Command, emit_json, add_model, add_preprocessing
+from ..cli import Command, add_model, add_preprocessing, emit_json
 
 
 class Prune(Command):

@@ -210,6 +210,12 @@ def _overrides(model, dead: dict | None, channels: bool):
     if unknown:
         raise InspectorError(f"the audit names layers this model does not have ({', '.join(unknown[:3])}); "
                              "was it written for another model?")
+    for name, found in dead.items():  # indices the layer does not have: the audit is of another model
+        filters = by_name[name].filters
+        beyond = [i for i in (*found["filters"], *found["channels"]) if filters and i >= filters]
+        if beyond:
+            raise InspectorError(f"the audit marks channel {beyond[0]} of layer '{name}' dead, but the layer has {filters} "
+                                 "filters; was it written for another model?")
     if not channels:
         return {}
     out = {}

@@ -18,7 +18,7 @@ def read_audit(path: str) -> dict:
             data = json.load(handle)
     except OSError as exc:
         raise InspectorError(f"--from-audit: cannot read {path} ({exc.strerror or exc})") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise InspectorError(f"--from-audit: {path} is not JSON ({exc}); write it with 'inspector audit --json'") from None
     return data
 
@@ -40,7 +40,7 @@ def dead_by_layer(audit: dict, source: str = "the audit", warn=None) -> dict[str
         found = {}
         for key, field in (("filters", "dead_filters"), ("channels", "dead_channels")):
             value = entry.get(field) or []
-            if not isinstance(value, list) or not all(isinstance(i, int) and i >= 0 for i in value):
+            if not isinstance(value, list) or not all(type(i) is int and i >= 0 for i in value):
                 raise InspectorError(f"{source}: '{field}' of layer '{entry['name']}' is not a list of indices")
             found[key] = sorted(set(value))
         if entry.get("channels_judged") is False and found["channels"]:
