@@ -45,7 +45,8 @@ demo-trained: .venv
 	  --layer 0 --layer 61 --layer -1 -o demo/out-trained
 	$(BIN)/inspector audit models/ppocr_det.onnx demo/out-trained/text_photo.jpg --preprocess torch --size 416x320 --quiet
 
-# The pictures in the README, made by the tool itself (after `make demo demo-trained`).
+# The pictures in the README, made by the tool itself (after `make demo demo-trained models-trained`;
+# the report screenshot needs Debian's chromium).
 PHOTO = $$($(BIN)/python -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
 readme-images: .venv
 	rm -rf docs/images.new && mkdir -p docs/images.new
@@ -65,6 +66,10 @@ readme-images: .venv
 	  --layer model.15.cv2.conv --preprocess raw -o docs/images.new/cam
 	$(BIN)/python -c "import sys; from PIL import Image; p = sys.argv[1]; Image.open(p).convert('RGB').quantize(256, \
 	  method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(p, optimize=True)" docs/images.new/cam/cam_eigencam_model.15.cv2.conv_page.png
+	$(BIN)/python -c "import sys; sys.path.insert(0, 'bench'); import bench_diff; bench_diff.quantized('models/trained/vgg16_tumor.onnx', 'raw')"
+	cd models/trained/photos && ../../../$(BIN)/inspector diff ../vgg16_tumor.onnx ../../../bench/out/vgg16_tumor_qdq.onnx \
+	  astronaut.png captcha.png page.png rocket.jpg text.png text_line.png text_photo.jpg --preprocess raw \
+	  --pictures 1 -o ../../../docs/images.new/diff
 	rm -rf docs/images && mv docs/images.new docs/images
 
 # Real trained CNNs shipped inside PyPI wheels (detectors, OCR, classifiers from

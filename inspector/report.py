@@ -445,8 +445,21 @@ def _summary_plot(audit: dict) -> tuple[str, int, int] | None:
     def series(key):
         return np.array([np.nan if e.get(key) is None else float(e[key]) for e in entries])
 
-    dead = np.array([np.nan if not e.get("filters") else _dead_counts(e, int(e["filters"]))[2] for e in entries],
-                    dtype=float)
+    def fraction(entry, judged: bool):
+        """Dead filters plus the channels of a layer whose channels were (judged) or were not judged."""
+        filters = entry.get("filters")
+        if not filters:
+            return np.nan
+        was_judged = entry.get("channels_judged") is not False
+        channels = set(entry.get("dead_channels") or []) if was_judged == judged else set()
+        if not judged and not channels:
+            return np.nan
+        return len(set(entry.get("dead_filters") or []) | channels) / int(filters)
+
+    # The dead fraction plotted is the one the headline and the gate use; channels silent on too few
+    # images to be judged get their own, fainter line, so a spike there is not read as death.
+    dead = np.array([fraction(e, True) for e in entries], dtype=float)
+    silent = np.array([fraction(e, False) for e in entries], dtype=float)
     figure = Figure(figsize=(11, 3.8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
@@ -458,6 +471,8 @@ def _summary_plot(audit: dict) -> tuple[str, int, int] | None:
     # readable, linear near zero because means of signed layers can be negative.
     left.set_yscale("symlog", linthresh=1e-2)
     right.plot(depth, dead, "o-", color="#b91c1c", label="dead fraction")
+    if not np.all(np.isnan(silent)):
+        right.plot(depth, silent, "^", color="#f59e0b", alpha=0.7, label="silent, too few images to judge")
     right.plot(depth, series("zero_fraction"), "s--", color="#555", label="zero fraction")
     right.set_ylim(-0.03, 1.03)
     right.set_title("dead and zero fraction by depth")
