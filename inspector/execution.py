@@ -283,6 +283,13 @@ def run(session, feeds: dict, outputs: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(outputs, values))
 
 
+def dequantize_into(q: np.ndarray, scale: np.float32, zero: np.float32, out: np.ndarray) -> np.ndarray:
+    """``(q - zero) * scale`` in float32 into ``out``: the same values as ``run``'s own dequantization."""
+    np.subtract(q, zero, out=out, dtype=np.float32)
+    np.multiply(out, scale, out=out)
+    return out
+
+
 class FeatureMapSession:
     """A session over the part of the light model that the requested layers' outputs depend on.
 
@@ -323,11 +330,17 @@ class FeatureMapSession:
             onnx_file.serialized(model) if fused is None else model.SerializeToString(), onnx_file.folder, device,
             verbose, self.relayout)
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``{layer name: (N, C, H, W) float32}`` from one run."""
-        return self.run_with_outputs(batch)[0]
+    def run(self, batch: np.ndarray, dequantize: bool = True) -> dict[str, np.ndarray]:
+        """``{layer name: (N, C, H, W) float32}`` from one run.
 
-    def run_with_outputs(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        ``dequantize=False``: the layers in ``self.dequantizers`` stay the integers onnxruntime's
+        fused kernels return (channel-first); ``(q - zero) * scale`` in float32 is the caller's
+        (``dequantize_into``), e.g. one image at a time into a reused buffer.
+        """
+        return self.run_with_outputs(batch, dequantize)[0]
+
+    def run_with_outputs(self, batch: np.ndarray, dequantize: bool = True
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(maps by layer name, the model's own outputs by name) from one run.
 
         The second dict is empty unless the session was made with ``model_outputs=True``.
@@ -339,6 +352,9 @@ class FeatureMapSession:
         result = {}
         for layer in self.layers:
             array = values[self.fetch.get(layer.output, layer.output)]
+            if layer.name in self.dequantizers and not dequantize:
+                result[layer.name] = to_channel_first(array, layer.output_perm)
+                continue
             if layer.name in self.dequantizers:
                 scale, zero = self.dequantizers[layer.name]
                 array = array.astype(np.float32)  # one new array, then in place (twice as fast as a table lookup)

@@ -22,49 +22,69 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
           quiet: bool = False, verbose: bool = False, max_memory: int | None = None) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``."""
     from ..api import Model, load
-    from ..progress import progress
 
     if not isinstance(model, Model):
         model = load(model)
     layers = model.require_layers()
+    # Reading the weights touches the model (its file, its graph): here. The statistics are numpy alone.
+    read = [(layer, *_layer_weights(model, layer), routing.is_rectifier(model, layer)) for layer in layers]
+    trained = _weights_trained(model)
+    if not images:
+        return _weight_result(model, read, trained)
+
+    # The weight statistics need no image: a worker computes them (numpy releases the GIL) while this
+    # thread opens the session, decodes and runs the first batch; the first batch's statistics wait for them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
+        weighed = worker.submit(_weight_result, model, read, trained)
+        return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers)
+
+
+def _weight_result(model, read, trained: bool | None) -> AuditResult:
+    """The audit of the weights alone: ``read`` is [(layer, weights, bias, rectifier)]."""
     audits = []
     filters_by_node = {}
-    for layer in layers:
-        weights, bias = _layer_weights(model, layer)
+    for layer, weights, bias, rectifier in read:
         groups = max(1, int(layer.groups or 1))
         filters_by_node[layer.node_index] = (weights, groups)
         audits.append(LayerAudit(layer.index, layer.name, layer.op, layer.activation,
                                  tuple(layer.weight_shape), weight_stats(weights, bias, groups),
-                                 rectifier=routing.is_rectifier(model, layer)))
-    for layer, layer_audit in zip(layers, audits):
+                                 rectifier=rectifier))
+    for (layer, *_), layer_audit in zip(read, audits):
         if not layer_audit.rectifier:
             layer_audit.outgoing = routing.outgoing_norms(model, layer, layer_audit.filters, filters_by_node)
-    result = AuditResult(model.name, os.fspath(model.path), _weights_trained(model), audits)
-    if not images:
-        return result
+    return AuditResult(model.name, os.fspath(model.path), trained, audits)
+
+
+def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers) -> AuditResult:
+    """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
+    from ..progress import progress
 
     files = collect_images(images)
     per_batch = batch_size(model, batch)
     spec = model.preprocessing(preprocess)
-    result.preprocess_source = model.preprocess_source(preprocess)
+    preprocess_source = model.preprocess_source(preprocess)
     input_size = model.input_size(size, spec)
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
     check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     session = model.session(layers, device=device, verbose=verbose)
-    result.images_requested = len(files)
-    result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
-    result.provider = session.provider
+    skipped: list[dict] = []
+    counted = 0
 
     def warn(message: str) -> None:
         print(message, file=sys.stderr)
 
+    def add_maps(maps, real) -> None:
+        weighed.result().add_maps(maps, real)  # the first batch waits for the weight statistics
+
     # On CUDA the host cores idle while the GPU runs: do one batch's statistics while the next one runs.
     # On the CPU onnxruntime already uses every core, so the statistics run in turn (and half the memory).
     overlap = parallel._OVERLAP if parallel._OVERLAP is not None else session.provider == "CUDAExecutionProvider"
-    stream = batches(model, files, spec, input_size, per_batch, result.skipped, warn)
-    with parallel.Pipeline(result.add_maps, overlap) as pipeline:
+    stream = batches(model, files, spec, input_size, per_batch, skipped, warn)
+    with parallel.Pipeline(add_maps, overlap) as pipeline:
         for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
                                      unit="batch", quiet=quiet):
             try:
@@ -76,11 +96,17 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
                 raise
             pipeline.submit(maps, real)
             del maps  # else this batch's maps stay alive through the next run: two batches in memory
-            result.images += real
-    if not result.images:
+            counted += real
+    if not counted:
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
+    result = weighed.result()
+    result.preprocess_source = preprocess_source
+    result.images_requested = len(files)
+    result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
+    result.provider = session.provider
+    result.skipped.extend(skipped)
+    result.images = counted
     return result
-
 
 
 def _weights_trained(model) -> bool | None:

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ..errors import InspectorError
+from ..execution import dequantize_into
 
 WORST_CHANNELS = 5
 
@@ -48,9 +49,15 @@ class LayerStats:
         self.max_abs_signal = 0.0
         self.nonfinite = False
         self._difference: np.ndarray | None = None
+        self._dequantized: np.ndarray | None = None
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        """One batch: ``a`` and ``b`` (N, C, ...) float32, the same layer of both models."""
+    def add(self, a: np.ndarray, b: np.ndarray, dequantize: tuple | None = None) -> None:
+        """One batch: ``a`` and ``b`` (N, C, ...) float32, the same layer of both models.
+
+        ``dequantize``: (scale, zero) when ``b`` is still the integers of a fused int8 kernel; each
+        image is dequantized in turn into a buffer reused across images and batches (the same
+        float32 values as dequantizing the whole batch, without a batch-sized float copy).
+        """
         if a.shape != b.shape:
             raise InspectorError(f"the two models' maps differ in shape: {tuple(a.shape[1:])} against "
                                  f"{tuple(b.shape[1:])} per image")
@@ -63,13 +70,16 @@ class LayerStats:
         if self._difference is None or self._difference.shape != a.shape[1:]:
             self._difference = np.empty(a.shape[1:], np.float32)
         d = self._difference  # one image's a - b, reused: no batch-sized temporary to allocate and free
+        if dequantize is not None and (self._dequantized is None or self._dequantized.shape != a.shape[1:]):
+            self._dequantized = np.empty(a.shape[1:], np.float32)
         biggest = 0.0
         for i in range(n):
-            np.subtract(a[i], b[i], out=d)
+            b_i = b[i] if dequantize is None else dequantize_into(b[i], *dequantize, out=self._dequantized)
+            np.subtract(a[i], b_i, out=d)
             # Sums of squares per map without squared copies (float32 per map, float64 across maps).
             self.error += np.einsum("cm,cm->c", d, d)
             self.signal += np.einsum("cm,cm->c", a[i], a[i])
-            self.other += np.einsum("cm,cm->c", b[i], b[i])
+            self.other += np.einsum("cm,cm->c", b_i, b_i)
             if d.size:
                 high, low = float(d.max()), float(d.min())  # NaN in, NaN out: caught below
                 biggest = max(biggest, high, -low) if math.isfinite(high) and math.isfinite(low) else math.inf

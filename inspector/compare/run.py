@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InspectorError
+from ..execution import dequantize_into
 from .matching import Pair, match_layers, require_pairs
 from .metrics import LayerStats, db_json
 from .weights import weight_change
@@ -364,7 +365,7 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
                                                          desc="diff", unit="batch", quiet=quiet):
         try:
             maps_a = session_a.run(inputs_a)
-            maps_b = session_b.run(inputs_b)
+            maps_b = session_b.run(inputs_b, dequantize=False)  # int8 maps: dequantized image by image
         except InspectorError as exc:
             if per_batch > 1:
                 raise InspectorError(f"{exc}; a model may not take batches of {per_batch}: try --batch 1") from None
@@ -375,12 +376,12 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
                 layer.note = f"maps {'x'.join(map(str, shape_a))} against {'x'.join(map(str, shape_b))}"
                 layer.stats = None
                 compared.remove(layer)
-        work = [(layer.stats, maps_a[layer.pair.a.name][:real], maps_b[layer.pair.b.name][:real])
-                for layer in compared]
+        work = [(layer.stats, maps_a[layer.pair.a.name][:real], maps_b[layer.pair.b.name][:real],
+                 session_b.dequantizers.get(layer.pair.b.name)) for layer in compared]
         if keep_first and not result.first_maps:
             result.first_image = first_path
-            result.first_maps = {layer.pair.a.name: (a[0].copy(), b[0].copy()) for layer, (_, a, b)
-                                 in zip(compared, work)}
+            result.first_maps = {layer.pair.a.name: (a[0].copy(), b[0].copy() if dq is None else dequantize_into(
+                b[0], *dq, out=np.empty(b[0].shape, np.float32))) for layer, (_, a, b, dq) in zip(compared, work)}
         _accumulate(work)
         del maps_a, maps_b, work
         result.images += real
@@ -437,9 +438,9 @@ _POOL = None
 
 
 def _accumulate(work) -> None:
-    if sum(a.size for _, a, _ in work) < _PARALLEL_ELEMENTS or (os.cpu_count() or 1) < 2:
-        for stats, a, b in work:
-            stats.add(a, b)
+    if sum(a.size for _, a, _, _ in work) < _PARALLEL_ELEMENTS or (os.cpu_count() or 1) < 2:
+        for stats, a, b, dequantize in work:
+            stats.add(a, b, dequantize)
         return
     global _POOL
     if _POOL is None:
@@ -447,5 +448,5 @@ def _accumulate(work) -> None:
 
         _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="inspector-diff")
     # onnxruntime idles between runs and numpy's reductions release the GIL: one layer per core.
-    for future in [_POOL.submit(stats.add, a, b) for stats, a, b in work]:
+    for future in [_POOL.submit(stats.add, a, b, dequantize) for stats, a, b, dequantize in work]:
         future.result()
