@@ -38,7 +38,8 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
-        return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers)
+        return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
+                            max_memory)
 
 
 def _weight_result(model, read, trained: bool | None) -> AuditResult:
@@ -57,7 +58,8 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
     return AuditResult(model.name, os.fspath(model.path), trained, audits)
 
 
-def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers) -> AuditResult:
+def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
+                 max_memory=None) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
     from ..progress import progress
 
