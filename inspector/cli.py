@@ -95,6 +95,24 @@ def add_device(parser) -> None:
                         help="execution provider: cuda never falls back to CPU silently (default auto)")
 
 
+def memory_size(text: str) -> int:
+    from .resources import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_max_memory(parser, what: str) -> None:
+    """--max-memory: refuse before running when ``what`` would not fit (estimated from the graph's shapes)."""
+    from .resources import DEFAULT_MAX_MEMORY
+
+    parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                        help=f"refuse to start when {what} would need more memory than this, estimated from "
+                             "the graph's shapes (default 4G; e.g. 8G, 512M)")
+
+
 def add_output_dir(parser) -> None:
     parser.add_argument("-o", "--output", default="inspector-out", metavar="DIR",
                         help="folder for the pictures (default ./inspector-out)")

@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Command, add_device, add_model, add_preprocessing, emit_json, positive_int
-from ..resources import DEFAULT_MAX_MEMORY
-from .maps import memory_size
+from ..cli import Command, add_device, add_max_memory, add_model, add_preprocessing, emit_json, positive_int
 
 
 def fraction(text: str) -> float:
@@ -42,9 +40,7 @@ class Audit(Command):
         add_preprocessing(parser)
         add_device(parser)
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
-        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
-                            help="refuse to start when the audited layers' maps of one image would need more memory "
-                                 "than this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
+        add_max_memory(parser, "the audited layers' maps of one image")
 
     def run(self, args) -> int:
         from ..api import load

@@ -4,11 +4,9 @@ import json
 import os
 import sys
 
-from ..cli import Command, add_device, add_model, add_output_dir, add_preprocessing, positive_int
+from ..cli import Command, add_device, add_max_memory, add_model, add_output_dir, add_preprocessing, positive_int
 
 from ..cam.methods import METHODS
-from ..resources import DEFAULT_MAX_MEMORY
-from .maps import memory_size
 
 
 class Cam(Command):
@@ -40,9 +38,7 @@ class Cam(Command):
                                  "(default 16; a fixed batch is respected)")
         add_preprocessing(parser)
         add_device(parser)
-        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
-                            help="refuse to start when the layer's maps of one image would need more memory "
-                                 "than this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
+        add_max_memory(parser, "the layer's maps of one image")
         parser.add_argument("--npz", metavar="FILE",
                             help="also save cam (H x W float32 in [0, 1] at the input size), target (int, -1 where "
                                  "none) and layer (name)")

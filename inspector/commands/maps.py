@@ -4,17 +4,7 @@ import json
 import os
 import sys
 
-from ..cli import Command, add_device, add_model, add_output_dir, add_preprocessing, add_selection
-from ..resources import DEFAULT_MAX_MEMORY, parse_size
-
-
-def memory_size(text: str) -> int:
-    import argparse
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from ..cli import Command, add_device, add_max_memory, add_model, add_output_dir, add_preprocessing, add_selection
 
 
 class Maps(Command):
@@ -35,9 +25,7 @@ class Maps(Command):
         parser.add_argument("--npz", metavar="FILE",
                             help="also save the raw maps: one (C, H, W) float32 array per layer name")
         parser.add_argument("--no-png", action="store_true", help="skip the pictures (with --npz)")
-        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
-                            help="refuse to start when the selected layers' maps would need more memory than "
-                                 "this, estimated from the graph's shapes (default 4G; e.g. 8G, 512M)")
+        add_max_memory(parser, "the selected layers' maps")
         parser.add_argument("--json", action="store_true",
                             help="print what was written as JSON on stdout (per layer: file, shape, min, max, "
                                  "fraction of zeros) instead of one line per file")

@@ -3,10 +3,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cli import Command, add_device, add_model, add_preprocessing, add_selection
+from ..cli import Command, add_device, add_max_memory, add_model, add_preprocessing, add_selection
 from ..errors import InspectorError
-from ..resources import DEFAULT_MAX_MEMORY
-from .maps import memory_size
 
 
 class Report(Command):
@@ -23,9 +21,7 @@ class Report(Command):
         add_preprocessing(parser)
         add_device(parser)
         parser.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colour map (default viridis)")
-        parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
-                            help="refuse to start when every layer's maps would need more memory than this, "
-                                 "estimated from the graph's shapes (default 4G)")
+        add_max_memory(parser, "every layer's maps")
         parser.add_argument("--compare", metavar="OTHER",
                             help="add a section comparing MODEL with another version of it (quantized, fine-tuned, "
                                  "re-exported) layer by layer on the image; see 'inspector diff'")
