@@ -686,27 +686,27 @@ def _constant_node_value(node, onnx_file) -> np.ndarray:
 def dequantize(q: np.ndarray, scale, zero, axis: int) -> np.ndarray:
     """(q - zero_point) * scale, per tensor or per channel along ``axis``."""
     q = np.asarray(q).astype(np.float32)
+    scale, zero = _quantization_params(scale, zero, q.ndim, axis)
+    return (q - zero) * scale
+
+
+def _quantization_params(scale, zero, ndim: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point as float32, shaped to broadcast along ``axis`` when per channel."""
     scale = np.asarray(scale, dtype=np.float32)
     zero = np.zeros_like(scale) if zero is None else np.asarray(zero).astype(np.float32)
     if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * q.ndim
-        shape[axis % q.ndim] = scale.size
+        shape = [1] * ndim
+        shape[axis % ndim] = scale.size
         scale = scale.reshape(shape)
         zero = zero.reshape(shape)
-    return (q - zero) * scale
+    return scale, zero
 
 
 def quantize(x: np.ndarray, scale, zero, axis: int) -> np.ndarray:
     """ONNX QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), in the zero point's integer type."""
     x = np.asarray(x, dtype=np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
     dtype = np.dtype(np.uint8) if zero is None else np.asarray(zero).dtype
-    zero = np.zeros_like(scale) if zero is None else np.asarray(zero).astype(np.float32)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis % x.ndim] = scale.size
-        scale = scale.reshape(shape)
-        zero = zero.reshape(shape)
+    scale, zero = _quantization_params(scale, zero, x.ndim, axis)
     if not np.issubdtype(dtype, np.integer):
         raise InspectorError(f"QuantizeLinear to {dtype} weights is not supported; only integer types")
     info = np.iinfo(dtype)
