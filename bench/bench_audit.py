@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -157,10 +156,7 @@ def worker_audit(model_path: str, files: list[str], batch: int, device: str) -> 
 def run_worker(way: str, args, model: str, files_file: str) -> dict:
     command = [PYTHON, os.path.abspath(__file__), "--worker", way, "--model", model, "--batch", str(args.batch),
                "--device", args.device, "--json", files_file]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{way} worker failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return common.run_json_worker(way, command)
 
 
 # ------------------------------------------------------------------------------------- main

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -130,10 +129,7 @@ def run_worker(way: str, args, files: list[str]) -> dict:
     command = [PYTHON, os.path.abspath(__file__), "--worker", way, "--files", files_file, "--batch", str(args.batch),
                "--device", args.device, "--preprocess", args.preprocess, "--model-a", args.model_a,
                "--model-b", args.model_b]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"{way} worker failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return common.run_json_worker(way, command)
 
 
 def main(argv=None) -> int:

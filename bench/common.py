@@ -220,6 +220,14 @@ def sample_photo() -> str:
     return matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 
 
+def run_json_worker(way: str, command: list[str]) -> dict:
+    """Run one way's worker process; its last line of stdout is its JSON result."""
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{way} worker failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def write_json(path: str, data) -> None:
     """Benchmark output (not a user-facing artefact): temp file + rename all the same."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
