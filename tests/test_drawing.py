@@ -69,6 +69,15 @@ def test_png_writer_round_trips_through_pillow(size):
         np.testing.assert_array_equal(np.asarray(image), pixels)
 
 
+def test_png_writer_falls_back_to_zlib(monkeypatch):
+    import zlib
+
+    pixels = b.rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    monkeypatch.setattr(render, "_deflate", lambda: zlib)
+    with Image.open(io.BytesIO(render.png_bytes(pixels))) as image:
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+
+
 def test_png_writer_refuses_what_it_cannot_write():
     with pytest.raises(ValueError, match="uint8"):
         render.png_bytes(np.zeros((2, 2, 3), np.float32))
@@ -118,3 +127,96 @@ def test_saved_map_grid_is_the_picture_drawn_the_old_way(tmp_path, norm):
     with Image.open(path) as image:
         assert image.size == size
         np.testing.assert_array_equal(np.asarray(image), np.asarray(grid.to_image(min_tile=64, max_tile=112)))
+
+
+def _draw_text_labels(monkeypatch):
+    """Labels drawn the plain way, ``ImageDraw.text`` for every tile: the reference for the cached patches."""
+    from PIL import ImageDraw
+
+    def plain(canvas, x, y, text, font, size):
+        ImageDraw.Draw(canvas).text((x, y), text, fill=render.MUTED, font=font)
+
+    monkeypatch.setattr(render, "_draw_label", plain)
+
+
+@pytest.mark.parametrize("labels, shape", [
+    ([str(i) for i in range(70)], (70, 6, 5)),            # channel numbers, nearest-neighbour upscaling
+    ([f"{f}:{c}" for f in range(4) for c in range(3)], (12, 150, 90)),  # filter:channel, bilinear shrink
+    (["", "W", "ÿ", "1023", "-0.5e-3", "ggjpq"], (6, 9, 9)),  # nothing drawn; wide, accented, descenders
+])
+def test_cached_label_patches_draw_what_draw_text_draws(monkeypatch, labels, shape):
+    tiles = b.rng(5).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    grid = render.Grid(tiles, labels, "title", "subtitle", 8, ("low", "high"), colormaps.lut("viridis"), "warning")
+    render._LABELS.clear()
+    cached = [np.asarray(grid.to_image(min_tile=64, max_tile=112)) for _ in range(2)]  # rendered, then from the cache
+    with monkeypatch.context() as patch:
+        _draw_text_labels(patch)
+        plain = np.asarray(grid.to_image(min_tile=64, max_tile=112))
+    assert any(len(label) and render._LABELS[(label, 11)][2] is not None for label in labels)
+    np.testing.assert_array_equal(cached[0], plain)
+    np.testing.assert_array_equal(cached[1], plain)
+
+
+# ----------------------------------------------------------------- forked drawing
+
+def test_forked_drawing_keeps_the_order_and_draws_in_two_processes():
+    from inspector import forked
+
+    if not forked.available(2):
+        pytest.skip("needs os.fork and two cores")
+    costs = [5, 1, 1, 9, 2, 2, 3, 8]
+    results = list(forked.draw_forked(lambda item: (item * 2, os.getpid()), range(8), costs))
+    assert [value for value, _ in results] == [i * 2 for i in range(8)]
+    pids = {pid for _, pid in results}
+    assert os.getpid() in pids and len(pids) == 2
+    mine, theirs = forked.split(costs)
+    assert sorted(mine + theirs) == list(range(8)) and not set(mine) & set(theirs)
+    assert abs(sum(costs[i] for i in mine) - sum(costs[i] for i in theirs)) <= max(costs)
+    assert {i for i, (_, pid) in enumerate(results) if pid == os.getpid()} == set(mine)
+
+
+def test_forked_drawing_raises_the_childs_error_here_and_reaps_it():
+    from inspector import forked
+
+    if not forked.available(2):
+        pytest.skip("needs os.fork and two cores")
+
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("no")
+
+    def draw(item):
+        if item == 1 and os.getpid() != parent:
+            raise InspectorError("bad layer 1")
+        if item == 2 and os.getpid() != parent:
+            raise Unpicklable("odd")
+        return item
+
+    parent = os.getpid()
+    with pytest.raises(InspectorError, match="bad layer 1"):
+        list(forked.draw_forked(draw, [0, 1], [2, 1]))  # item 0 here, item 1 in the child
+    with pytest.raises(RuntimeError, match="Unpicklable: odd"):
+        list(forked.draw_forked(draw, [0, 2], [2, 1]))
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+
+
+def test_maps_pictures_are_the_same_forked_or_on_threads(save, tmp_path, monkeypatch):
+    """The forked child draws exactly what a thread draws: every PNG decodes to the same pixels."""
+    from inspector import forked
+    from inspector.cli import main
+
+    if not forked.available(2):
+        pytest.skip("needs os.fork and two cores")
+    path = save(b.conv_relu_nchw()[0])
+    photo = tmp_path / "photo.png"
+    Image.fromarray(b.rng(9).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(photo)
+    args = ["maps", str(path), str(photo), "--all", "--preprocess", "raw", "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "forked")]) == 0
+    monkeypatch.setattr(forked, "available", lambda items: False)
+    assert main([*args, "-o", str(tmp_path / "threads")]) == 0
+    names = sorted(os.listdir(tmp_path / "forked"))
+    assert len(names) >= 2 and names == sorted(os.listdir(tmp_path / "threads"))
+    for name in names:
+        with Image.open(tmp_path / "forked" / name) as a, Image.open(tmp_path / "threads" / name) as b_:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b_))
