@@ -271,10 +271,22 @@ def png_options(model: str, photo: str, runs: int, device: str) -> dict:
             return buffer.tell()
         return encode, images
 
-    options = {"Pillow level 3 (adaptive row filters; before)": pillow(3), "Pillow level 1": pillow(1)}
+    import zlib
+
+    from inspector import render
+
+    def unfiltered(module, level):
+        return (lambda array: len(png_bytes(array, level, deflate=module))), pixels
+
+    options = {"Pillow level 3 (adaptive row filters; the first version)": pillow(3), "Pillow level 1": pillow(1)}
     for level in (1, 3, 6):
-        options[f"unfiltered rows, zlib level {level}" + (" (inspector)" if level == 1 else "")] = (
-            lambda array, level=level: len(png_bytes(array, level)), pixels)
+        options[f"unfiltered rows, zlib level {level}" + (" (before zlib-ng)" if level == 1 else "")] = unfiltered(
+            zlib, level)
+    ng = render._deflate()
+    if ng is not zlib:
+        for level in (1, 2, 3):
+            options[f"unfiltered rows, zlib-ng level {level}" + (" (inspector)" if level == render.PNG_LEVEL
+                                                                   else "")] = unfiltered(ng, level)
     result = {"pixels_mb": round(sum(a.nbytes for a in pixels) / 2**20, 1), "grids": len(pixels), "options": {}}
     for name, (encode, items) in options.items():
         row = {}

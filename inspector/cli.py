@@ -168,9 +168,30 @@ def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # a real process, not a call from Python: `kill` cleans up like Ctrl-C
-        _terminate_as_interrupt()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The command line; ``argv`` None means this is the process (the ``inspector`` script)."""
+    if argv is not None:  # a call from Python: return the exit code, leave the interpreter alone
+        return _main(list(argv))
+    _terminate_as_interrupt()  # a real process: `kill` cleans up like Ctrl-C
+    argv = list(sys.argv[1:])
+    code = _main(argv)
+    if argv[:1] != ["convert"]:  # TensorFlow and torch keep their own exit hooks
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown: every file is written and closed by
+    now, and unloading onnx, onnxruntime, NumPy and Pillow module by module took 70 ms of a
+    0.8 s ``maps --all`` (the bare onnxruntime script's exit: 40 ms)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more to say there
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "convert":
         # The converters own their arguments; import them (and TensorFlow/torch) only now.
         return _guarded(lambda: _convert(argv[1:]), verbose="-v" in argv or "--verbose" in argv)

@@ -73,7 +73,10 @@ def test_png_writer_falls_back_to_zlib(monkeypatch):
     import zlib
 
     pixels = b.rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    monkeypatch.setattr(render, "_deflate", lambda: zlib)
+    for data in (render.png_bytes(pixels, deflate=zlib), render.png_bytes(pixels, 6, deflate=zlib)):
+        with Image.open(io.BytesIO(data)) as image:
+            np.testing.assert_array_equal(np.asarray(image), pixels)
+    monkeypatch.setattr(render, "_deflate", lambda: zlib)  # zlib-ng not installed
     with Image.open(io.BytesIO(render.png_bytes(pixels))) as image:
         np.testing.assert_array_equal(np.asarray(image), pixels)
 
@@ -155,68 +158,3 @@ def test_cached_label_patches_draw_what_draw_text_draws(monkeypatch, labels, sha
     assert any(len(label) and render._LABELS[(label, 11)][2] is not None for label in labels)
     np.testing.assert_array_equal(cached[0], plain)
     np.testing.assert_array_equal(cached[1], plain)
-
-
-# ----------------------------------------------------------------- forked drawing
-
-def test_forked_drawing_keeps_the_order_and_draws_in_two_processes():
-    from inspector import forked
-
-    if not forked.available(2):
-        pytest.skip("needs os.fork and two cores")
-    costs = [5, 1, 1, 9, 2, 2, 3, 8]
-    results = list(forked.draw_forked(lambda item: (item * 2, os.getpid()), range(8), costs))
-    assert [value for value, _ in results] == [i * 2 for i in range(8)]
-    pids = {pid for _, pid in results}
-    assert os.getpid() in pids and len(pids) == 2
-    mine, theirs = forked.split(costs)
-    assert sorted(mine + theirs) == list(range(8)) and not set(mine) & set(theirs)
-    assert abs(sum(costs[i] for i in mine) - sum(costs[i] for i in theirs)) <= max(costs)
-    assert {i for i, (_, pid) in enumerate(results) if pid == os.getpid()} == set(mine)
-
-
-def test_forked_drawing_raises_the_childs_error_here_and_reaps_it():
-    from inspector import forked
-
-    if not forked.available(2):
-        pytest.skip("needs os.fork and two cores")
-
-    class Unpicklable(Exception):
-        def __reduce__(self):
-            raise TypeError("no")
-
-    def draw(item):
-        if item == 1 and os.getpid() != parent:
-            raise InspectorError("bad layer 1")
-        if item == 2 and os.getpid() != parent:
-            raise Unpicklable("odd")
-        return item
-
-    parent = os.getpid()
-    with pytest.raises(InspectorError, match="bad layer 1"):
-        list(forked.draw_forked(draw, [0, 1], [2, 1]))  # item 0 here, item 1 in the child
-    with pytest.raises(RuntimeError, match="Unpicklable: odd"):
-        list(forked.draw_forked(draw, [0, 2], [2, 1]))
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left behind
-
-
-def test_maps_pictures_are_the_same_forked_or_on_threads(save, tmp_path, monkeypatch):
-    """The forked child draws exactly what a thread draws: every PNG decodes to the same pixels."""
-    from inspector import forked
-    from inspector.cli import main
-
-    if not forked.available(2):
-        pytest.skip("needs os.fork and two cores")
-    path = save(b.conv_relu_nchw()[0])
-    photo = tmp_path / "photo.png"
-    Image.fromarray(b.rng(9).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(photo)
-    args = ["maps", str(path), str(photo), "--all", "--preprocess", "raw", "--device", "cpu"]
-    assert main([*args, "-o", str(tmp_path / "forked")]) == 0
-    monkeypatch.setattr(forked, "available", lambda items: False)
-    assert main([*args, "-o", str(tmp_path / "threads")]) == 0
-    names = sorted(os.listdir(tmp_path / "forked"))
-    assert len(names) >= 2 and names == sorted(os.listdir(tmp_path / "threads"))
-    for name in names:
-        with Image.open(tmp_path / "forked" / name) as a, Image.open(tmp_path / "threads" / name) as b_:
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b_))

@@ -477,15 +477,13 @@ def test_unwritable_output_fails_before_the_work(tiny, tmp_path):
 
 
 _INTERRUPT_ON_RENAME = textwrap.dedent("""
-    import os, sys, tempfile
+    import os, sys
     import inspector.atomic as atomic
-    # Renames are counted in a file, so that a forked drawing process counts with its parent.
-    calls = tempfile.NamedTemporaryFile(prefix="renames-", delete=False).name
+    calls = []
     real_replace = os.replace
     def replace(src, dst):
-        with open(calls, "a") as handle:
-            handle.write("x")
-        if os.path.getsize(calls) == int(sys.argv[1]):
+        calls.append(dst)
+        if len(calls) == int(sys.argv[1]):
             raise KeyboardInterrupt  # Ctrl-C with the temp file written, just before the rename
         return real_replace(src, dst)
     atomic.os = type(os)("os_shim")
@@ -517,7 +515,7 @@ def test_ctrl_c_between_write_and_rename_leaves_nothing_partial(tiny, image, tmp
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 130, result.stderr
     assert "interrupted" in result.stderr and "Traceback" not in result.stderr
-    # Layers are drawn in two processes: the rename interrupted may be either PNG's, and the
+    # Layers are drawn on several threads: the rename interrupted may be either PNG's, and the
     # other, already being drawn, may still land. Every file is whole; the run stopped short.
     names = _outputs_are_whole(out)
     assert len(names) == len(expect) or (expect and len(names) == len(expect) + 1), names

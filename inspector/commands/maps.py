@@ -65,8 +65,6 @@ class Maps(Command):
             batch = model.image_batch([args.image], spec, size)
             if not args.no_png:
                 from PIL import ImageDraw, ImageFont  # noqa: F401 - imported here, used by the drawing
-
-                from .. import forked  # noqa: F401
             session = opening.result()
         if args.device == "auto" or args.verbose:
             print(f"inspector: ran on {session.provider}", file=sys.stderr)
@@ -102,13 +100,7 @@ class Maps(Command):
 
         records = []
         # Layers are drawn on every core (NumPy, Pillow and zlib release the GIL), reported in order.
-        def cost(layer):  # about what drawing the grid takes: colouring its maps, then its picture's pixels
-            values = maps[layer.name]
-            tiles = min(len(values), max(1, args.max))
-            return tiles * (values[0].size + max(values[0].size, 64 * 64))
-
-        for record in progress(draw_all(draw, layers, costs=[cost(layer) for layer in layers]),
-                               total=len(layers), desc="maps", unit="layer"):
+        for record in progress(draw_all(draw, layers), total=len(layers), desc="maps", unit="layer"):
             png_size = record.pop("size", None)
             if png_size and not args.json:
                 print(f"{record['png']}  ({record['name']}, {'x'.join(map(str, record['shape']))}, "
