@@ -158,6 +158,8 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             command += ["--model", os.path.join(ROOT, model["path"])]
     if section == "cam":
         command += ["--quick"] if args.quick else ["--runs", str(args.runs)]
+        if args.device == "cuda":  # every attribution method on the GPU, beside grad-cam's on torch cuda
+            command += ["--device", "cuda", "--methods", "scorecam,ablationcam,eigencam"]
     if section == "diff":
         if "--device" in usage:
             command += ["--device", args.device]
@@ -280,9 +282,9 @@ def main(argv=None) -> int:
     if "prune" in args.sections and args.device == "cpu":
         data = run_helper("prune", args, model)
         write_json(os.path.join(SECTIONS_DIR, "prune.json"), stamp(data, args, model, machine))
-    if "cam" in args.sections and args.device == "cpu":
+    if "cam" in args.sections:
         data = run_helper("cam", args, None)
-        write_json(os.path.join(SECTIONS_DIR, "cam.json"), stamp(data, args, None, machine))
+        write_json(os.path.join(SECTIONS_DIR, f"cam{suffix}.json"), stamp(data, args, None, machine))
     if "diff" in args.sections:
         data = run_helper("diff", args, None)
         write_json(os.path.join(SECTIONS_DIR, f"diff{suffix}.json"), stamp(data, args, None, machine))
@@ -303,7 +305,7 @@ def write_results() -> None:
 # ---------------------------------------------------------------------------------- results
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
-                 "maps_cuda", "overhead_cuda", "audit_cuda", "prune", "diff", "diff_cuda")
+                 "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda")
 
 
 def collect(folder: str) -> dict:
@@ -600,7 +602,7 @@ def render(results: dict) -> str:
 
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
     gpu_maps, gpu_overhead, gpu_audit = (results.get(k) for k in ("maps_cuda", "overhead_cuda", "audit_cuda"))
-    if not (gpu_maps or gpu_overhead or gpu_audit):
+    if not (gpu_maps or gpu_overhead or gpu_audit or results.get("cam_cuda")):
         out += ["Not measured in this run (no GPU on this machine). On a CUDA machine: "
                 "`bench/run.py --only maps,overhead,audit --device cuda`, then copy its `bench/out/sections/*_cuda.json` "
                 "into `bench/out/sections/` here and run `bench/run.py --table-only`.", ""] + PREVIOUS_GPU
@@ -625,6 +627,15 @@ def render(results: dict) -> str:
             for b, v in gpu_overhead["batches"].items()) + ".")
     if gpu_audit:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
+    gpu_cam = results.get("cam_cuda")
+    if gpu_cam:
+        out += ["", "Attribution methods on CUDA (ResNet-18, 128x128, layer3: 256 channels), median s per way "
+                "(provider in brackets):", ""]
+        if "ways" in gpu_cam:
+            out += _table(["way", "median s", "provider"],
+                          [[name, _num(way["median_s"], 3), way.get("provider") or "–"]
+                           for name, way in gpu_cam["ways"].items()])
+        out += [""] + _helper_section({k: v for k, v in gpu_cam.items() if k != "ways"}, "bench_cam.py")
     out += ["", "## 7. Pruning VGG16 with 30% of its filters dead", ""]
     out += _helper_section(results.get("prune"), "bench_prune.py")
     out += ["", "## 8. ScoreCAM against C plain batched runs and pytorch-grad-cam", ""]
