@@ -39,3 +39,44 @@ def test_cli_device_cuda_reports_provider(save, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "CUDAExecutionProvider" in result.stderr
+
+
+def _photos(tmp_path, count=9, size=40):
+    from PIL import Image
+
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"p{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_cuda_audit_gives_the_cpu_verdicts(save, tmp_path):
+    """The audit's statistics on the GPU (reduced inside the graph there too) against the CPU's."""
+    from inspector.audit import audit
+
+    m, _ = b.conv_relu_nchw(size=40)
+    model = inspector.load(save(m))
+    photos = _photos(tmp_path)
+    on_gpu = audit(model, photos, preprocess="raw", device="cuda", quiet=True)
+    on_cpu = audit(model, photos, preprocess="raw", device="cpu", quiet=True)
+    assert on_gpu.provider == "CUDAExecutionProvider" and on_cpu.provider == "CPUExecutionProvider"
+    assert on_gpu.dead_fraction == on_cpu.dead_fraction and on_gpu.images == on_cpu.images == 9
+    for gpu_layer, cpu_layer in zip(on_gpu.layers, on_cpu.layers):
+        g, c = gpu_layer.activations, cpu_layer.activations
+        np.testing.assert_array_equal(g.all_zero_channels(), c.all_zero_channels())
+        np.testing.assert_allclose(g.channel_mean_abs(), c.channel_mean_abs(), rtol=2e-3,
+                                   atol=2e-3 * float(c.channel_mean_abs().max()))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "eigencam"])
+def test_cuda_cam_matches_cpu(save, tmp_path, method):
+    m, _ = b.conv_relu_nchw(size=40)
+    model = inspector.load(save(m))
+    photo = _photos(tmp_path, count=1)[0]
+    target = None if method == "eigencam" else "y:mean"  # the tiny net has no class output
+    on_gpu = model.cam(photo, method, target=target, preprocess="raw", device="cuda")
+    on_cpu = model.cam(photo, method, target=target, preprocess="raw", device="cpu")
+    assert on_gpu.provider == "CUDAExecutionProvider"
+    assert np.corrcoef(on_gpu.cam.ravel(), on_cpu.cam.ravel())[0, 1] > 0.999
