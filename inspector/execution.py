@@ -321,6 +321,7 @@ class FeatureMapSession:
             model = onnx_file.model
         # Only the ancestors of what is asked for: the other weights are never read.
         model = cut(model, [self.fetch.get(t, t) for t in self.outputs], keep_inputs=[model_input.name])
+        model = self.finish_graph(model)
         kernels = conv_kernel_bytes(onnx_file, model)
         self.relayout = kernels <= RELAYOUT_LIMIT
         if not self.relayout and verbose:
@@ -329,6 +330,10 @@ class FeatureMapSession:
         self.session, self.provider = create_session(
             onnx_file.serialized(model) if fused is None else model.SerializeToString(), onnx_file.folder, device,
             verbose, self.relayout)
+
+    def finish_graph(self, model):
+        """The cut model as the session will run it: a subclass may add nodes and outputs."""
+        return model
 
     def run(self, batch: np.ndarray, dequantize: bool = True) -> dict[str, np.ndarray]:
         """``{layer name: (N, C, H, W) float32}`` from one run.
@@ -349,17 +354,18 @@ class FeatureMapSession:
         fetched = list(dict.fromkeys(self.fetch.get(name, name) for name in self.outputs))
         values = run(self.session, feeds, fetched)
         own = {name: values[self.fetch.get(name, name)] for name in self.model_outputs}
-        result = {}
-        for layer in self.layers:
-            array = values[self.fetch.get(layer.output, layer.output)]
-            if layer.name in self.dequantizers and not dequantize:
-                result[layer.name] = to_channel_first(array, layer.output_perm)
-                continue
-            if layer.name in self.dequantizers:
-                scale, zero = self.dequantizers[layer.name]
-                array = array.astype(np.float32)  # one new array, then in place (twice as fast as a table lookup)
-                array -= zero
-                array *= scale
-            array = to_channel_first(array, layer.output_perm)
-            result[layer.name] = np.asarray(array, dtype=np.float32)
+        result = {layer.name: self.map_of(layer, values[self.fetch.get(layer.output, layer.output)], dequantize)
+                  for layer in self.layers}
         return result, own
+
+    def map_of(self, layer, array: np.ndarray, dequantize: bool = True) -> np.ndarray:
+        """The layer's maps, channel-first float32, from the array the session returned for it."""
+        if layer.name in self.dequantizers and not dequantize:
+            return to_channel_first(array, layer.output_perm)
+        if layer.name in self.dequantizers:
+            scale, zero = self.dequantizers[layer.name]
+            array = array.astype(np.float32)  # one new array, then in place (twice as fast as a table lookup)
+            array -= zero
+            array *= scale
+        array = to_channel_first(array, layer.output_perm)
+        return np.asarray(array, dtype=np.float32)
