@@ -86,6 +86,7 @@ def append_statistics(model, tensors: dict[str, tuple], opset: int) -> dict[str,
     graph = model.graph
     fresh = _Names(graph)
     added: dict[str, dict[str, str]] = {}
+    reductions: dict[str, list] = {}  # tensor -> the nodes that reduce it
     axes_inputs: dict[tuple[int, ...], str] = {}
 
     def axes_constant(axes: tuple[int, ...]) -> str:
@@ -125,8 +126,10 @@ def append_statistics(model, tensors: dict[str, tuple], opset: int) -> dict[str,
                   helper.make_node("Cast", [nonzero_bool], [nonzero_float], to=TensorProto.FLOAT, name=nonzero_float),
                   reduce("ReduceSum", nonzero_float, axes, outputs["nonzero"]),
                   helper.make_node("Shape", [tensor], [outputs["shape"]], name=outputs["shape"])]
-        graph.node.extend(nodes)
+        reductions[tensor] = nodes
         added[tensor] = outputs
+    # At the end: onnxruntime orders the nodes itself (placed after each producer, the peak was the same).
+    graph.node.extend(node for nodes in reductions.values() for node in nodes)
     return added
 
 
@@ -167,6 +170,7 @@ class StatisticsSession(FeatureMapSession):
                 tensors[tensor] = (rank, batch_axis, channel_axis, signed or layer.name in self.signed)
         if not tensors:
             return model
+        self.small_outputs = len(chosen) == len(self.layers)  # no maps come out
         added = append_statistics(model, tensors, opset)
         self.in_graph = chosen
         self.figure_outputs = {layer.name: added[self.fetch.get(layer.output, layer.output)] for layer in chosen}
