@@ -10,7 +10,8 @@ reductions have run instead of keeping all of them alive for the caller.
 The figures are the ones ``activations.map_figures`` computes from the maps; a layer this cannot
 serve keeps the map path (its maps come out and NumPy reduces them): a QDQ layer whose maps come
 from onnxruntime's fused int8 kernels (``inspector.fused``; dequantized in NumPy), QLinearConv and
-ConvInteger, a layer whose rank or layout is unknown, a model below opset 6. A batch whose in-graph
+ConvInteger, a map that is not float32 (see ``float32_tensors``) or whose rank or layout is unknown,
+a model below opset 6. A batch whose in-graph
 figures cannot be exact (a NaN or infinity in a map: ReduceMax skips NaN where NumPy propagates it;
 2**24 positions a map or more: the float32 count is no longer exact) is run again through the map
 path, so both paths give the same audit.
@@ -54,6 +55,26 @@ def reducible(layer, opset: int | None, dequantized: bool) -> bool:
     """Whether the graph can reduce this layer's maps (else they take the map path)."""
     return (not dequantized and opset is not None and opset >= MIN_OPSET and layer.op in _IN_GRAPH_OPS
             and layer.quantization != "qlinear" and batch_and_channel_axes(layer) is not None)
+
+
+def float32_tensors(model, names: list[str]) -> set[str]:
+    """Those of ``names`` that shape inference says are float32.
+
+    Only those are reduced in the graph: onnxruntime runs float16 convs on the CPU in float32 between
+    Casts, and drops a Cast pair (to float16 and back) that the statistics' own Cast would make, so the
+    graph would see the values before their rounding to float16 where the maps hold them after.
+    """
+    from onnx import TensorProto, shape_inference
+
+    wanted = set(names)
+    if not wanted:
+        return set()
+    try:
+        inferred = shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - a graph onnx cannot infer: every layer keeps the map path
+        return set()
+    return {v.name for v in (*inferred.value_info, *inferred.output, *inferred.input)
+            if v.name in wanted and v.type.tensor_type.elem_type == TensorProto.FLOAT}
 
 
 class _Names:
@@ -160,6 +181,8 @@ class StatisticsSession(FeatureMapSession):
         opset = ai_onnx_opset(model)
         chosen = [layer for layer in self.layers
                   if _IN_GRAPH and reducible(layer, opset, layer.name in self.dequantizers)]
+        floats = float32_tensors(model, [self.fetch.get(layer.output, layer.output) for layer in chosen])
+        chosen = [layer for layer in chosen if self.fetch.get(layer.output, layer.output) in floats]
         tensors = {}
         for layer in chosen:
             tensor = self.fetch.get(layer.output, layer.output)
