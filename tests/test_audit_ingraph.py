@@ -225,20 +225,25 @@ def test_qlinear_layers_keep_the_map_path_beside_reduced_ones(save):
         np.testing.assert_array_equal(maps[name], plain[name])
 
 
-def test_fused_qdq_layers_keep_the_map_path(save):
-    """A QDQ model on the CPU: the layers whose maps come from onnxruntime's int8 kernels stay maps."""
-    model = inspector.load(save(dynamic_batch(b.qdq_conv()[0])))
+def test_fused_qdq_layers_keep_the_map_path(save, tmp_path, monkeypatch):
+    """A QDQ model from onnxruntime's quantizer, on the CPU: its maps come from the fused int8 kernels
+    (inspector.fused) and are dequantized in NumPy, so its layers stay maps; the audit is the same either way."""
+    from test_diff import _quantize, photos
+
+    float_path = save(b.conv_relu_nchw(seed=4, size=16)[0], "float.onnx")
+    images = photos(tmp_path, 8, (16, 16), seed=10)
+    model = inspector.load(_quantize(float_path, str(tmp_path / "qdq.onnx"), images[:4], (16, 16)))
     layers = model.require_layers()
     session = ingraph.statistics_session(model, layers, set(), device="cpu")
-    assert not {layer.name for layer in session.in_graph} & set(session.dequantizers)
-    x = batch_for(model)
+    assert set(session.dequantizers) == {layer.name for layer in layers} and not session.in_graph
+    x = model.image_batch(images[:1], "raw")
     figures, maps = session.run(x)
-    assert set(figures) | set(maps) == {layer.name for layer in layers}
     plain = model.session(layers, device="cpu").run(x)
-    for name, found in figures.items():
-        assert_same_figures(found, map_figures(plain[name], True))
+    assert not figures and set(maps) == set(plain)
     for name in maps:
         np.testing.assert_array_equal(maps[name], plain[name])
+    maps_audit, reduced = audits_both_ways(model, images, monkeypatch, preprocess="raw")
+    assert_same_audit(maps_audit, reduced)
 
 
 def test_the_switch_sends_every_layer_through_the_maps(save, monkeypatch):
