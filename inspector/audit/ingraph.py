@@ -1,27 +1,27 @@
 """The audit's per-(image, channel) reductions appended to the ONNX graph itself.
 
 A batch of VGG16's 13 maps is about 60 MB an image: copying them out of onnxruntime and reducing
-them in NumPy cost more than the inference on a GPU (and as much again on the CPU). Here each
-audited layer's shown tensor feeds ReduceMax, ReduceMin, ReduceSum, ReduceSumSquare, ReduceL1 (signed
-layers only) and ReduceL1(Sign) (the nonzero count), over every axis but batch and channel, plus its
-Shape; the session returns only those (N, C) arrays, and onnxruntime frees each map once its
-reductions have run instead of keeping all of them alive for the caller.
+them in NumPy cost more than the inference on a GPU. Here each audited layer's shown tensor, cast to
+float32, feeds ReduceMax, ReduceMin and ReduceSum of itself, of its square, of its absolute value
+(signed layers only) and of its nonzero-ness (the zero count), over every axis but batch and channel,
+plus its Shape; the session returns only those (N, C) arrays, and onnxruntime frees each map once
+its reductions have run instead of keeping all of them alive for the caller.
 
 The figures are the ones ``activations.map_figures`` computes from the maps; a layer this cannot
 serve keeps the map path (its maps come out and NumPy reduces them): a QDQ layer whose maps come
 from onnxruntime's fused int8 kernels (``inspector.fused``; dequantized in NumPy), QLinearConv and
 ConvInteger, a map that is not float32 (see ``float32_tensors``) or whose rank or layout is unknown,
-a model below opset 6. A batch whose in-graph
-figures cannot be exact (a NaN or infinity in a map: ReduceMax skips NaN where NumPy propagates it;
-2**24 positions a map or more: the float32 count is no longer exact) is run again through the map
-path, so both paths give the same audit.
+a model below opset 6. A batch whose in-graph figures cannot be exact (a NaN or infinity in a map:
+ReduceMax skips NaN where NumPy keeps it; 2**24 positions a map or more: the float32 count is no
+longer exact) is run again through a plain session and reduced from its maps, so both paths give the
+same audit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..execution import FeatureMapSession
+from ..execution import FeatureMapSession, run as run_session
 from .activations import MapFigures
 
 # False: every layer takes the map path (the tests compare the two).
@@ -211,14 +211,12 @@ class StatisticsSession(FeatureMapSession):
         return model
 
     def run(self, batch: np.ndarray) -> tuple[dict[str, MapFigures], dict[str, np.ndarray]]:
-        from ..execution import run
-
         if not self.in_graph:
             return {}, super().run(batch)
         feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
         fetched = list(dict.fromkeys([*(self.fetch.get(name, name) for name in self.outputs),
                                       *(name for figures in self.figure_outputs.values() for name in figures.values())]))
-        values = run(self.session, feeds, fetched)
+        values = run_session(self.session, feeds, fetched)
         figures = {}
         for layer in self.in_graph:
             found = _figures(layer, {figure: values[name] for figure, name in self.figure_outputs[layer.name].items()})
