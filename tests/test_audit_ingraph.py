@@ -306,3 +306,32 @@ def images(tmp_path):
     for i in range(8):
         Image.fromarray(r.integers(0, 256, (20 + 3 * i, 24, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
     return str(folder)
+
+
+def test_prefetched_batches_give_the_same_audit(save, images, monkeypatch):
+    """On CUDA the next batch is decoded on a worker thread while one runs (forced here on the CPU)."""
+    from inspector.audit import run as audit_run
+
+    model = inspector.load(save(small_net()[0]))
+    monkeypatch.setattr(audit_run, "PREFETCH", False)
+    serial = audit(model, [images, images], batch=3, preprocess="tf", device="cpu",
+                   quiet=True).to_dict()
+    monkeypatch.setattr(audit_run, "PREFETCH", True)
+    ahead = audit(model, [images, images], batch=3, preprocess="tf", device="cpu", quiet=True).to_dict()
+    assert ahead["images"]["count"] == 16
+    assert_same_audit(serial, ahead)
+
+
+def test_prefetched_keeps_order_and_reraises():
+    from inspector.audit.images import prefetched
+
+    assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    stream = prefetched(failing())
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(stream)
