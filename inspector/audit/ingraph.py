@@ -154,9 +154,11 @@ def append_statistics(model, tensors: dict[str, tuple], opset: int) -> dict[str,
     return added
 
 
-def statistics_session(model, layers, signed, device: str = "auto", verbose: bool = False) -> StatisticsSession:
+def statistics_session(model, layers, signed, device: str = "auto", verbose: bool = False,
+                       maps_too: bool = False) -> StatisticsSession:
     """A ``StatisticsSession`` over ``layers`` of ``model`` (an ``inspector.Model``)."""
-    return StatisticsSession(model.file, layers, model.input, device, verbose, model._dequantizers(layers), signed)
+    return StatisticsSession(model.file, layers, model.input, device, verbose, model._dequantizers(layers), signed,
+                             maps_too)
 
 
 class StatisticsSession(FeatureMapSession):
@@ -164,12 +166,14 @@ class StatisticsSession(FeatureMapSession):
 
     The layers the graph reduces (``in_graph``) come as figures, the others as (N, C, ...) float32
     maps, as ``FeatureMapSession.run`` returns them. ``signed``: names of the layers whose outputs
-    may be negative (their absolute sums are computed too).
+    may be negative (their absolute sums are computed too). ``maps_too``: every layer's maps come
+    out as well (the report draws them and takes the audit's own figures).
     """
 
     def __init__(self, onnx_file, layers, model_input, device="auto", verbose=False, dequantizers=None,
-                 signed=frozenset()):
+                 signed=frozenset(), maps_too: bool = False):
         self.signed = frozenset(signed)
+        self.maps_too = maps_too
         self.in_graph: list = []
         self.map_layers = list(layers)
         self.figure_outputs: dict[str, dict[str, str]] = {}
@@ -193,11 +197,11 @@ class StatisticsSession(FeatureMapSession):
                 tensors[tensor] = (rank, batch_axis, channel_axis, signed or layer.name in self.signed)
         if not tensors:
             return model
-        self.small_outputs = len(chosen) == len(self.layers)  # no maps come out
         added = append_statistics(model, tensors, opset)
         self.in_graph = chosen
         self.figure_outputs = {layer.name: added[self.fetch.get(layer.output, layer.output)] for layer in chosen}
-        reduced = {layer.name for layer in chosen}
+        reduced = set() if self.maps_too else {layer.name for layer in chosen}
+        self.small_outputs = len(reduced) == len(self.layers)  # no maps come out
         kept = [self.fetch.get(layer.output, layer.output) for layer in self.layers if layer.name not in reduced]
         self.map_layers = [layer for layer in self.layers if layer.name not in reduced]
         self.outputs = [layer.output for layer in self.map_layers]
