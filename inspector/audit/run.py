@@ -14,12 +14,12 @@ from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 from . import ingraph, routing
 from .activations import non_negative
 from .images import batch_size, batches, collect_images, prefetched
+from .result import AuditResult, LayerAudit
+from .weights import weight_stats
 
 # None: decode the next batch on a worker thread while a batch runs on CUDA only (on the 2-core CPU it
 # was 2% slower: onnxruntime already keeps every core busy); True/False force it (tests).
 PREFETCH: bool | None = None
-from .result import AuditResult, LayerAudit
-from .weights import weight_stats
 
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
@@ -100,7 +100,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
         result = weighed.result()  # the first batch waits for the weight statistics
         result.add_figures(figures, real)
         result.add_maps(maps, real)
-        del figures, maps
+        del figures, maps  # else a batch of maps (map-path layers) stays alive through the next run
         counted += real
     if not counted:
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
