@@ -2,7 +2,7 @@
 
 A batch of VGG16's 13 maps is about 60 MB an image: copying them out of onnxruntime and reducing
 them in NumPy cost more than the inference on a GPU. Here each audited layer's shown tensor, cast to
-float32, feeds ReduceMax, ReduceMin, ReduceSum, ReduceSumSquare, and ReduceSum of its absolute value
+float32, feeds ReduceMax, ReduceMin and ReduceSum of itself, of its square, of its absolute value
 (signed layers only) and of its nonzero-ness (the zero count), over every axis but batch and channel,
 plus its Shape; the session returns only those (N, C) arrays, and onnxruntime frees each map once
 its reductions have run instead of keeping all of them alive for the caller.
@@ -131,23 +131,22 @@ def append_statistics(model, tensors: dict[str, tuple], opset: int) -> dict[str,
         nodes = [helper.make_node("Cast", [tensor], [value], to=TensorProto.FLOAT, name=value)]
         outputs = {figure: fresh(f"{stem}_{figure}") for figure in
                    ("maximum", "minimum", "sums", "squares", *(("abs_sums",) if signed else ()), "nonzero", "shape")}
-        # ReduceSum has onnxruntime's fast kernel, ReduceL1 and Sign do not: Abs and a Cast to bool (false
-        # for +0 and -0 alone, true for NaN as in NumPy) in front of ReduceSum are 2-5x faster. Not so for
-        # the squares: a Mul runs on the convs' channel-blocked (NCHWc) layout, and its output then had to
-        # be laid out again, which cost what ReduceSumSquare's slower kernel costs, and a map more memory.
-        absolute = fresh(stem + "_absolute")
+        # ReduceSum has onnxruntime's fast kernel, ReduceSumSquare, ReduceL1 and Sign do not: Mul, Abs and a
+        # Cast to bool (false for +0 and -0 alone, true for NaN as in NumPy) in front of ReduceSum are 2-5x faster.
+        squared, absolute = fresh(stem + "_squared"), fresh(stem + "_absolute")
         nonzero_bool, nonzero_float = fresh(stem + "_nonzero_bool"), fresh(stem + "_nonzero_float")
         nodes += [reduce("ReduceMax", value, axes, outputs["maximum"]),
                   reduce("ReduceMin", value, axes, outputs["minimum"]),
                   reduce("ReduceSum", value, axes, outputs["sums"]),
-                  reduce("ReduceSumSquare", value, axes, outputs["squares"])]
+                  helper.make_node("Mul", [value, value], [squared], name=squared),
+                  reduce("ReduceSum", squared, axes, outputs["squares"])]
         if signed:
             nodes += [helper.make_node("Abs", [value], [absolute], name=absolute),
                       reduce("ReduceSum", absolute, axes, outputs["abs_sums"])]
         nodes += [helper.make_node("Cast", [value], [nonzero_bool], to=TensorProto.BOOL, name=nonzero_bool),
                   helper.make_node("Cast", [nonzero_bool], [nonzero_float], to=TensorProto.FLOAT, name=nonzero_float),
                   reduce("ReduceSum", nonzero_float, axes, outputs["nonzero"]),
-                  helper.make_node("Shape", [value], [outputs["shape"]], name=outputs["shape"])]
+                  helper.make_node("Shape", [tensor], [outputs["shape"]], name=outputs["shape"])]
         reductions[tensor] = nodes
         added[tensor] = outputs
     # At the end: onnxruntime orders the nodes itself (placed after each producer, the peak was the same).
