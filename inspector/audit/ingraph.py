@@ -218,8 +218,8 @@ class StatisticsSession(FeatureMapSession):
         if not self.in_graph:
             return {}, super().run(batch)
         feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
-        fetched = list(dict.fromkeys([*(self.fetch.get(name, name) for name in self.outputs),
-                                      *(name for figures in self.figure_outputs.values() for name in figures.values())]))
+        figure_names = (name for figures in self.figure_outputs.values() for name in figures.values())
+        fetched = list(dict.fromkeys([*(self.fetch.get(name, name) for name in self.outputs), *figure_names]))
         values = run_session(self.session, feeds, fetched)
         figures = {}
         for layer in self.in_graph:
@@ -242,7 +242,8 @@ def _figures(layer, values: dict[str, np.ndarray]) -> MapFigures | None:
     """The layer's figures as (N, C) arrays, or None when the float32 graph cannot have them exactly."""
     batch_axis, channel_axis = batch_and_channel_axes(layer)
     shape = [int(d) for d in values.pop("shape")]
-    per_map = int(np.prod([d for axis, d in enumerate(shape) if axis not in (batch_axis, channel_axis)], dtype=np.int64))
+    per_map = int(np.prod([d for axis, d in enumerate(shape) if axis not in (batch_axis, channel_axis)],
+                          dtype=np.int64))
     if batch_axis > channel_axis:  # e.g. a (C, N, H, W) tensor: the reductions come out (C, N)
         values = {figure: array.T for figure, array in values.items()}
     sums, squares, nonzero = values["sums"], values["squares"], values["nonzero"]
