@@ -7,8 +7,9 @@ interleaved (plain, audit, plain, audit, ...), medians over the runs:
   plain   onnxruntime.InferenceSession on the model file, graph outputs only;
           per batch: decode + preprocess the images (Model.image_batch), run.
   audit   inspector.audit.audit(model, files, batch=B): weight statistics,
-          then per batch the same decoding, ONE run with every conv layer's
-          output added, and the streamed statistics.
+          then per batch the same decoding, ONE run of the conv trunk with
+          every conv layer's per-channel reductions added to the graph
+          (inspector/audit/ingraph.py), and the streamed statistics.
 
 Both times include creating the session. ``ratio`` = plain_s / audit_s is the
 audit's throughput relative to plain inference (goal >= 0.8); ``ratio_vs_inference_only``

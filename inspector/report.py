@@ -59,12 +59,18 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     source = model.preprocess_source(preprocess)
     input_size = model.input_size(size, spec, image=image)
     batch = model.image_batch([image], spec, input_size)
-    session = model.session(all_layers, device=device, verbose=verbose)
+    # The maps to draw, and the audit's own per-channel figures from the same run (ingraph.py), so the
+    # page's numbers are the audit command's; abs sums for every layer (one image: nothing to save).
+    from .audit.ingraph import statistics_session
+
+    session = statistics_session(model, all_layers, {layer.name for layer in all_layers}, device, verbose,
+                                 maps_too=True)
     if on_provider is not None:
         on_provider(session.provider)
-    maps = {name: value[0] for name, value in session.run(batch).items()}
+    figures, batch_maps = session.run(batch)
+    maps = {name: value[0] for name, value in batch_maps.items()}
     audit = audit_maps(model, maps, spec=spec, input_size=input_size, provider=session.provider,
-                       preprocess_source=source)
+                       preprocess_source=source, figures=figures)
     from .cam.html import attribution_section
 
     attribution = attribution_section(model, image, preprocess=spec, size=size, device=device, verbose=verbose)
@@ -77,16 +83,20 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
 
 
 def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider: str = "",
-               preprocess_source: str | None = None) -> dict:
+               preprocess_source: str | None = None, figures: dict | None = None) -> dict:
     """The audit's dictionary (inspector.audit's schema) for one image, from maps already computed.
 
     The weight statistics come from ``audit`` itself (no images, so no run); the activation
-    statistics are fed from ``maps`` rather than from a second onnxruntime run.
+    statistics are fed from ``figures`` (the per-channel reductions of the same run, ingraph.py) where
+    given, else from ``maps``, rather than from a second onnxruntime run.
     """
     from .audit import audit
 
+    figures = figures or {}
     result = audit(model, quiet=True)
-    result.add_maps({layer_audit.name: maps[layer_audit.name][None] for layer_audit in result.layers})
+    result.add_figures(figures)
+    result.add_maps({layer_audit.name: maps[layer_audit.name][None] for layer_audit in result.layers
+                     if layer_audit.name not in figures})
     result.images = result.images_requested = 1
     result.batch, result.input_size, result.preprocess = 1, tuple(input_size), spec.mode
     result.preprocess_source = preprocess_source

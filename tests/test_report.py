@@ -334,17 +334,24 @@ def test_every_image_decodes_and_nothing_is_fetched_in_headless_chromium(model_p
 
 
 def test_one_inference_for_every_map_and_the_audit(model_path, image, tmp_path, monkeypatch):
+    from inspector.audit.ingraph import StatisticsSession
     from inspector.execution import FeatureMapSession
 
-    runs, real_run = [], FeatureMapSession.run
+    runs = []
 
-    def counted(self, batch):
-        runs.append((len(batch), len(self.layers)))
-        return real_run(self, batch)
+    def counting(cls):
+        real_run = cls.run
 
-    monkeypatch.setattr(FeatureMapSession, "run", counted)
+        def counted(self, batch, *args):
+            runs.append((cls.__name__, len(batch), len(self.layers)))
+            return real_run(self, batch, *args)
+
+        monkeypatch.setattr(cls, "run", counted)
+
+    counting(FeatureMapSession)
+    counting(StatisticsSession)
     report(model_path, image, tmp_path)
-    assert runs == [(1, 3)]
+    assert runs == [("StatisticsSession", 1, 3)]  # the maps and the audit's figures from one run
 
 
 @pytest.mark.parametrize("build", [b.tf2onnx_like_nhwc, b.conv_transpose, b.qdq_conv, b.qlinear_conv,

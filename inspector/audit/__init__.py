@@ -3,8 +3,9 @@
 One module per job: ``weights`` (rules on the weights alone), ``activations`` (running per-channel
 statistics of the maps), ``verdicts`` (dead, constant and dormant channels, collapse: each unchanged by a
 function-preserving rescaling), ``routing`` (which convs read a layer's channels, from the graph),
-``result`` (per-layer findings, the JSON and the table), ``images`` (files and batches), ``parallel``
-(where the statistics run), ``run`` (``audit()`` itself). The rules and their reasons: docs/audit.md.
+``result`` (per-layer findings, the JSON and the table), ``images`` (files and batches), ``ingraph``
+(the per-channel figures computed inside the ONNX graph), ``parallel`` (the map path's statistics on all
+cores), ``run`` (``audit()`` itself). The rules and their reasons: docs/audit.md.
 """
 
 from .activations import ActivationStats

@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import InspectorError
 
 # Activations whose output is never negative: the mean is already the mean magnitude.
 NON_NEGATIVE_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softplus", "ThresholdedRelu"})
+
+
+class MapFigures(NamedTuple):
+    """One batch of one layer, reduced per (image, channel): each array (N, C)."""
+
+    per_map: int  # positions in one map
+    maximum: np.ndarray
+    minimum: np.ndarray
+    sums: np.ndarray  # float32
+    abs_sums: np.ndarray | None  # float32; None for non-negative layers (the sums are)
+    squares: np.ndarray  # float32
+    zeros: np.ndarray  # exact zeros (+0 and -0), int64
+
+    def first(self, images: int) -> MapFigures:
+        """The figures of the first ``images`` maps (the rest pad a fixed batch dimension)."""
+        return self._replace(**{name: value[:images] for name, value in self._asdict().items()
+                                if isinstance(value, np.ndarray)})
+
+
+def non_negative(rectifier: bool, activation: str | None) -> bool:
+    """Whether a layer's outputs are never negative (then its sums are its absolute sums)."""
+    return rectifier or activation in NON_NEGATIVE_ACTIVATIONS
+
+
+def map_figures(maps: np.ndarray, non_negative: bool) -> MapFigures:
+    """The figures of ``maps`` (N, C, ...) float32, in NumPy."""
+    n, c = maps.shape[0], maps.shape[1]
+    flat = maps.reshape(n, c, -1)
+    # Pairwise float32 sums along each contiguous map.
+    return MapFigures(
+        per_map=flat.shape[2], maximum=flat.max(axis=2), minimum=flat.min(axis=2), sums=flat.sum(axis=2),
+        abs_sums=None if non_negative else np.abs(flat).sum(axis=2),
+        squares=np.einsum("ncm,ncm->nc", flat, flat),  # without a squared copy of the batch
+        zeros=_count_zeros(flat))
 
 
 class ActivationStats:
@@ -33,30 +69,28 @@ class ActivationStats:
 
     def add(self, maps: np.ndarray) -> None:
         """``maps``: (N, C, ...) float32, one batch of this layer's outputs."""
-        n, c = maps.shape[0], maps.shape[1]
+        self.add_figures(map_figures(maps, self.non_negative))
+
+    def add_figures(self, figures: MapFigures) -> None:
+        """One batch of this layer's per-(image, channel) figures, from NumPy or from the graph (ingraph.py)."""
+        n, c = figures.sums.shape
         if c != self.channels:
             raise InspectorError(f"a layer's output has {c} channels where its weights have {self.channels}")
-        flat = maps.reshape(n, c, -1)
-        per_map = flat.shape[2]
+        per_map = figures.per_map
         if self.images and per_map != self.elements_per_map:
             raise InspectorError("feature map sizes changed between batches; pass a fixed --size")
         self.elements_per_map = per_map
-        peak = flat.max(axis=2)  # (N, C)
-        np.maximum(self.maximum, peak.max(axis=0), out=self.maximum)
-        np.minimum(self.minimum, flat.min(axis=2).min(axis=0), out=self.minimum)
-        # Pairwise float32 sums along each contiguous map, then float64 across maps and batches.
-        sums = flat.sum(axis=2)
+        np.maximum(self.maximum, figures.maximum.max(axis=0), out=self.maximum)
+        np.minimum(self.minimum, figures.minimum.min(axis=0), out=self.minimum)
+        # float32 per map, float64 across maps and batches.
+        sums = figures.sums
         self.image_means_squared += np.square(sums.astype(np.float64) / per_map).sum(axis=0)
         self.total += sums.sum(axis=0, dtype=np.float64)
-        if self.non_negative:
-            self.abs_total += sums.sum(axis=0, dtype=np.float64)
-        else:
-            self.abs_total += np.abs(flat).sum(axis=2).sum(axis=0, dtype=np.float64)
-        # Sum of squares per map without a squared copy of the batch.
-        self.squares += np.einsum("ncm,ncm->nc", flat, flat).sum(axis=0, dtype=np.float64)
-        zeros = _count_zeros(flat)  # (N, C)
-        self.zeros += zeros.sum(axis=0, dtype=np.int64)
-        self.silent += np.count_nonzero(zeros == per_map, axis=0)
+        abs_sums = sums if self.non_negative else figures.abs_sums
+        self.abs_total += abs_sums.sum(axis=0, dtype=np.float64)
+        self.squares += figures.squares.sum(axis=0, dtype=np.float64)
+        self.zeros += figures.zeros.sum(axis=0, dtype=np.int64)
+        self.silent += np.count_nonzero(figures.zeros == per_map, axis=0)
         self.images += n
 
     # Derived figures (None before any image).

@@ -68,3 +68,22 @@ def batches(model, files: Sequence[str], spec, size, per_batch: int, skipped: li
             pending += [pending[-1]] * (per_batch - real)
         yield np.concatenate(pending), real
 
+
+
+def prefetched(stream: Iterator):
+    """``stream``'s items, the next one made on a worker thread while the caller works on this one.
+
+    The audit on CUDA decodes and preprocesses batch k+1 while the GPU runs batch k (both release the
+    GIL): the host's decoding would otherwise leave the GPU idle. One batch of inputs ahead, no more.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-decode") as worker:
+        pending = worker.submit(next, stream, end)
+        while True:
+            item = pending.result()  # re-raises the worker's exception here
+            if item is end:
+                return
+            pending = worker.submit(next, stream, end)
+            yield item

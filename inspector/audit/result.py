@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import parallel, verdicts
-from .activations import NON_NEGATIVE_ACTIVATIONS, ActivationStats
+from .activations import ActivationStats, MapFigures, non_negative
 from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
                        MIN_IMAGES_POOLED, channel_verdicts, channels_judged, image_response)
 from .weights import DEAD_NORM_RATIO, DUPLICATE_COSINE, NEAR_ZERO_RATIO, WeightStats, _number
 
 SCHEMA_VERSION = "2"
+
+
+def _real(values: np.ndarray, real: int | None) -> np.ndarray:
+    """The first ``real`` of a batch (the rest pad a fixed batch dimension)."""
+    return values if real is None or real == len(values) else values[:real]
 
 
 @dataclass
@@ -30,6 +35,11 @@ class LayerAudit:
     @property
     def filters(self) -> int:
         return self.weights.filters
+
+    @property
+    def signed(self) -> bool:
+        """Whether its outputs may be negative (then the statistics keep absolute sums apart)."""
+        return not non_negative(self.rectifier, self.activation)
 
     @property
     def measured(self) -> bool:
@@ -126,18 +136,13 @@ class AuditResult:
         return sum(len(layer.dead_units(channels_judged(layer, self.images))) for layer in self.layers)
 
     def add_maps(self, maps: dict[str, np.ndarray], real: int | None = None) -> None:
-        """Stream one batch of every layer's maps ``{name: (N, C, ...)}`` into the activation statistics.
+        """Stream one batch of layers' maps ``{name: (N, C, ...)}`` into their activation statistics.
 
         ``real``: how many of the N are images (the rest pad a fixed batch dimension).
         ``images`` is the caller's to count.
         """
-        work = []
-        for layer_audit in self.layers:
-            if layer_audit.activations is None:
-                layer_audit.activations = ActivationStats(
-                    layer_audit.filters, layer_audit.rectifier or layer_audit.activation in NON_NEGATIVE_ACTIVATIONS)
-            values = maps[layer_audit.name]
-            work.append((layer_audit.activations, values if real is None or real == len(values) else values[:real]))
+        work = [(self._stats(layer_audit), _real(maps[layer_audit.name], real))
+                for layer_audit in self.layers if layer_audit.name in maps]
         if sum(values.size for _, values in work) < parallel._PARALLEL_ELEMENTS:
             for stats, values in work:
                 stats.add(values)
@@ -145,6 +150,19 @@ class AuditResult:
         # onnxruntime is idle between runs and numpy's reductions release the GIL: one layer per core.
         for future in [parallel._stats_pool().submit(stats.add, values) for stats, values in work]:
             future.result()
+
+    def add_figures(self, figures: dict[str, MapFigures], real: int | None = None) -> None:
+        """One batch of layers' per-(image, channel) figures ``{name: MapFigures}`` (reduced in the graph)."""
+        for layer_audit in self.layers:
+            if layer_audit.name in figures:
+                found = figures[layer_audit.name]
+                self._stats(layer_audit).add_figures(found if real is None else found.first(real))
+
+    @staticmethod
+    def _stats(layer_audit) -> ActivationStats:
+        if layer_audit.activations is None:
+            layer_audit.activations = ActivationStats(layer_audit.filters, not layer_audit.signed)
+        return layer_audit.activations
 
     @property
     def dead_fraction(self) -> float:

@@ -11,10 +11,15 @@ import numpy as np
 
 from ..errors import InspectorError
 from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
-from . import parallel, routing
-from .images import batch_size, batches, collect_images
+from . import ingraph, routing
+from .activations import non_negative
+from .images import batch_size, batches, collect_images, prefetched
 from .result import AuditResult, LayerAudit
 from .weights import weight_stats
+
+# None: decode the next batch on a worker thread while a batch runs on CUDA only (on the 2-core CPU it
+# was 2% slower: onnxruntime already keeps every core busy); True/False force it (tests).
+PREFETCH: bool | None = None
 
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
@@ -38,7 +43,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
-        return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
+        return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
                             max_memory)
 
 
@@ -58,7 +63,7 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
     return AuditResult(model.name, os.fspath(model.path), trained, audits)
 
 
-def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
+def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
                  max_memory=None) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
     from ..progress import progress
@@ -72,33 +77,31 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
-    session = model.session(layers, device=device, verbose=verbose)
+    signed = {layer.name for layer, _, _, rectifier in read if not non_negative(rectifier, layer.activation)}
+    session = ingraph.statistics_session(model, layers, signed, device, verbose)
     skipped: list[dict] = []
     counted = 0
 
     def warn(message: str) -> None:
         print(message, file=sys.stderr)
 
-    def add_maps(maps, real) -> None:
-        weighed.result().add_maps(maps, real)  # the first batch waits for the weight statistics
-
-    # On CUDA the host cores idle while the GPU runs: do one batch's statistics while the next one runs.
-    # On the CPU onnxruntime already uses every core, so the statistics run in turn (and half the memory).
-    overlap = parallel._OVERLAP if parallel._OVERLAP is not None else session.provider == "CUDAExecutionProvider"
     stream = batches(model, files, spec, input_size, per_batch, skipped, warn)
-    with parallel.Pipeline(add_maps, overlap) as pipeline:
-        for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
-                                     unit="batch", quiet=quiet):
-            try:
-                maps = session.run(inputs)
-            except InspectorError as exc:
-                if per_batch > 1:
-                    raise InspectorError(f"{exc}; the model may not take batches of {per_batch}: "
-                                         "try --batch 1") from None
-                raise
-            pipeline.submit(maps, real)
-            del maps  # else this batch's maps stay alive through the next run: two batches in memory
-            counted += real
+    if PREFETCH if PREFETCH is not None else session.provider == "CUDAExecutionProvider":
+        stream = prefetched(stream)
+    for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
+                                 unit="batch", quiet=quiet):
+        try:
+            figures, maps = session.run(inputs)
+        except InspectorError as exc:
+            if per_batch > 1:
+                raise InspectorError(f"{exc}; the model may not take batches of {per_batch}: "
+                                     "try --batch 1") from None
+            raise
+        result = weighed.result()  # the first batch waits for the weight statistics
+        result.add_figures(figures, real)
+        result.add_maps(maps, real)
+        del figures, maps  # else a batch of maps (map-path layers) stays alive through the next run
+        counted += real
     if not counted:
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
     result = weighed.result()
