@@ -114,7 +114,7 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "audit24": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
            "diff": "bench_diff.py"}
 
 
@@ -151,6 +151,11 @@ def run_helper(section: str, args, model: dict | None) -> dict:
         if args.runs > 1 and "--runs" in usage:
             command += ["--runs", str(args.runs)]
         if model and "--model" in usage:
+            command += ["--model", os.path.join(ROOT, model["path"])]
+    if section == "audit24":  # issue 11's item: 24 images, beside the statistics computed from the maps
+        command += ["--images", "24", "--runs", str(max(args.runs, 5)), "--map-path", "--goal", "1.1",
+                    "--device", args.device]
+        if model:
             command += ["--model", os.path.join(ROOT, model["path"])]
     if section == "prune":
         command += ["--runs", str(max(args.runs, 5))]
@@ -279,6 +284,8 @@ def main(argv=None) -> int:
     if "audit" in args.sections:
         data = run_helper("audit", args, model)
         write_json(os.path.join(SECTIONS_DIR, f"audit{suffix}.json"), stamp(data, args, model, machine))
+        data = run_helper("audit24", args, model)
+        write_json(os.path.join(SECTIONS_DIR, f"audit24{suffix}.json"), stamp(data, args, model, machine))
     if "prune" in args.sections and args.device == "cpu":
         data = run_helper("prune", args, model)
         write_json(os.path.join(SECTIONS_DIR, "prune.json"), stamp(data, args, model, machine))
@@ -305,7 +312,8 @@ def write_results() -> None:
 # ---------------------------------------------------------------------------------- results
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
-                 "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda")
+                 "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda",
+                 "audit24", "audit24_cuda")
 
 
 def collect(folder: str) -> dict:
@@ -599,6 +607,8 @@ def render(results: dict) -> str:
     out += ["", "## 5. Audit throughput over 256 images"
             + (f" (this run: {images} images)" if images not in (None, 256) else ""), ""]
     out += _helper_section(results.get("audit"), "bench_audit.py")
+    out += ["", "### 5b. Audit of 24 images (the head skipped; statistics in the graph, and from the maps by NumPy)", ""]
+    out += _helper_section(results.get("audit24"), "bench_audit.py")
 
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
     gpu_maps, gpu_overhead, gpu_audit = (results.get(k) for k in ("maps_cuda", "overhead_cuda", "audit_cuda"))
@@ -627,6 +637,9 @@ def render(results: dict) -> str:
             for b, v in gpu_overhead["batches"].items()) + ".")
     if gpu_audit:
         out += ["", "Audit on CUDA:", ""] + _helper_section(gpu_audit, "bench_audit.py")
+    if results.get("audit24_cuda"):
+        out += ["", "Audit of 24 images on CUDA, statistics in the graph and from the maps:", ""]
+        out += _helper_section(results["audit24_cuda"], "bench_audit.py")
     gpu_cam = results.get("cam_cuda")
     if gpu_cam:
         out += ["", "Attribution methods on CUDA (ResNet-18, 128x128, layer3: 256 channels), median s per way "
