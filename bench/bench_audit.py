@@ -15,9 +15,10 @@ Both times include creating the session. ``ratio`` = plain_s / audit_s is the
 audit's throughput relative to plain inference (goal >= 0.8); ``ratio_vs_inference_only``
 compares with the session.run calls alone (no decoding, no session start).
 
-``--map-path`` adds a third way, ``audit_maps``: the same audit with every layer's maps copied out
-of onnxruntime and reduced by NumPy (``inspector.audit.ingraph._IN_GRAPH = False``), as before the
-statistics moved into the graph.
+``--map-path`` adds two ways, the same audit with each of its two paths forced: ``audit_graph``
+(the statistics reduced inside the ONNX graph, the default on CUDA) and ``audit_maps`` (every
+layer's maps copied out of onnxruntime and reduced by NumPy, the default on the CPU); see
+``inspector.audit.ingraph._IN_GRAPH``.
 
   python bench/bench_audit.py --json bench/out/audit.json [--images N] [--device cpu|cuda] [--map-path]
 """
@@ -59,7 +60,7 @@ def parse_args(argv=None):
                         help="the throughput ratio audit/plain to reach (default 0.8; 1.1 for the 24-image item)")
     parser.add_argument("--map-path", action="store_true",
                         help="also time the audit with the statistics computed by NumPy from the maps")
-    parser.add_argument("--worker", choices=("plain", "audit", "audit_maps"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("plain", "audit", "audit_graph", "audit_maps"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.runs = max(args.batch, args.images // 4), 1
@@ -146,11 +147,11 @@ def worker_plain(model_path: str, files: list[str], batch: int, device: str) -> 
             "provider": session.get_providers()[0], "peak_rss_mb": peak_rss_mb()}
 
 
-def worker_audit(model_path: str, files: list[str], batch: int, device: str, map_path: bool = False) -> dict:
+def worker_audit(model_path: str, files: list[str], batch: int, device: str, in_graph: bool | None = None) -> dict:
     import inspector
     from inspector.audit import audit, ingraph
 
-    ingraph._IN_GRAPH = not map_path
+    ingraph._IN_GRAPH = in_graph  # None: the device's default
     started, cpu_started = time.perf_counter(), cpu_seconds()
     model = inspector.load(model_path)
     result = audit(model, files, batch=batch, device=device, quiet=True)
@@ -179,7 +180,8 @@ def main(argv=None) -> int:
         if args.worker == "plain":
             print(json.dumps(worker_plain(args.model, files, args.batch, args.device)))
         else:
-            print(json.dumps(worker_audit(args.model, files, args.batch, args.device, args.worker == "audit_maps")))
+            forced = {"audit": None, "audit_graph": True, "audit_maps": False}[args.worker]
+            print(json.dumps(worker_audit(args.model, files, args.batch, args.device, forced)))
         return 0
 
     model, how = (os.path.abspath(args.model), "given with --model") if args.model else default_model()
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
     common.write_json(files_file, files)
     print(f"audit benchmark: {args.images} images, batch {args.batch}, {args.runs} run(s), {args.device}, "
           f"{os.path.relpath(model, ROOT)}", flush=True)
-    ways = ("plain", "audit", "audit_maps") if args.map_path else ("plain", "audit")
+    ways = ("plain", "audit", "audit_graph", "audit_maps") if args.map_path else ("plain", "audit")
     samples = {way: [] for way in ways}
     for run in range(1, args.runs + 1):
         for way in ways:
@@ -227,15 +229,15 @@ def main(argv=None) -> int:
         "samples": samples,
         "machine": common.machine(),
     }
-    if args.map_path:  # the statistics from the maps by NumPy, as before they moved into the graph
-        maps_s = median("audit_maps", "seconds")
-        result.update({"audit_map_path_s": round(maps_s, 3), "ratio_map_path": round(plain_s / maps_s, 3),
-                       "audit_map_path_cpu_s": round(median("audit_maps", "cpu_s"), 3),
-                       "audit_map_path_peak_rss_mb": round(median("audit_maps", "peak_rss_mb"), 1),
-                       "paired_ratios": [round(p["seconds"] / a["seconds"], 3)
-                                         for p, a in zip(samples["plain"], samples["audit"])],
-                       "paired_ratios_map_path": [round(p["seconds"] / a["seconds"], 3)
-                                                  for p, a in zip(samples["plain"], samples["audit_maps"])]})
+    if args.map_path:  # each path forced: reduced in the graph, and from the maps by NumPy
+        for way, key in (("audit_graph", "graph_path"), ("audit_maps", "map_path")):
+            way_s = median(way, "seconds")
+            result.update({f"audit_{key}_s": round(way_s, 3), f"ratio_{key}": round(plain_s / way_s, 3),
+                           f"audit_{key}_cpu_s": round(median(way, "cpu_s"), 3),
+                           f"audit_{key}_peak_rss_mb": round(median(way, "peak_rss_mb"), 1),
+                           f"paired_ratios_{key}": [round(p["seconds"] / a["seconds"], 3)
+                                                    for p, a in zip(samples["plain"], samples[way])]})
+        result["paired_ratios"] = [round(p["seconds"] / a["seconds"], 3) for p, a in zip(samples["plain"], samples["audit"])]
     common.write_json(os.path.abspath(args.json), result)
     print(f"plain {plain_s:.2f} s ({result['plain_images_per_s']} images/s), audit {audit_s:.2f} s "
           f"({result['audit_images_per_s']} images/s): ratio {result['ratio']} (goal >= {args.goal}), CPU-time ratio "

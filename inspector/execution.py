@@ -163,6 +163,19 @@ def session_options(folder: str, verbose: bool = False, relayout: bool = True):
     return options
 
 
+def wants_cuda(device: str, available: list[str] | None = None) -> bool:
+    """Whether a session for ``device`` (auto, cpu, cuda) will ask for CUDAExecutionProvider."""
+    if device == "cuda":
+        return True
+    if device != "auto":
+        return False
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    return _CUDA in available
+
+
 def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbose: bool = False,
                    relayout: bool = True, small_outputs: bool = False):
     """(session, provider name). ``cuda`` fails loudly instead of falling back.
@@ -183,7 +196,7 @@ def create_session(model_bytes: bytes, folder: str, device: str = "auto", verbos
             "--device cuda: this onnxruntime has no CUDAExecutionProvider "
             f"(installed providers: {', '.join(available)}); install onnxruntime-gpu "
             "(and uninstall onnxruntime) on a machine with CUDA 12 and cuDNN 9, or use --device cpu")
-    want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
+    want_cuda = wants_cuda(device, available)
     if want_cuda:
         _preload_cuda_libraries(verbose)
     providers = [_CUDA, _CPU] if want_cuda else [_CPU]

@@ -18,6 +18,28 @@ from inspector.audit.activations import _count_zeros, map_figures
 from test_audit import assert_same_audit, small_net
 
 
+@pytest.fixture(autouse=True)
+def reduced_in_the_graph(monkeypatch):
+    """The graph's path on every device (by default the CPU reduces the maps with NumPy); tests that
+    want the map path set ``_IN_GRAPH = False`` themselves."""
+    monkeypatch.setattr(ingraph, "_IN_GRAPH", True)
+
+
+def test_the_graph_reduces_on_cuda_and_numpy_on_the_cpu_by_default(save, monkeypatch):
+    m, _ = small_net()
+    model = inspector.load(save(m))
+    layers = model.require_layers()
+    monkeypatch.setattr(ingraph, "_IN_GRAPH", None)
+    assert ingraph.statistics_session(model, layers, set(), device="cpu").in_graph == []
+    monkeypatch.setattr(ingraph, "_IN_GRAPH", True)
+    assert len(ingraph.statistics_session(model, layers, set(), device="cpu").in_graph) == len(layers)
+    from inspector.execution import wants_cuda
+
+    assert wants_cuda("cuda") and not wants_cuda("cpu")
+    assert not wants_cuda("auto", ["CPUExecutionProvider"])
+    assert wants_cuda("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
 # ------------------------------------------------------------------------------ models
 
 def signed_net(opset=17):
@@ -336,3 +358,38 @@ def test_prefetched_keeps_order_and_reraises():
     assert next(stream) == 1
     with pytest.raises(ValueError, match="bad batch"):
         next(stream)
+
+
+def test_cli_statistics_option_chooses_the_path_and_gives_the_same_audit(save, tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from inspector.cli import main
+
+    monkeypatch.setattr(ingraph, "_IN_GRAPH", None)  # what a user gets
+    m, _ = small_net(dead={"conv2": [4]})
+    path = save(m)
+    photos = []
+    for i in range(9):
+        photos.append(str(tmp_path / f"p{i}.png"))
+        Image.fromarray(b.rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(photos[-1])
+    chosen = []
+    real = ingraph.StatisticsSession.finish_graph
+
+    def spy(self, model):
+        out = real(self, model)
+        chosen.append(bool(self.in_graph))
+        return out
+
+    monkeypatch.setattr(ingraph.StatisticsSession, "finish_graph", spy)
+    found = {}
+    for way in ("graph", "maps", "auto"):
+        target = tmp_path / f"{way}.json"
+        assert main(["audit", path, *photos, "--preprocess", "tf", "--device", "cpu", "--statistics", way,
+                     "-q", "--json", str(target)]) == 0
+        found[way] = json.loads(target.read_text())
+    assert chosen == [True, False, False]  # auto on the CPU: NumPy over the maps
+    assert_same_audit(found["graph"], found["maps"])
+    assert found["graph"]["layers"][1]["dead_channels"] == [4]
+    assert main(["audit", path, *photos, "--statistics", "numpy"]) == 2

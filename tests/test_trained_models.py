@@ -53,19 +53,19 @@ def audited(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_statistics_reduced_in_the_graph_give_the_audit_of_the_map_path(name, monkeypatch):
-    """Every layer reduced inside the ONNX graph (the default, ingraph.py) and NumPy over the maps:
+    """Every layer reduced inside the ONNX graph (ingraph.py, CUDA's default) and NumPy over the maps:
     the same verdicts and the same JSON (figures to float32 rounding)."""
     from test_audit import assert_same_audit
 
     from inspector.audit import ingraph
 
-    model, entry, data = audited(name)
+    model, entry, data = audited(name)  # the CPU's default: NumPy over the maps
     layers = model.require_layers()
+    monkeypatch.setattr(ingraph, "_IN_GRAPH", True)
     assert len(ingraph.statistics_session(model, layers, set(), device="cpu").in_graph) == len(layers)
-    monkeypatch.setattr(ingraph, "_IN_GRAPH", False)
-    maps = audit(model, audit_photos(entry), preprocess=entry["preprocess"], size=tuple(entry["size"]),
-                 device="cpu", quiet=True).to_dict()
-    assert_same_audit(maps, data)
+    reduced = audit(model, audit_photos(entry), preprocess=entry["preprocess"], size=tuple(entry["size"]),
+                    device="cpu", quiet=True).to_dict()
+    assert_same_audit(reduced, data)
 
 
 @pytest.mark.parametrize("name", HEALTHY)

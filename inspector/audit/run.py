@@ -20,12 +20,21 @@ from .weights import weight_stats
 # None: decode the next batch on a worker thread while a batch runs on CUDA only (on the 2-core CPU it
 # was 2% slower: onnxruntime already keeps every core busy); True/False force it (tests).
 PREFETCH: bool | None = None
+# Where the per-channel statistics are computed: None lets ingraph decide by device.
+STATISTICS = {"auto": None, "graph": True, "maps": False}
 
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
           preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
-          quiet: bool = False, verbose: bool = False, max_memory: int | None = None) -> AuditResult:
-    """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``."""
+          quiet: bool = False, verbose: bool = False, max_memory: int | None = None,
+          statistics: str = "auto") -> AuditResult:
+    """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``.
+
+    ``statistics``: ``graph`` reduces the maps inside the ONNX graph, ``maps`` with NumPy over the maps
+    onnxruntime returns, ``auto`` the first on CUDA and the second on the CPU (``ingraph._IN_GRAPH``).
+    """
+    if statistics not in STATISTICS:
+        raise InspectorError(f"unknown statistics '{statistics}': use {', '.join(STATISTICS)}")
     from ..api import Model, load
 
     if not isinstance(model, Model):
@@ -44,7 +53,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                            max_memory)
+                            max_memory, STATISTICS[statistics])
 
 
 def _weight_result(model, read, trained: bool | None) -> AuditResult:
@@ -64,7 +73,7 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
 
 
 def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                 max_memory=None) -> AuditResult:
+                 max_memory=None, in_graph: bool | None = None) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
     from ..progress import progress
 
@@ -78,7 +87,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     signed = {layer.name for layer, _, _, rectifier in read if not non_negative(rectifier, layer.activation)}
-    session = ingraph.statistics_session(model, layers, signed, device, verbose)
+    session = ingraph.statistics_session(model, layers, signed, device, verbose, in_graph=in_graph)
     skipped: list[dict] = []
     counted = 0
 

@@ -39,6 +39,11 @@ class Audit(Command):
                             help="images per run when the model's batch dimension is open (default 16)")
         add_preprocessing(parser)
         add_device(parser)
+        parser.add_argument("--statistics", choices=("auto", "graph", "maps"), default="auto",
+                            help="where the per-channel statistics are computed: 'graph' appends them to the "
+                                 "ONNX graph (about half the memory; the default on CUDA, where the maps then "
+                                 "never leave the GPU), 'maps' reduces the maps with NumPy (a few percent faster "
+                                 "on the CPU, the default there); the audit is the same either way")
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
         add_max_memory(parser, "the audited layers' maps of one image")
 
@@ -57,7 +62,7 @@ class Audit(Command):
             print(note, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
-                       max_memory=args.max_memory)
+                       max_memory=args.max_memory, statistics=args.statistics)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.
