@@ -50,7 +50,10 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     # thread opens the session, decodes and runs the first batch; the first batch's statistics wait for them.
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
+    from ..execution import one_blas_thread
+
+    # The weights' products run beside onnxruntime: BLAS threads left spinning would take its cores.
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
                             max_memory, STATISTICS[statistics])

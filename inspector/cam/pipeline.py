@@ -228,6 +228,15 @@ def compute(model, image, method: str = "scorecam", layer=None, target=None, *, 
             preprocess=None, size=None, device: str = "auto", verbose: bool = False, quiet: bool = True,
             on_provider=None, max_memory: int | None = None) -> CamResult:
     """A class activation map of ``image`` (a path, or (H, W, 3) uint8 pixels) for ``model`` (``inspector.load``)."""
+    from ..execution import one_blas_thread
+
+    with one_blas_thread():  # NumPy's products between runs must not leave BLAS threads spinning
+        return _compute(model, image, method, layer, target, batch=batch, preprocess=preprocess, size=size,
+                        device=device, verbose=verbose, quiet=quiet, on_provider=on_provider, max_memory=max_memory)
+
+
+def _compute(model, image, method, layer, target, *, batch, preprocess, size, device, verbose, quiet, on_provider,
+             max_memory) -> CamResult:
     from ..preprocess import load_image
     from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 
