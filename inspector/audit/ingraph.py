@@ -26,10 +26,10 @@ from ..execution import FeatureMapSession, run as run_session
 from .activations import MapFigures
 
 # None: the graph reduces the maps where onnxruntime runs on CUDA, NumPy reduces them on the CPU.
-# Measured with VGG16 (24 images, batch 16, 5 paired rounds each): on an H100 the audit took 1.96 s
-# in the graph against 3.00 s from the maps (every map crossing to the host), plain inference 3.63 s;
-# on 2 CPU cores 4.96 s against 4.63 s (NumPy fuses passes that the graph makes separate nodes with
-# map-sized temporaries), plain 5.22 s. The graph's path holds less memory (1.27 against 1.62 GB).
+# Measured with VGG16 (24 images, batch 16, 5 paired rounds each): on an H100 the audit took 1.68 s
+# in the graph against 2.40 s from the maps (every map crossing to the host), plain inference 3.05 s;
+# on 2 CPU cores 4.75 s against 4.57 s (NumPy fuses passes that the graph makes separate nodes with
+# map-sized temporaries), plain 5.38 s. The graph's path holds less memory (1.27 against 1.66 GB).
 # True or False force one path for every device (the tests compare the two).
 _IN_GRAPH: bool | None = None
 
