@@ -15,7 +15,7 @@ import builders as b
 import inspector
 from inspector.audit import audit, ingraph
 from inspector.audit.activations import _count_zeros, map_figures
-from test_audit import assert_same_audit, small_net
+from test_audit import assert_same_audit, images, small_net  # noqa: F401 - images: test_audit's fixture
 
 
 @pytest.fixture(autouse=True)
@@ -360,20 +360,15 @@ def test_prefetched_keeps_order_and_reraises():
         next(stream)
 
 
-def test_cli_statistics_option_chooses_the_path_and_gives_the_same_audit(save, tmp_path, monkeypatch):
+def test_cli_statistics_option_chooses_the_path_and_gives_the_same_audit(save, tmp_path, images, monkeypatch):
     import json
-
-    from PIL import Image
 
     from inspector.cli import main
 
     monkeypatch.setattr(ingraph, "_IN_GRAPH", None)  # what a user gets
     m, _ = small_net(dead={"conv2": [4]})
     path = save(m)
-    photos = []
-    for i in range(9):
-        photos.append(str(tmp_path / f"p{i}.png"))
-        Image.fromarray(b.rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(photos[-1])
+    photos = [str(images)]  # eight images: enough for channel verdicts
     chosen = []
     real = ingraph.StatisticsSession.finish_graph
 
