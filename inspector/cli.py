@@ -203,14 +203,7 @@ def _main(argv: list[str]) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return _guarded(lambda: _one_blas_thread(commands[args.command].run, args), verbose=getattr(args, "verbose", False))
-
-
-def _one_blas_thread(run, args) -> int:
-    from .execution import one_blas_thread
-
-    with one_blas_thread():
-        return run(args)
+    return _guarded(lambda: commands[args.command].run(args), verbose=getattr(args, "verbose", False))
 
 
 def _convert(argv: list[str]) -> int:

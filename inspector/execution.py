@@ -166,7 +166,8 @@ def session_options(folder: str, verbose: bool = False, relayout: bool = True):
 
 @contextlib.contextmanager
 def one_blas_thread():
-    """NumPy's BLAS on one thread for the duration (commands and the API's long calls use it).
+    """NumPy's BLAS on one thread for the duration: the audit and the CAMs, whose products run between
+    or beside onnxruntime's runs, hold it (from the command line and the API alike).
 
     OpenBLAS's threads spin for a while after each matrix product (the CAMs' upsampling, the audit's
     filter similarities) and took the cores from onnxruntime's own threads: ScoreCAM's 16 batched

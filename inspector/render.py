@@ -103,7 +103,7 @@ def _font(size: int):
 _LABELS: dict = {}
 
 
-def _draw_label(canvas, x: int, y: int, text: str, font, size: int) -> None:
+def _draw_label(canvas, x: int, y: int, text: str, font) -> None:
     """``ImageDraw.text((x, y), text, fill=MUTED)`` on a background-coloured spot of ``canvas``,
     pixel for pixel, from a patch rendered once per text and size.
 
@@ -111,7 +111,7 @@ def _draw_label(canvas, x: int, y: int, text: str, font, size: int) -> None:
     and text blended on the flat background is the same patch: pasting the pixels the
     text changed gives the picture ``draw.text`` gives (tests/test_drawing.py compares them).
     """
-    key = (text, size)
+    key = (text, getattr(font, "size", 0))  # Pillow's bitmap font (no FreeType) has no size
     found = _LABELS.get(key)
     if found is None:
         found = _LABELS[key] = _render_label(text, font)
@@ -186,7 +186,7 @@ class Grid:
             row, col = divmod(i, cols)
             x = MARGIN + col * cell_w
             y = title_h + row * cell_h
-            _draw_label(canvas, x, y, self.labels[i], label_font, 11)
+            _draw_label(canvas, x, y, self.labels[i], label_font)
             tile = Image.fromarray(self.tiles[i], "RGB")
             if tile.size != (shown_w, shown_h):
                 tile = tile.resize((shown_w, shown_h), resample)

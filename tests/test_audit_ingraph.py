@@ -318,19 +318,6 @@ def test_nan_maps_give_the_audit_of_the_map_path(save, images, monkeypatch):
     assert_same_audit(maps, reduced)
 
 
-@pytest.fixture
-def images(tmp_path):
-    """Eight noise images of assorted sizes, as test_audit's."""
-    from PIL import Image
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    r = np.random.default_rng(1)
-    for i in range(8):
-        Image.fromarray(r.integers(0, 256, (20 + 3 * i, 24, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
-    return str(folder)
-
-
 def test_prefetched_batches_give_the_same_audit(save, images, monkeypatch):
     """On CUDA the next batch is decoded on a worker thread while one runs (forced here on the CPU)."""
     from inspector.audit import run as audit_run

@@ -42,14 +42,7 @@ def test_cli_device_cuda_reports_provider(save, tmp_path):
 
 
 def _photos(tmp_path, count=9, size=40):
-    from PIL import Image
-
-    paths = []
-    for i in range(count):
-        path = tmp_path / f"p{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths
+    return [b.random_photo(tmp_path / f"p{i}.png", size, size, seed=i) for i in range(count)]
 
 
 def test_cuda_audit_gives_the_cpu_verdicts(save, tmp_path):

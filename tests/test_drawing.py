@@ -136,7 +136,7 @@ def _draw_text_labels(monkeypatch):
     """Labels drawn the plain way, ``ImageDraw.text`` for every tile: the reference for the cached patches."""
     from PIL import ImageDraw
 
-    def plain(canvas, x, y, text, font, size):
+    def plain(canvas, x, y, text, font):
         ImageDraw.Draw(canvas).text((x, y), text, fill=render.MUTED, font=font)
 
     monkeypatch.setattr(render, "_draw_label", plain)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..execution import FeatureMapSession, run as run_session
+from ..execution import FeatureMapSession, run as run_session, wants_cuda
 from .activations import MapFigures
 
 # None: the graph reduces the maps where onnxruntime runs on CUDA, NumPy reduces them on the CPU.
@@ -190,8 +190,6 @@ class StatisticsSession(FeatureMapSession):
         super().__init__(onnx_file, layers, model_input, device, verbose, dequantizers)
 
     def finish_graph(self, model):
-        from ..execution import wants_cuda
-
         opset = ai_onnx_opset(model)
         wanted = self.in_graph_wanted
         if wanted is None:
