@@ -11,12 +11,14 @@ For files that do not say (most files met in the wild), before a fixed guess. Tw
   narrow the spread is, plus the offset of the mean in spreads), and the candidate's distance is the
   median over channels, so that a minority of channels that react to the images' content (text
   channels on photos) cannot decide it. The presets' input spreads differ by at least a factor of 2
-  (tf vs raw, ln 2 = 0.69), so a margin of half that is demanded between the best two.
+  (tf vs raw, ln 2 = 0.69), so a margin of half that is demanded between the best two, and, since
+  photos unlike the training data add to every candidate's distance alike, the runner-up must be
+  1.5 times as far as the best.
 - Otherwise (BatchNormalization folded into the conv, the common case) a wrong input scale leaves
   marks that can be measured, each in one direction only. Too small an input (ImageNet-normalised
   pixels fed to a network trained on 0..255) lets the biases take over: first-layer channels go
   silent (constant on every image). A candidate that silences clearly more channels of the first
-  two conv layers than the best one (2 channels and 2% more) is ruled out. Too large an input silences
+  two conv layers with an activation than the best one (2 channels and 2% more) is ruled out. Too large an input silences
   nothing; in a classifier it shows as saturation (probability 1 on most images), which rules a
   candidate out too. Confidence itself (output entropy) grows with the input's scale in any network
   whose biases matter little, so it only chooses between candidates of the same scale (caffe and
@@ -53,6 +55,10 @@ MAX_IMAGES = 8
 # BatchNormalization path: the closest pair of presets (tf and raw) differ by ln 2 in spread.
 BN_MARGIN = 0.35
 BN_WORST = 2.0  # a best match farther than this (spread off by e^2 ~ 7x) is no match: None
+# Photos unlike the training data add to every candidate's distance alike (a licence-plate reader's
+# spread on photos is 1.4x to 2.7x its training spread under each unit-scale preset): the runner-up must
+# also be 1.5 times as far as the best.
+BN_RATIO = 1.5
 # Folded path: a candidate whose silent fraction exceeds the best one's by this much is out.
 SILENT_MARGIN = 0.02
 SILENT_MIN_CHANNELS = 2
@@ -210,7 +216,8 @@ def _batchnorm_evidence(model, pixels, tensor, mean, var, eps) -> dict:
 def _decide_batchnorm(evidence):
     ranked = sorted(evidence["candidates"].items(), key=lambda kv: kv[1]["distance"])
     (best, fig), (second, fig2) = ranked[0], ranked[1]
-    if fig["distance"] > BN_WORST or fig2["distance"] - fig["distance"] < BN_MARGIN:
+    if (fig["distance"] > BN_WORST or fig2["distance"] - fig["distance"] < BN_MARGIN
+            or fig2["distance"] < BN_RATIO * fig["distance"]):
         return None
     reason = (f"the running statistics of the BatchNormalization after the first conv '{evidence['layer']}' "
               f"match its output under '{best}' (median per-channel distance {fig['distance']:.2f}; "
@@ -230,7 +237,9 @@ def _classifier_output(model) -> str | None:
 
 
 def _folded_evidence(model, pixels) -> dict:
-    layers = model.layers[:2]
+    # A channel is silent after its activation; without one, only all-zero filters are constant,
+    # whatever the input. So: the first two layers with an activation (among the first six).
+    layers = [layer for layer in model.layers[:6] if layer.activation][:2] or model.layers[:2]
     session = model.session(layers, device="cpu")
     total = sum(layer.filters for layer in layers)
     figures = {}
