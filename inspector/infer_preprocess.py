@@ -205,8 +205,9 @@ def _batchnorm_evidence(model, pixels, tensor, mean, var, eps) -> dict:
         s = values.std(axis=axes)
         tiny = 1e-12 + 1e-6 * sigma
         per_channel = (np.abs(np.log((s + tiny) / sigma)) + np.abs(m - mean) / np.maximum(s, sigma))
+        distance = float(np.median(per_channel[informative]))
         figures[name] = {
-            "distance": float(np.median(per_channel[informative])),
+            "distance": distance if np.isfinite(distance) else float("inf"),  # NaN in a file: no match
             "spread_ratio": float(np.exp(np.median(np.log((s + tiny) / sigma)[informative]))),
         }
     return {"kind": "batchnorm", "layer": model.layers[0].name, "candidates": figures,

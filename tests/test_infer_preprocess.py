@@ -158,6 +158,14 @@ def test_batchnorm_between_two_presets_is_no_answer(save):
     assert infer(model, JUDGED) is None
 
 
+def test_batchnorm_statistics_that_are_not_numbers_are_no_answer(save):
+    proto = batchnorm_model("tf")
+    for tensor in proto.graph.initializer:
+        if tensor.name == "mean":
+            tensor.CopyFrom(numpy_helper.from_array(np.full(16, np.nan, np.float32), "mean"))
+    assert infer(inspector.load(save(proto)), JUDGED) is None
+
+
 def test_batchnorm_far_from_every_preset_is_no_answer(save):
     """Statistics no preset comes near (spread 1000x that of caffe's): None, not the least bad."""
     model = inspector.load(save(batchnorm_model("caffe", scale_var=1e6)))
