@@ -360,20 +360,15 @@ def no_network(monkeypatch, tmp_path):
     ("timm", "resnet18", ["timm/resnet18.a1_in1k", "model.safetensors"]),
 ])
 def test_default_weights_offline_one_line_naming_the_file(torch, no_network, capsys, library, name, needles):
-    import time
-
     from converters import cli
 
     out = no_network / "x.onnx"
-    started = time.perf_counter()
     code = cli.main([library, name, "-o", str(out)])
-    elapsed = time.perf_counter() - started
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert all(needle in err for needle in needles) and "--weights PATH" in err, err
     assert not out.exists()
-    assert elapsed < 120  # refused connections fail at once; this only guards against a hang
 
 
 @pytest.mark.torch
