@@ -96,7 +96,7 @@ fuzz: .venv
 bench: .venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# Every keras.applications model, and torchvision and timm models by name, converted with
+# 17 of keras.applications' 40 models (one or two of each family), and torchvision and timm models by name, converted with
 # --check (random weights), one process each, sequentially: the table in docs/converters.md.
 zoo: .venv
 	mkdir -p bench/out
