@@ -78,8 +78,13 @@ readme-images: .venv
 models-trained: .venv
 	$(BIN)/python demo/fetch_trained.py models/trained
 
+# A fetch that fails stops `make test` where INSPECTOR_REQUIRE_MODELS=1 (CI, .ci/run: the tests over the
+# models would fail anyway); elsewhere it says so and the tests over the missing models skip.
+# Append $(OR_SKIP_MODELS) to every fetch line of `test`.
+OR_SKIP_MODELS = $(if $(filter-out 0,$(INSPECTOR_REQUIRE_MODELS)),,|| echo "make: fetch failed; the tests over those models will skip")
+
 test: .venv
-	-$(BIN)/python demo/fetch_trained.py models/trained
+	$(BIN)/python demo/fetch_trained.py models/trained $(OR_SKIP_MODELS)
 	$(BIN)/python -m pytest -q
 
 test-fast: .venv
@@ -91,7 +96,7 @@ fuzz: .venv
 bench: .venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# Every keras.applications model, and torchvision and timm models by name, converted with
+# 17 of keras.applications' 40 models (one or two of each family), and torchvision and timm models by name, converted with
 # --check (random weights), one process each, sequentially: the table in docs/converters.md.
 zoo: .venv
 	mkdir -p bench/out

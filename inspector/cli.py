@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a check failed (audit gate, parity check); 2 usage
 or input error; 130 interrupted. Nothing heavy is imported until a command
-runs, so ``inspector --help`` is instant.
+runs, so ``inspector --help`` is instant. A closed stdout (``| head``, ``| true``)
+changes neither: the command carries on, writes its files and keeps its exit code.
 """
 
 from __future__ import annotations
@@ -170,13 +171,71 @@ def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict
 def main(argv: list[str] | None = None) -> int:
     """The command line; ``argv`` None means this is the process (the ``inspector`` script)."""
     if argv is not None:  # a call from Python: return the exit code, leave the interpreter alone
-        return _main(list(argv))
+        with _StdoutMayClose(process=False):
+            return _main(list(argv))
     _terminate_as_interrupt()  # a real process: `kill` cleans up like Ctrl-C
     argv = list(sys.argv[1:])
-    code = _main(argv)
+    with _StdoutMayClose(process=True):
+        code = _main(argv)
     if argv[:1] != ["convert"]:  # TensorFlow and torch keep their own exit hooks
         _exit_now(code)
     return code
+
+
+class _ClosedPipeSafe:
+    """sys.stdout while a command runs: when its reader goes away (``| head``, ``| true``), the rest of
+    what would be printed is dropped and the command carries on. A gate that ended at the first failed
+    print passed (exit 0) without writing its JSON; it must keep its verdict and its files whatever
+    happens to stdout."""
+
+    def __init__(self, stream, process: bool):
+        self._stream = stream
+        self._process = process
+        self.reader_gone = False
+
+    def write(self, text):
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self):
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self):
+        self.reader_gone = True
+        if self._process:  # what is still buffered, and what libraries write to fd 1, goes nowhere quietly
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, buffer... of the real stream
+        return getattr(self._stream, name)
+
+
+class _StdoutMayClose:
+    """Puts ``_ClosedPipeSafe`` around sys.stdout for the length of one command."""
+
+    def __init__(self, process: bool):
+        self.process = process
+
+    def __enter__(self):
+        self.saved = sys.stdout
+        if sys.stdout is not None:
+            sys.stdout = _ClosedPipeSafe(sys.stdout, self.process)
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+        return False
 
 
 def _exit_now(code: int) -> None:
@@ -233,13 +292,6 @@ def _guarded(run, verbose: bool = False) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # stdout closed early (e.g. piped into head): not an error of ours.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
-        except OSError:
-            pass
-        return EXIT_OK
     except MemoryError:
         _say("error: out of memory; select fewer layers (--layer) or lower --max")
         return EXIT_USAGE

@@ -460,7 +460,7 @@ def test_unreadable_image_is_skipped_and_counted(save, images, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("case", ["empty dir", "no image files", "all unreadable", "missing image",
-                                  "batch mismatch", "no preprocessing"])
+                                  "batch mismatch", "unknown preprocessing"])
 def test_bad_input_exits_2_with_a_message(case, save, tmp_path, capsys, images):
     folder = tmp_path / "folder"
     folder.mkdir()

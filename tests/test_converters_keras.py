@@ -102,13 +102,14 @@ def test_metadata(converted):
 
 
 def test_inspector_maps_npz_match_keras(converted, tmp_path):
-    """Through the inspector's own CLI: every conv layer's map equals the Keras layer's output."""
-    from inspector.preprocess import load_image, preset
-
+    """Through the inspector's own CLI: every conv layer's map equals the Keras layer's output, Keras fed
+    by its own loader and VGG16's own preprocess_input (not the inspector's preprocessing under test)."""
     model, out, result, _ = converted
     image = b.random_photo(tmp_path / "photo.png", 40, 48, seed=3)
     maps = b.maps_through_cli(out, image, tmp_path)
-    x = preset("caffe").apply(load_image(str(image), (32, 32)))[None]
+    pixels = keras.utils.img_to_array(keras.utils.load_img(str(image), target_size=(32, 32),
+                                                           interpolation="bilinear"))
+    x = keras.applications.vgg16.preprocess_input(pixels[None])
     # What the inspector shows: the post-activation output (block2_conv1 -> after BN and ReLU).
     shown = {"block1_conv1": "block1_conv1", "block1_conv2": "block1_conv2",
              "block2_conv1": "block2_relu", "block2_dw": "block2_dw"}

@@ -131,8 +131,11 @@ def test_metadata(converted):
 
 
 def test_inspector_maps_npz_match_torch(converted, nets, tmp_path):
-    """Through `inspector maps --npz`: every conv layer's map equals torch's own module output."""
-    from inspector.preprocess import load_image, preset
+    """Through `inspector maps --npz`: every conv layer's map equals torch's own module output, torch fed
+    by torchvision's own transforms (not the inspector's preprocessing under test)."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tvf
 
     _, out, _ = converted
     image = b.random_photo(tmp_path / "photo.png", 40, 36, seed=5)
@@ -140,7 +143,9 @@ def test_inspector_maps_npz_match_torch(converted, nets, tmp_path):
     assert sorted(maps) == sorted(CONV_LAYERS)
 
     net = _load_factory(nets)().eval()
-    x = preset("torch").apply(load_image(str(image), (32, 32))).transpose(2, 0, 1)[None].astype(np.float32)
+    with Image.open(image) as photo:
+        resized = tvf.resize(photo.convert("RGB"), [32, 32], interpolation=InterpolationMode.BILINEAR)
+    x = tvf.normalize(tvf.to_tensor(resized), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])[None].numpy()
     outputs = {}
     modules = dict(net.named_modules())
     hooks = [modules[name].register_forward_hook(

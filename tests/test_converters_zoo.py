@@ -17,6 +17,41 @@ def _ops(path):
     return [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
 
 
+def _onnxruntime_output(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _assert_same_output(got, expected):
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
+
+
+def _assert_keras_output(model, path, seed=0):
+    """onnxruntime on the written file against Keras's own output for a random input: a reference that does
+    not go through the converter's parity check (which the other assertions read)."""
+    x = np.random.default_rng(seed).uniform(-1, 1, (1, *model.input_shape[1:])).astype(np.float32)
+    _assert_same_output(_onnxruntime_output(path, x.transpose(0, 3, 1, 2)), np.asarray(model(x)))
+
+
+def _assert_torch_output(factory_file, path, shape, seed=0):
+    """onnxruntime on the written file against torch's own forward pass of the factory's module."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("factory_under_test", str(factory_file))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.make().eval()
+    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_same_output(_onnxruntime_output(path, x), expected)
+
+
 def _randomise(model, keras, seed=0):
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -65,6 +100,7 @@ def test_separable_conv_halves_named_and_both_checked(keras, tmp_path):
     assert "block2_sepconv1.depthwise (depthwise op of block2_sepconv1)" in labels
     assert "block2_sepconv1.pointwise (block2_sepconv2_act)" in labels
     assert len(result.parity) == 6 and all(d.relative <= TOLERANCE for d in result.parity)
+    _assert_keras_output(model, out)
     import inspector
 
     layers = {layer.name: layer for layer in inspector.load(str(out)).layers}
@@ -101,7 +137,9 @@ def _squeeze_excite_net(keras):
 @pytest.mark.keras
 def test_squeeze_excite_and_hard_sigmoid_leave_no_transpose_and_no_traceback(keras, tmp_path, capfd):
     out = tmp_path / "se.onnx"
-    result, _ = _convert(_squeeze_excite_net(keras), out)
+    model = _squeeze_excite_net(keras)
+    result, _ = _convert(model, out)
+    _assert_keras_output(model, out)
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Failed to apply" not in captured.err
     assert result.transposes == 0 and _ops(out).count("Transpose") == 0
@@ -139,7 +177,9 @@ def test_a_failing_tf2onnx_optimizer_is_retried_quietly(keras, tmp_path, capfd, 
 
     monkeypatch.setattr(keras_convert, "_tf2onnx_structure", spy)
     out = tmp_path / "se.onnx"
-    result, _ = _convert(_squeeze_excite_net(keras), out)
+    model = _squeeze_excite_net(keras)
+    result, _ = _convert(model, out)
+    _assert_keras_output(model, out)
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err and "Failed to apply" not in captured.err
     assert len(retried) == 2 and retried[0] is None and "optimize_transpose" not in retried[1]
@@ -201,6 +241,7 @@ def test_grouped_conv_layernorm_and_exact_gelu_convert(keras, tmp_path):
     assert len(transposes) == 1 and transposes[0].output[0] == graph.output[0].name
     assert "MatMul" not in _ops(tmp_path / "cx.onnx")
     assert all(d.relative <= TOLERANCE for d in result.parity) and len(result.parity) == 5
+    _assert_keras_output(model, tmp_path / "cx.onnx")
 
 
 # ------------------------------------------------------------------ the zoo, smallest of each family
@@ -218,6 +259,7 @@ def test_keras_app_mobilenetv3small_small_input(keras, tmp_path, capfd):
     assert result.transposes <= 2
     assert len(result.parity) == len(result.conv_layers) + 1
     assert all(d.relative <= TOLERANCE for d in result.parity)
+    _assert_keras_output(model, out)
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +379,7 @@ def test_torch_channels_last_island_becomes_nchw(torch, tmp_path):
     assert any(label.startswith("block.pwconv2 then Mul") for label in labels)  # layer_scale: not folded
     assert "block.pwconv1 (block.act)" in labels  # torch.onnx's written-out GELU is shown, against nn.GELU's output
     assert len(result.parity) == 5 and all(d.relative <= TOLERANCE for d in result.parity)
+    _assert_torch_output(tmp_path / "cn.py", out, (1, 3, 16, 16))
 
 
 @pytest.fixture
@@ -360,20 +403,15 @@ def no_network(monkeypatch, tmp_path):
     ("timm", "resnet18", ["timm/resnet18.a1_in1k", "model.safetensors"]),
 ])
 def test_default_weights_offline_one_line_naming_the_file(torch, no_network, capsys, library, name, needles):
-    import time
-
     from converters import cli
 
     out = no_network / "x.onnx"
-    started = time.perf_counter()
     code = cli.main([library, name, "-o", str(out)])
-    elapsed = time.perf_counter() - started
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert all(needle in err for needle in needles) and "--weights PATH" in err, err
     assert not out.exists()
-    assert elapsed < 120  # refused connections fail at once; this only guards against a hang
 
 
 @pytest.mark.torch

@@ -40,14 +40,19 @@ def test_a_model_opened_through_a_symlink_is_read_where_it_lives(tmp_path, save,
 
     real = tmp_path / "store"
     real.mkdir()
-    path = save(b.conv_relu_nchw(size=16)[0], "store/m.onnx")  # 8x3x3x3 weights: over the 1 KB inline limit
+    m, weights = b.conv_relu_nchw(size=16)  # 8x3x3x3 weights: over the 1 KB inline limit
+    path = save(m, "store/m.onnx")
     link_folder = tmp_path / "snapshot"
     link_folder.mkdir()
     os.symlink(path, link_folder / "model.onnx")
-    direct = inspector.load(path).maps(np.zeros((16, 16, 3), np.uint8), [0], preprocess="raw")
     linked = inspector.load(link_folder / "model.onnx")
     assert linked.name == "model"  # pictures are titled with the name the user gave
-    maps = linked.maps(np.zeros((16, 16, 3), np.uint8), [0], preprocess="raw")
-    assert np.array_equal(maps[next(iter(maps))], direct[next(iter(direct))])
+    # A random picture, so the maps depend on every weight read through the link (an all-zero one gave
+    # relu(bias) whatever the weights); the reference is NumPy's convolution of the weights as built.
+    pixels = b.rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    maps = linked.maps(pixels, [0], preprocess="raw")
+    x = (pixels.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+    expected = b.relu(b.conv2d(x, weights["w1"], weights["b1"], pad=1))[0]
+    np.testing.assert_allclose(maps[next(iter(maps))], expected, rtol=1e-4, atol=1e-4)
     code, out, err = cli("maps", link_folder / "model.onnx", image, "--preprocess", "raw", "-o", tmp_path / "out")
     assert code == 0, err

@@ -6,8 +6,9 @@ insertions) and at the protobuf field level (dims, data types, op types,
 attribute values, inputs, input shapes, opsets, external data entries, and
 metadata that zero-config preprocessing and class names read). Each
 case runs ``inspector.cli.main`` in-process and must end with exit 0, or exit
-2 and a one-line message, never a traceback or an "unexpected" error, within
-a per-case time bound.
+2 and a one-line message, never a traceback or an "unexpected" error. No case
+has a time limit: speed belongs in `make bench`, and a limit fails healthy cases
+on a loaded machine.
 
 ``make test`` runs a fixed-seed, bounded set; ``make fuzz`` sets
 INSPECTOR_FUZZ_EXAMPLES (per test) for a longer run. INSPECTOR_FUZZ_LOG=FILE
@@ -22,13 +23,10 @@ or a leaked file fails the case too.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import io
 import os
 import re
 import shutil
-import signal
-import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -47,39 +45,15 @@ from inspector.cli import main
 EXAMPLES = int(os.environ.get("INSPECTOR_FUZZ_EXAMPLES", "500"))
 LOG = os.environ.get("INSPECTOR_FUZZ_LOG")  # a file to append every case's outcome to, for reading
 KEEP = os.environ.get("INSPECTOR_FUZZ_KEEP")  # a folder to copy each failing case's files into
-CASE_SECONDS = 20  # per-case time bound: a hang fails the case instead of the whole run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 TALLY: Counter = Counter()
 
 
-class CaseTimeout(BaseException):
-    """Not an Exception: the CLI's last-resort handler must not swallow it."""
-
-
-@contextlib.contextmanager
-def time_bound(seconds=CASE_SECONDS):
-    """SIGALRM fails a slow case; if it cannot (a hang inside C code never returns
-    to Python), faulthandler dumps every thread's stack and ends the process, so
-    CI fails loudly instead of hanging."""
-    def expire(signum, frame):
-        raise CaseTimeout(f"case ran over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    faulthandler.dump_traceback_later(3 * seconds, exit=True, file=sys.__stderr__)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def run_cli(kind: str, args: list[str]) -> int:
     out, err = io.StringIO(), io.StringIO()
-    with time_bound(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             warnings.catch_warnings():
         warnings.simplefilter("always")  # shown on the redirected stderr, as a user would see them
         code = main(args)
@@ -196,14 +170,6 @@ def run_model(kind: str, data: bytes, which: str, external: bytes | None = None,
         leftovers = [n for _, _, files in os.walk(folder) for n in files if n.endswith(".part")]
         assert not leftovers, leftovers
     return code
-
-
-def test_the_watchdog_fails_a_hanging_case():
-    import time
-
-    with pytest.raises(CaseTimeout):
-        with time_bound(1):
-            time.sleep(5)
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))

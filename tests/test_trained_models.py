@@ -36,7 +36,7 @@ def audit_photos(entry) -> list[str]:
     others = sorted(os.path.join(folder, p) for p in os.listdir(folder))
     chosen += [p for p in others if p not in chosen]
     if len(chosen) < MIN_IMAGES:
-        pytest.skip(f"fewer than {MIN_IMAGES} photos fetched")
+        trained.skip(f"fewer than {MIN_IMAGES} photos fetched")
     return chosen[:MIN_IMAGES]
 
 
@@ -174,7 +174,7 @@ def test_a_text_line_recogniser_keeps_the_aspect_ratio():
     assert model.preprocess_source() == "exporter"
     line = os.path.join(trained.ROOT, "photos", "text_line.png")
     if not os.path.exists(line):
-        pytest.skip("text_line.png not fetched")
+        trained.skip("text_line.png not fetched")
     with Image.open(line) as img:
         width, height = img.size
     size = model.input_size(None, model.preprocessing(), image=line)

@@ -90,17 +90,27 @@ def test_hostile_names_metadata_is_parsed_safely(save):
     assert model.class_names is None and model.preprocess_source() == "exporter"
 
 
-def test_a_guess_is_said_on_stderr_in_the_json_and_on_the_picture(save, photo, tmp_path, capsys):
+def test_a_guess_is_said_on_stderr_in_the_json_and_on_the_picture(save, photo, tmp_path, capsys, monkeypatch):
+    from inspector import render
+
+    drawn = []  # every grid `maps` draws, as drawn: the label must come from the command, not the test
+
+    def recording_map_grid(*args, **kwargs):
+        grid = real_map_grid(*args, **kwargs)
+        drawn.append(grid)
+        return grid
+
+    real_map_grid = render.map_grid
+    monkeypatch.setattr(render, "map_grid", recording_map_grid)
     code, out, err = run(capsys, "maps", save(tiny()), photo, "-o", tmp_path / "maps", "--json")
     assert code == 0 and "guessed 'torch'" in err and "--preprocess" in err
     data = json.loads(out)
     assert data["preprocess_source"] == "guessed" and data["preprocess"] == "torch"
-    from inspector.render import map_grid
-
-    model = inspector.load(save(tiny(), "again.onnx"))
-    grid = map_grid(np.zeros((4, 8, 8), np.float32), model.layers[0], "m", image_name="wide.png",
-                    preprocess="torch (guessed: set --preprocess)")
-    assert "guessed" in grid.title + grid.subtitle
+    assert drawn and all("guessed" in grid.title + grid.subtitle for grid in drawn)
+    drawn.clear()
+    code, _, _ = run(capsys, "maps", save(tiny(), "flagged.onnx"), photo, "--preprocess", "torch", "-o",
+                     tmp_path / "maps_flag")
+    assert code == 0 and drawn and not any("guessed" in grid.title + grid.subtitle for grid in drawn)
     code, out, err = run(capsys, "audit", save(tiny(), "a.onnx"), photo, "--json", "-", "-q")
     assert code == 0 and json.loads(out)["images"]["preprocess_source"] == "guessed"
     assert "the preprocessing was guessed" in err  # the table's note
