@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inspector import metadata as md
 from inspector.errors import InspectorError
 from inspector.graph import scoped_layer
 
@@ -36,9 +37,8 @@ from inspector.graph import scoped_layer
 _CONV_OP = re.compile(r"^(convolution|depthwise|separable_conv2d|conv2d_transpose|conv1d|Conv2D|DepthwiseConv2dNative|"
                       r"Conv2DBackpropInput|BiasAdd|conv2d|Conv)\d*(_prequant)?$", re.IGNORECASE)
 _NOT_CONV_LAYER = re.compile(r"(batch_normalization|activation|re_lu|relu|add|multiply|dropout)(_\d+)?$")
-INPUT_QUANTIZATION = "inspector.input_quantization"
-OUTPUT_QUANTIZATION = "inspector.output_quantization"
-TFLITE_PRECISION = "inspector.tflite_precision"
+INPUT_QUANTIZATION, OUTPUT_QUANTIZATION, TFLITE_PRECISION = \
+    md.INPUT_QUANTIZATION, md.OUTPUT_QUANTIZATION, md.TFLITE_PRECISION
 _ONNX_DOMAINS = ("", "ai.onnx")
 
 
@@ -46,7 +46,7 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 class TFLiteConversion:
     model: object  # onnx.ModelProto
     conv_layers: list[str]
-    tflite_tensors: dict[str, str]  # layer name -> the TFLite tensor of its conv op's output
+    tflite_tensors: dict[str, str]  # conv node name -> the TFLite tensor of its conv op's output
     input_quantization: dict | None
     output_quantization: list[dict] = field(default_factory=list)
     precision: str = "float32"
@@ -204,9 +204,14 @@ def _float_input(model) -> dict | None:
     if len(graph.input) != 1:
         return None
     source = graph.input[0]
+    readers = [n for n in graph.node if source.name in n.input]
+    if source.type.tensor_type.elem_type == TensorProto.FLOAT:  # an int8 model with float I/O quantizes it itself
+        if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and readers[0].input[0] == source.name:
+            found = _quantization(model, readers[0])
+            return {**found, "in_graph": True} if found else None
+        return None
     if source.type.tensor_type.elem_type not in (TensorProto.UINT8, TensorProto.INT8):
         return None
-    readers = [n for n in graph.node if source.name in n.input]
     if not readers or any(n.op_type != "DequantizeLinear" or n.input[0] != source.name for n in readers):
         return None
     quantization = _quantization(model, readers[0])
@@ -266,6 +271,9 @@ def _rename_convs(model) -> tuple[list[str], dict[str, str]]:
             continue
         tflite_name = _strip(node.name or node.output[0])
         name = layer_of(tflite_name)
+        if name in taken:  # not a Keras name (TF1, MediaPipe): the conv op's scope, e.g. expanded_conv_1/expand
+            scope = min(tflite_name.split(";"), key=lambda part: 0 if _CONV_OP.match(part.split("/")[-1]) else 1)
+            name = "/".join(scope.split(":")[0].split("/")[:-1]) or name
         if name in taken:
             count = 2
             while f"{name}#{count}" in taken:
@@ -362,7 +370,7 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
     batch = pixel_batch((shape[1], shape[2]), shape[3], preprocess, image=image)
     by_tensor = {t["name"]: t for t in interpreter.get_tensor_details()}
     model = inspector.load(onnx_path)
-    chosen = [layer for layer in model.layers if layer.name in conversion.tflite_tensors]
+    chosen = [layer for layer in model.layers if layer.node_name in conversion.tflite_tensors]
     onnx_maps = model.run(batch, chosen) if chosen else {}
     import onnxruntime as ort
 
@@ -374,7 +382,7 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
         interpreter.set_tensor(details["index"], _quantize(batch[image_index:image_index + 1], details))
         interpreter.invoke()
         for layer in chosen:
-            tensor = _tensor_for(layer, conversion.tflite_tensors[layer.name], by_tensor)
+            tensor = _tensor_for(layer, conversion.tflite_tensors[layer.node_name], by_tensor)
             if tensor is not None:
                 value = _dequantized(interpreter.get_tensor(tensor["index"]), tensor)
                 references.setdefault(layer.name, []).append(value.transpose(0, 3, 1, 2) if value.ndim == 4 else value)
@@ -397,8 +405,9 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
         echo(f"  {row['name']:<{width}}  {row['max_abs']:10.3g}  {row['relative']:10.3g}  {row['sqnr_db']:8.1f}  {verdict}")
         if not ok:
             failed.append(row)
-    if len(rows) - len(finals) < len(chosen):
-        echo(f"  ({len(chosen) - len(rows) + len(finals)} conv layer(s) without a TFLite tensor to compare)")
+    unchecked = len(model.layers) - (len(rows) - len(finals))
+    if unchecked:
+        echo(f"  ({unchecked} conv layer(s) without a TFLite tensor to compare: not checked)")
     if failed:
         worst = failed[0]
         raise CheckFailed(f"parity check failed: {len(failed)} of {len(rows)} tensors differ from TFLite's "

@@ -88,7 +88,7 @@ class _Side:
             self.layers, self.graph, self.model = list(source), None, None
         else:  # an inspector.api.Model
             self.layers, self.graph, self.model = list(source.layers), source.graph, source
-        self._weights: dict[int, np.ndarray | None] = {}
+        self._sampled: dict[int, np.ndarray | None] = {}
         self._upstream: dict[int, frozenset | None] | None = None
 
     def attribute(self, layer, name: str):
@@ -109,19 +109,23 @@ class _Side:
         return shape, layer.groups, layer.op == "ConvTranspose", tuple(kernel), tuple(strides), tuple(dilations)
 
     def weights(self, layer) -> np.ndarray | None:
-        """The layer's weights as float64 (filters, values) in ONNX order, dequantized; None when unreadable."""
-        if layer.index not in self._weights:
-            value = None
-            if self.model is not None:
-                try:
-                    value = np.asarray(self.model.graph.weights(layer)[0], np.float64)
-                    value = value.reshape(value.shape[0], -1)
-                except (InspectorError, ValueError, TypeError):
-                    value = None
-                if value is not None and not np.all(np.isfinite(value)):
-                    value = None
-            self._weights[layer.index] = value
-        return self._weights[layer.index]
+        """The layer's weights as float32 (filters, values) in ONNX order, dequantized; None when unreadable.
+        Read again on each call: a large model's weights are never all in memory at once."""
+        if self.model is None:
+            return None
+        try:
+            value = np.asarray(self.model.graph.weights(layer)[0], np.float32)
+        except (InspectorError, ValueError, TypeError):
+            return None
+        value = value.reshape(value.shape[0], -1) if value.ndim else value.reshape(1, 1)
+        return value if np.all(np.isfinite(value)) else None
+
+    def sampled(self, layer, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+        """The values that score candidates (the same positions for every layer of one signature), kept."""
+        if layer.index not in self._sampled:
+            value = self.weights(layer)
+            self._sampled[layer.index] = None if value is None else value[np.ix_(rows, cols)].astype(np.float64)
+        return self._sampled[layer.index]
 
     def upstream(self, layer) -> frozenset | None:
         """Indices of the conv layers whose outputs reach this conv's data input without another conv
@@ -236,14 +240,14 @@ def _pair_by_weights(side_a: _Side, side_b: _Side, chosen: dict, taken_b: set) -
         sampled = len(rows) * max(len(cols) - 1, 1)  # values that vary freely in the per-filter figure
         scored = []
         for a in free_a:
-            wa = side_a.weights(a)
+            wa = side_a.sampled(a, rows, cols)
             if wa is None:
                 continue
             for b in free_b:
-                wb = side_b.weights(b)
+                wb = side_b.sampled(b, rows, cols)
                 if wb is None:
                     continue
-                r = _correlation(wa[np.ix_(rows, cols)], wb[np.ix_(rows, cols)])
+                r = _correlation(wa, wb)
                 if r is not None and r >= _threshold(sampled):
                     scored.append((-round(r, 3), abs(a.index / count_a - b.index / count_b), a.index, b.index, a, b))
         scored.sort(key=lambda s: s[:4])
@@ -280,12 +284,20 @@ def _correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
     if a is None or b is None or a.shape != b.shape or a.size < 2:
         return None
     if a.shape[1] > 1:
-        ca, cb = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-        norms = np.sqrt(np.einsum("ij,ij->i", ca, ca) * np.einsum("ij,ij->i", cb, cb))
-        varied = norms > 0
-        if varied.any():
-            return float(np.mean(np.einsum("ij,ij->i", ca[varied], cb[varied]) / norms[varied]))
-    a, b = a.reshape(-1) - a.mean(), b.reshape(-1) - b.mean()
+        per_filter = []
+        step = max(1, (1 << 20) // a.shape[1])  # float64 copies of a million values at a time
+        for start in range(0, a.shape[0], step):
+            ca, cb = (np.asarray(w[start:start + step], np.float64) for w in (a, b))
+            ca -= ca.mean(axis=1, keepdims=True)
+            cb -= cb.mean(axis=1, keepdims=True)
+            norms = np.sqrt(np.einsum("ij,ij->i", ca, ca) * np.einsum("ij,ij->i", cb, cb))
+            varied = norms > 0
+            per_filter.append(np.einsum("ij,ij->i", ca[varied], cb[varied]) / norms[varied])
+        values = np.concatenate(per_filter)
+        if values.size:
+            return float(np.mean(values))
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    a, b = a - a.mean(), b - b.mean()
     norm = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
     if norm == 0:
         return 1.0 if not a.any() and not b.any() else None
@@ -372,7 +384,8 @@ def _leftovers(side: _Side, other: _Side, paired: set[int], paired_other: set[in
             out.append((layer, f"{len(free)} free conv(s) of {other_name} share its signature but its weights "
                                "cannot be read to confirm one"))
         else:
-            best = max((r for r in (_correlation(side.weights(layer), other.weights(o)) for o in free)
+            weights = side.weights(layer)
+            best = max((r for r in (_correlation(weights, other.weights(o)) for o in free[:64])
                         if r is not None), default=None)
             out.append((layer, f"{len(free)} free conv(s) of {other_name} share its signature but their weights "
                                "do not confirm it" + (f" (best r = {best:.2f})" if best is not None else "")))
