@@ -258,8 +258,10 @@ def _looks_scoped(name: str) -> bool:
     return ";" in name or name.count("/") >= 2
 
 
-def _rename_convs(model) -> tuple[list[str], dict[str, str]]:
-    """Name each conv node after its source layer; give its weight and bias inputs neutral names."""
+def _rename_convs(model, source=None) -> tuple[list[str], dict[str, str]]:
+    """Name each conv node after its source layer; give its weight and bias inputs neutral names.
+    ``source(node)``: the ';'-joined TF op names that say which layer the node is (default: its TFLite
+    tensor's, the node's own name)."""
     from onnx import helper
 
     graph = model.graph
@@ -270,9 +272,12 @@ def _rename_convs(model) -> tuple[list[str], dict[str, str]]:
         if node.op_type not in ("Conv", "ConvTranspose") or node.domain not in _ONNX_DOMAINS:
             continue
         tflite_name = _strip(node.name or node.output[0])
-        name = layer_of(tflite_name)
+        said = source(node) if source else tflite_name
+        if not said:
+            continue
+        name = layer_of(said)
         if name in taken:  # not a Keras name (TF1, MediaPipe): the conv op's scope, e.g. expanded_conv_1/expand
-            scope = min(tflite_name.split(";"), key=lambda part: 0 if _CONV_OP.match(part.split("/")[-1]) else 1)
+            scope = min(said.split(";"), key=lambda part: 0 if _CONV_OP.match(part.split("/")[-1]) else 1)
             name = "/".join(scope.split(":")[0].split("/")[:-1]) or name
         if name in taken:
             count = 2

@@ -1,5 +1,6 @@
-"""TFLite -> ONNX converter and diff across exporters: TFLite files built here from a tiny Keras model (float32,
-float16, int8 full-integer with a uint8 input), checked against TensorFlow's own TFLite interpreter.
+"""TFLite and TensorFlow (SavedModel, frozen graph) -> ONNX converters and diff across exporters: TFLite files
+built here from a tiny Keras model (float32, float16, int8 full-integer with a uint8 input), checked against
+TensorFlow's own TFLite interpreter; the SavedModel and its frozen graph against TensorFlow.
 
 The SQNR references are computed here from TFLite's interpreter (intermediate tensors kept with
 experimental_preserve_all_tensors) and NumPy: never through inspector or onnxruntime.
@@ -222,3 +223,33 @@ def test_not_a_tflite_file(tmp_path, capsys):
     assert cli.main(["tflite", str(bogus), "-o", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert "not a TFLite flatbuffer" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ TensorFlow's formats
+
+def test_convert_tf_saved_model_and_frozen_graph(built, capsys):
+    """The model exported as a SavedModel, and that SavedModel frozen to a TF1 .pb: both convert with --check
+    against TensorFlow, with the Keras names, and diff pairs every conv with the Keras conversion."""
+    from tf2onnx import tf_loader
+
+    saved = os.path.join(built["folder"], "saved")
+    built["model"].export(saved, verbose=False)
+    graph_def = tf_loader.from_saved_model(saved, None, None)[0]
+    frozen = os.path.join(built["folder"], "frozen.pb")
+    with open(frozen, "wb") as handle:
+        handle.write(graph_def.SerializeToString())
+    for source in (saved, frozen):
+        out = os.path.join(built["folder"], os.path.basename(source) + ".onnx")
+        result = api.convert_tf(source, out, preprocess="raw", check=True)
+        assert result.conv_layers == CONV_LAYERS
+        assert len(result.parity) >= len(CONV_LAYERS)  # the convs TensorFlow names, and the output
+        assert result.metadata["inspector.source_framework"] == "tensorflow"
+        compared = diff(built["keras"], out, built["images"], preprocess="raw", devices=["cpu"])
+        assert [(layer.pair.a.name, layer.pair.b.name) for layer in compared.layers] == [(n, n) for n in CONV_LAYERS]
+        assert all(layer.sqnr() > 100 for layer in compared.layers)
+
+
+def test_convert_tf_refuses_a_folder_without_a_saved_model(tmp_path, capsys):
+    assert cli.main(["tf", str(tmp_path), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "without saved_model.pb" in err and "Traceback" not in err
