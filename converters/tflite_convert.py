@@ -197,7 +197,8 @@ def _quantization(model, node) -> dict | None:
 
 
 def _float_input(model) -> dict | None:
-    """A uint8/int8 input read only by DequantizeLinear nodes becomes float32 with a QuantizeLinear."""
+    """A uint8/int8 input becomes float32 followed by a QuantizeLinear with the scale and zero point of the
+    DequantizeLinear that reads it (directly, or through a layout Transpose)."""
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -210,20 +211,41 @@ def _float_input(model) -> dict | None:
             found = _quantization(model, readers[0])
             return {**found, "in_graph": True} if found else None
         return None
-    if source.type.tensor_type.elem_type not in (TensorProto.UINT8, TensorProto.INT8):
+    if source.type.tensor_type.elem_type not in (TensorProto.UINT8, TensorProto.INT8) or not readers:
         return None
-    if not readers or any(n.op_type != "DequantizeLinear" or n.input[0] != source.name for n in readers):
-        return None
-    quantization = _quantization(model, readers[0])
-    if quantization is None:
+    dequantize = _first_dequantize(graph, source.name)
+    quantization = _quantization(model, dequantize) if dequantize is not None else None
+    wanted = "uint8" if source.type.tensor_type.elem_type == TensorProto.UINT8 else "int8"
+    if quantization is None or quantization["dtype"] != wanted:
         return None
     quantized = source.name + "_quantized"
     for node in readers:
-        node.input[0] = quantized
-    graph.node.insert(0, helper.make_node("QuantizeLinear", [source.name, readers[0].input[1], readers[0].input[2]],
+        for i, name in enumerate(node.input):
+            if name == source.name:
+                node.input[i] = quantized
+    graph.node.insert(0, helper.make_node("QuantizeLinear", [source.name, dequantize.input[1], dequantize.input[2]],
                                           [quantized], name=quantized))
     source.type.tensor_type.elem_type = TensorProto.FLOAT
     return quantization
+
+
+def _first_dequantize(graph, tensor: str):
+    """The DequantizeLinear that reads ``tensor`` directly or through layout ops (uint8 inputs go straight to
+    one; int8 inputs through a Transpose first): its scale and zero point are the input's."""
+    layout = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze"}
+    pending, seen = [tensor], set()
+    while pending:
+        current = pending.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in graph.node:
+            if current in node.input[:1]:
+                if node.op_type == "DequantizeLinear":
+                    return node
+                if node.op_type in layout:
+                    pending.extend(node.output)
+    return None
 
 
 def _float_outputs(model) -> list[dict]:

@@ -75,8 +75,16 @@ def tflite_builds(model, folder):
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         c.inference_input_type, c.inference_output_type = tf.uint8, tf.uint8
 
+    def int8_signed_input(c):
+        int8(c)
+        c.inference_input_type, c.inference_output_type = tf.int8, tf.int8
+
+    def dynamic(c):
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+
     paths = {}
-    for precision, setup in (("float32", lambda c: None), ("float16", fp16), ("int8", int8)):
+    for precision, setup in (("float32", lambda c: None), ("float16", fp16), ("int8", int8),
+                             ("int8_signed_input", int8_signed_input), ("dynamic", dynamic)):
         paths[precision] = os.path.join(folder, f"mini_{precision}.tflite")
         with open(paths[precision], "wb") as handle:
             handle.write(convert(setup))
@@ -93,8 +101,8 @@ def built(tmp_path_factory):
     converted, checks = {}, {}
     for precision, path in tflite.items():
         converted[precision] = os.path.join(folder, f"tflite_{precision}.onnx")
-        result = api.convert_tflite_file(path, converted[precision], preprocess="raw" if precision != "int8" else None,
-                                         check=True)
+        result = api.convert_tflite_file(path, converted[precision],
+                                         preprocess=None if precision.startswith("int8") else "raw", check=True)
         checks[precision] = result
     images = []
     for i, p in enumerate(pixels(6, 7)):
@@ -137,7 +145,11 @@ def sqnr(a, b):
     return math.inf if noise == 0 else 10 * math.log10(np.sum(a * a) / noise)
 
 
-@pytest.mark.parametrize("precision", ["float32", "float16", "int8"])
+PRECISION_SAID = {"float32": "float32", "float16": "float16", "int8": "int8", "int8_signed_input": "int8",
+                  "dynamic": "int8 weights (dynamic range)"}
+
+
+@pytest.mark.parametrize("precision", sorted(PRECISION_SAID))
 def test_names_metadata_and_check(built, precision):
     result = built["results"][precision]
     assert result.conv_layers == built["keras_layers"] == CONV_LAYERS
@@ -145,17 +157,21 @@ def test_names_metadata_and_check(built, precision):
     model = inspector.load(built["onnx"][precision])
     assert [layer.name for layer in model.layers] == CONV_LAYERS
     meta = model.metadata
-    assert meta["inspector.tflite_precision"] == precision and meta["inspector.source_framework"] == "tflite"
-    assert json.loads(meta["inspector.preprocess"])["mode"] == "raw"
-    if precision == "int8":
+    assert meta["inspector.tflite_precision"] == PRECISION_SAID[precision]
+    assert meta["inspector.source_framework"] == "tflite"
+    assert json.loads(meta["inspector.preprocess"])["mode"] == "raw"  # int8: inferred from the input quantization
+    if precision.startswith("int8"):
         assert {layer.quantization for layer in model.layers} == {"qdq"}
         assert model.input.dtype == np.float32  # the graph quantizes its float input itself
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            details = tf.lite.Interpreter(model_path=built["tflite"]["int8"]).get_input_details()[0]
+            details = tf.lite.Interpreter(model_path=built["tflite"][precision]).get_input_details()[0]
         said = json.loads(meta["inspector.input_quantization"])
-        assert said["dtype"] == "uint8" and said["zero_point"] == details["quantization"][1]
+        assert said["dtype"] == np.dtype(details["dtype"]).name and said["zero_point"] == details["quantization"][1]
         assert said["scale"] == pytest.approx(details["quantization"][0], rel=1e-6)
+    elif precision == "dynamic":  # int8 weights dequantized in the graph (TFLite keeps small ones float)
+        assert "inspector.input_quantization" not in meta
+        assert "qdq" in {layer.quantization for layer in model.layers}
     else:
         assert "inspector.input_quantization" not in meta
         assert not any(layer.quantization for layer in model.layers)
