@@ -127,7 +127,8 @@ def check_tf(conversion: TFConversion, onnx_path: str, preprocess, image=None, e
     onnx_input = session.get_inputs()[0]
     dims = onnx_input.shape
     if len(dims) != 4 or not isinstance(dims[1], int) or not isinstance(dims[2], int):
-        raise InspectorError(f"--check takes models with one fixed-size image input (N, H, W, C); this one takes {dims}")
+        raise InspectorError(f"--check takes models with one fixed-size image input (N, H, W, C); "
+                             f"this one takes {dims}")
     batch = pixel_batch((dims[1], dims[2]), dims[3], preprocess, image=image)
     graph = tf.Graph()
     with graph.as_default():

@@ -428,8 +428,9 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
     failed = []
     for row in rows:
         ok = row["sqnr_db"] >= INT8_MIN_SQNR_DB if quantized else row["relative"] <= FLOAT_TOLERANCE
-        verdict = "ok" if ok else ("FAIL (< %g dB)" % INT8_MIN_SQNR_DB if quantized else "FAIL (> %g)" % FLOAT_TOLERANCE)
-        echo(f"  {row['name']:<{width}}  {row['max_abs']:10.3g}  {row['relative']:10.3g}  {row['sqnr_db']:8.1f}  {verdict}")
+        verdict = "ok" if ok else (f"FAIL (< {INT8_MIN_SQNR_DB:g} dB)" if quantized else f"FAIL (> {FLOAT_TOLERANCE:g})")
+        echo(f"  {row['name']:<{width}}  {row['max_abs']:10.3g}  {row['relative']:10.3g}  "
+             f"{row['sqnr_db']:8.1f}  {verdict}")
         if not ok:
             failed.append(row)
     unchecked = len(model.layers) - (len(rows) - len(finals))
@@ -450,8 +451,8 @@ def _interpreter(tf, path: str):
     except (ValueError, RuntimeError) as exc:
         match = re.search(r"unresolved custom op: ([\w.]+)", str(exc))
         if match:
-            raise InspectorError(f"--check: TFLite's interpreter cannot run the custom op {match.group(1).rstrip('.')}; "
-                                 "convert without --check") from None
+            raise InspectorError(f"--check: TFLite's interpreter cannot run the custom op "
+                                 f"{match.group(1).rstrip('.')}; convert without --check") from None
         raise InspectorError(f"--check: TFLite's interpreter cannot load the model ({' '.join(str(exc).split())[:200]})"
                              ) from None
     return interpreter

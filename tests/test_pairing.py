@@ -36,7 +36,8 @@ def weights(seed=0):
         "mean": r.standard_normal(8).astype(np.float32) * 0.1, "var": r.uniform(0.5, 2.0, 8).astype(np.float32),
         "w2": r.standard_normal((8, 1, 3, 3)).astype(np.float32), "b2": r.standard_normal(8).astype(np.float32),
         "w3": (r.standard_normal((8, 8, 1, 1)) * 0.4).astype(np.float32), "b3": r.standard_normal(8).astype(np.float32),
-        "w4": (r.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32), "b4": r.standard_normal(16).astype(np.float32),
+        "w4": (r.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32),
+        "b4": r.standard_normal(16).astype(np.float32),
     }
 
 
