@@ -185,6 +185,102 @@ def convert_keras_file(path: str, out: str, *, preprocess: str | None = None, un
                                check=check, image=image, echo=echo, measure=measure)
 
 
+# ------------------------------------------------------------------ TFLite
+
+def convert_tflite_file(path: str, out: str, *, preprocess: str | None = None, opset: int = 17,
+                        check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
+                        warn: Callable[[str], None] = _warn, measure: bool = False) -> ConversionResult:
+    """A ``.tflite`` model (float32, float16, int8) through tf2onnx's TFLite path; see ``tflite_convert``."""
+    from .tflite_convert import check_tflite, metadata_extra, preprocessing_from_quantization, read_tflite, \
+        tflite_to_onnx
+
+    read_tflite(path)
+    _check_out(out)
+    stages = Stages(echo=echo) if measure else NoStages()
+    with stages("tf2onnx from_tflite"):
+        conversion = tflite_to_onnx(path, opset=opset)
+    onnx_model = conversion.model
+    writer.check_opset(onnx_model)
+    dims = onnx_model.graph.input[0].type.tensor_type.shape.dim if onnx_model.graph.input else []
+    shape = [d.dim_value for d in dims]
+    size = (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else None
+    spec = _as_preprocess(preprocess, size) if preprocess else \
+        preprocessing_from_quantization(conversion.input_quantization, size)
+    if spec is None:
+        warn(f"the preprocessing of {os.path.basename(path)} is unknown; the metadata says so and `inspector maps` "
+             "will ask for --preprocess (or convert again with --preprocess caffe|torch|tf|raw)")
+    import tensorflow as tf
+    import tf2onnx
+
+    model_name = os.path.splitext(os.path.basename(path))[0]
+    values = writer.common_metadata("tflite", f"tflite ({conversion.precision}); tensorflow {tf.__version__}",
+                                    f"tf2onnx {tf2onnx.__version__} (from_tflite) + inspector names", model_name,
+                                    "NHWC", spec, None, None, os.path.basename(path))
+    values.update(metadata_extra(conversion))
+    writer.stamp(onnx_model, values)
+    parity = []
+
+    def verify(tmp: str) -> None:
+        with stages("parity check"):
+            parity.extend(check_tflite(path, tmp, conversion, spec or preset("raw", size), image=image, echo=echo))
+
+    ops = onnx_passes.op_counts(onnx_model)
+    transposes = onnx_passes.transpose_count(onnx_model)
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages)
+    stages.close()
+    return ConversionResult(os.fspath(out), conversion.conv_layers, metadata, ops, transposes,
+                            stages.summary() if isinstance(stages, Stages) else {}, parity)
+
+
+# ------------------------------------------------------------------ TensorFlow
+
+def convert_tf(path: str, out: str, *, preprocess: str | None = None, inputs: str | None = None,
+               outputs: str | None = None, tag: str | None = None, signature: str | None = None, opset: int = 17,
+               check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
+               warn: Callable[[str], None] = _warn, measure: bool = False) -> ConversionResult:
+    """A SavedModel folder or a TF1 frozen graph ``.pb`` through tf2onnx; see ``tf_convert``."""
+    from .tf_convert import _names, check_tf, tf_to_onnx
+
+    _check_out(out)
+    stages = Stages(echo=echo) if measure else NoStages()
+    with stages("tf2onnx from_graph_def"):
+        conversion = tf_to_onnx(os.fspath(path), opset=opset, inputs=_names(inputs), outputs=_names(outputs),
+                                tag=tag, signature=signature)
+    onnx_model = conversion.model
+    writer.check_opset(onnx_model)
+    dims = onnx_model.graph.input[0].type.tensor_type.shape.dim if onnx_model.graph.input else []
+    shape = [d.dim_value for d in dims]
+    layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"
+    size = ((shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])) if len(shape) == 4 else None
+    size = size if size and all(size) else None
+    spec = _as_preprocess(preprocess, size) if preprocess else None
+    if spec is None:
+        warn(f"the preprocessing of {os.path.basename(os.fspath(path).rstrip('/'))} is unknown; the metadata says so "
+             "and `inspector maps` will ask for --preprocess (or convert again with --preprocess caffe|torch|tf|raw)")
+    import tensorflow as tf
+    import tf2onnx
+
+    name = os.path.splitext(os.path.basename(os.fspath(path).rstrip("/")))[0]
+    writer.stamp(onnx_model, writer.common_metadata(
+        "tensorflow", f"tensorflow {tf.__version__} ({conversion.kind.replace('_', ' ')})",
+        f"tf2onnx {tf2onnx.__version__} (from_graph_def) + inspector names", name, layout, spec, None, None,
+        os.path.basename(os.fspath(path).rstrip("/"))))
+    parity = []
+
+    def verify(tmp: str) -> None:
+        with stages("parity check"):
+            parity.extend(check_tf(conversion, tmp, spec or preset("raw", size), image=image, echo=echo))
+
+    ops = onnx_passes.op_counts(onnx_model)
+    transposes = onnx_passes.transpose_count(onnx_model)
+    metadata = {p.key: p.value for p in onnx_model.metadata_props}
+    writer.write_model(onnx_model, out, verify=verify if check else None, stages=stages)
+    stages.close()
+    return ConversionResult(os.fspath(out), conversion.conv_layers, metadata, ops, transposes,
+                            stages.summary() if isinstance(stages, Stages) else {}, parity)
+
+
 # ------------------------------------------------------------------ torch
 
 def convert_torch(factory, input_shape, out: str, *, weights: str | None = None, preprocess="torch",

@@ -1,4 +1,4 @@
-"""``inspector convert keras-app|keras|torch|torchvision|timm ...``: parse, call converters.api, print, map errors to exit codes."""
+"""``inspector convert keras-app|keras|tflite|tf|torch|torchvision|timm ...``: parse, call converters.api, print, map errors to exit codes."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def _common(parser: argparse.ArgumentParser, preprocess: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Convert Keras and PyTorch models (and the keras.applications, torchvision "
+    parser = _Parser(prog=PROG, description="Convert Keras, TFLite, TensorFlow and PyTorch models (and the keras.applications, torchvision "
                                           "and timm zoos by name) to ONNX files the inspector reads well.")
-    sub = parser.add_subparsers(dest="command", metavar="{keras-app,keras,torch,torchvision,timm}",
+    sub = parser.add_subparsers(dest="command", metavar="{keras-app,keras,tflite,tf,torch,torchvision,timm}",
                                 parser_class=_Parser)
     sub.required = True
 
@@ -55,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     keras_file.add_argument("--custom-objects", metavar="FILE.py|MODULE",
                             help="module defining the model's custom layers (CUSTOM_OBJECTS dict or its classes)")
     _common(keras_file, preprocess=True)
+
+    tflite = sub.add_parser("tflite", help="a .tflite model (float32, float16 or int8) through tf2onnx's TFLite path")
+    tflite.add_argument("model", metavar="MODEL.tflite")
+    _common(tflite, preprocess=True)
+
+    tf_cmd = sub.add_parser("tf", help="a TensorFlow SavedModel folder or a TF1 frozen graph .pb through tf2onnx")
+    tf_cmd.add_argument("model", metavar="SAVED_MODEL_DIR|GRAPH.pb")
+    tf_cmd.add_argument("--inputs", metavar="NAME[,NAME]", help="input tensors (default: the serving signature's, "
+                        "or a frozen graph's Placeholders)")
+    tf_cmd.add_argument("--outputs", metavar="NAME[,NAME]", help="output tensors (default: the signature's, or the "
+                        "tensors nothing in a frozen graph reads)")
+    tf_cmd.add_argument("--tag", help="SavedModel tag set (default: serve)")
+    tf_cmd.add_argument("--signature", help="SavedModel signature (default: serving_default)")
+    _common(tf_cmd, preprocess=True)
 
     torch_cmd = sub.add_parser("torch", help="a PyTorch nn.Module from a factory")
     torch_cmd.add_argument("factory", metavar="FILE.py:FACTORY|package.module:FACTORY",
@@ -90,6 +104,11 @@ def run(args) -> int:
     elif args.command == "keras":
         result = api.convert_keras_file(args.model, args.output, preprocess=args.preprocess, unsafe=args.unsafe,
                                         custom_objects=args.custom_objects, **common)
+    elif args.command == "tflite":
+        result = api.convert_tflite_file(args.model, args.output, preprocess=args.preprocess, **common)
+    elif args.command == "tf":
+        result = api.convert_tf(args.model, args.output, preprocess=args.preprocess, inputs=args.inputs,
+                                outputs=args.outputs, tag=args.tag, signature=args.signature, **common)
     elif args.command in ("torchvision", "timm"):
         convert = api.convert_torchvision if args.command == "torchvision" else api.convert_timm
         result = convert(args.name, args.output, weights=args.weights, input_shape=args.input_shape, **common)

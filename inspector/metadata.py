@@ -22,6 +22,9 @@ PREPROCESS = "inspector.preprocess"  # JSON, see inspector.preprocess.Preprocess
 CLASS_NAMES = "inspector.class_names"  # JSON list of strings, index = class id
 WEIGHTS_TRAINED = "inspector.weights_trained"  # "true" | "false"
 WEIGHTS_SOURCE = "inspector.weights_source"  # "imagenet", a file name, or "random"
+INPUT_QUANTIZATION = "inspector.input_quantization"  # JSON {scale, zero_point, dtype}: a TFLite int8 file's input
+OUTPUT_QUANTIZATION = "inspector.output_quantization"  # JSON [{output, scale, zero_point, dtype}]
+TFLITE_PRECISION = "inspector.tflite_precision"  # "float32" | "float16" | "int8" | "int8 weights (dynamic range)"
 
 ALL_KEYS = (
     SOURCE_FRAMEWORK,
@@ -34,6 +37,9 @@ ALL_KEYS = (
     CLASS_NAMES,
     WEIGHTS_TRAINED,
     WEIGHTS_SOURCE,
+    INPUT_QUANTIZATION,
+    OUTPUT_QUANTIZATION,
+    TFLITE_PRECISION,
 )
 
 

@@ -110,13 +110,14 @@ def _nchw_twin():
 # Each case: (model A, model B, expected [(name in A, name in B, how)]).
 #   name:      the same source layer names (a model against a copy of itself)
 #   node:      layer names made unique differently, node names equal
-#   position:  NHWC tf2onnx-style  [T]->Conv->[T]->Relu->[T]->Conv->[T]->Sigmoid
-#              against NCHW torch-style  Conv->Relu->Conv->Sigmoid: no name in common, same conv sequence
+#   structure: NHWC tf2onnx-style  [T]->Conv->[T]->Relu->[T]->Conv->[T]->Sigmoid
+#              against NCHW torch-style  Conv->Relu->Conv->Sigmoid: no name in common, same weights
+#              (more cases in test_pairing.py)
 MATCH_CASES = {
     "name": (lambda: b.conv_relu_nchw()[0], lambda: b.conv_relu_nchw(seed=9)[0],
              [("features.0", "features.0", "name"), ("features.2", "features.2", "name")]),
-    "position": (lambda: b.tf2onnx_like_nhwc()[0], _nchw_twin,
-                 [("block1_conv1", "conv1", "position"), ("block1_conv2", "conv2", "position")]),
+    "structure": (lambda: b.tf2onnx_like_nhwc()[0], _nchw_twin,
+                  [("block1_conv1", "conv1", "structure"), ("block1_conv2", "conv2", "structure")]),
 }
 
 
@@ -125,7 +126,7 @@ def test_layers_are_matched_and_say_how(case, save):
     build_a, build_b, expected = MATCH_CASES[case]
     a = inspector.load(save(build_a(), "a.onnx"))
     bb = inspector.load(save(build_b(), "b.onnx"))
-    pairs = match_layers(a.layers, bb.layers)
+    pairs = match_layers(a, bb)
     assert [(p.a.name, p.b.name, p.match) for p in pairs] == expected
 
 
@@ -231,7 +232,7 @@ def test_nhwc_export_against_nchw_export_of_the_same_network(save, tmp_path):
     nchw = save(_nchw_twin(), "torch.onnx")
     images = photos(tmp_path, 3, (12, 12))
     result = diff(nhwc, nchw, images, preprocess="raw", devices=["cpu", "cpu"])
-    assert [layer.pair.match for layer in result.layers] == ["position", "position"]
+    assert [layer.pair.match for layer in result.layers] == ["structure", "structure"]
     for layer in result.layers:  # the same network: the same maps up to float rounding
         assert layer.sqnr() > 100
         assert layer.weights["exact"] is True

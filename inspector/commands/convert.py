@@ -9,8 +9,9 @@ class Convert(Command):
     """Listed here for --help; ``cli.main`` hands ``convert`` straight to converters.cli."""
 
     name = "convert"
-    help = "export a Keras or PyTorch model to a clean, named ONNX file (needs the keras/torch extras)"
-    description = "See 'inspector convert --help' for keras-app, keras and torch."
+    help = ("export a Keras, TFLite, TensorFlow or PyTorch model to a clean, named ONNX file "
+            "(needs the keras/torch extras)")
+    description = "See 'inspector convert --help' for keras-app, keras, tflite, tf, torch, torchvision and timm."
 
     def add_arguments(self, parser):
         parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -43,7 +43,7 @@ def compare_section(result: DiffResult, pictures: int = 2) -> str:
         klass = ' class="dead"' if first is layer or (sqnr is not None and sqnr < result.threshold_db) else ""
         rows.append(
             f'<tr{klass} data-layer="{_e(pair.a.name)}"><td class="num">{pair.a.index}</td>'
-            f'<td class="name">{_e(pair.a.name)}</td><td class="name">{_e(pair.b.name)}</td><td>{_e(pair.match)}</td>'
+            f'<td class="name">{_e(pair.a.name)}</td><td class="name">{_e(pair.b.name)}</td><td>{_e(f"{pair.match} ({pair.confidence})")}</td>'
             f'<td class="num" data-value="{_e("" if sqnr is None else repr(sqnr))}">'
             f'{_e(_sqnr_text(sqnr, bool(s and s.exact)) if s else layer.note or "–")}</td>'
             f'<td class="num">{_e(_num(s.cosine() if s else None, "{:.6f}"))}</td>'

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InspectorError
 from ..execution import dequantize_into
-from .matching import Pair, match_layers, require_pairs
+from .matching import MATCH_KINDS, Pair, pair_layers, require_pairs
 from .metrics import LayerStats, db_json
 from .weights import weight_change
 
@@ -55,6 +55,9 @@ class LayerDiff:
             "index_b": b.index,
             "name_b": b.name,
             "match": self.pair.match,
+            "confidence": self.pair.confidence,
+            "match_evidence": self.pair.evidence(),
+            "comparable": self.pair.not_comparable is None,
             "output_a": a.output,
             "output_b": b.output,
             "compared": s is not None,
@@ -89,6 +92,7 @@ class DiffResult:
     providers: tuple[str, str] | None = None
     first_image: str | None = None
     first_maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    unmatched_reasons: tuple[list[dict], list[dict]] = ([], [])
 
     # ---------------------------------------------------------------- verdicts
 
@@ -147,6 +151,7 @@ class DiffResult:
             "threshold_db": self.threshold_db,
             "layers": [layer.to_dict(self.threshold_db) for layer in self.layers],
             "unmatched": {"a": list(self.unmatched_a), "b": list(self.unmatched_b)},
+            "unmatched_reasons": {"a": list(self.unmatched_reasons[0]), "b": list(self.unmatched_reasons[1])},
             "worst_layer": _ref(worst),
             "first_below_threshold": _ref(first),
             "summary": {
@@ -157,7 +162,7 @@ class DiffResult:
                 "below_threshold": len(self.below(self.threshold_db)),
                 "unmeasurable": [layer.pair.a.name for layer in self.unmeasurable()],
                 "matched_by": {kind: sum(1 for layer in self.layers if layer.pair.match == kind)
-                               for kind in ("name", "node", "position")},
+                               for kind in MATCH_KINDS},
             },
         }
 
@@ -171,7 +176,7 @@ class DiffResult:
         for layer in self.layers:
             pair, w = layer.pair, layer.weights or {}
             name = pair.a.name if pair.a.name == pair.b.name else f"{pair.a.name} = {pair.b.name}"
-            row = [str(pair.a.index), name, pair.match,
+            row = [str(pair.a.index), name, f"{pair.match} ({pair.confidence})",
                    _fmt(w.get("relative"), "{:.2e}") if w.get("comparable") else "-",
                    _dbtext(w.get("sqnr_db")) if w.get("comparable") else "-"]
             if measured:
@@ -193,6 +198,11 @@ class DiffResult:
                      + ", ".join(f"{n} by {k}" for k, n in kinds.items() if n) + ")"
                      + (f"; only in A: {_names(self.unmatched_a)}" if self.unmatched_a else "")
                      + (f"; only in B: {_names(self.unmatched_b)}" if self.unmatched_b else ""))
+        for side, reasons in zip("AB", self.unmatched_reasons):
+            for entry in reasons[:6]:
+                lines.append(f"  unpaired in {side}: {entry['name']}: {entry['reason']}")
+            if len(reasons) > 6:
+                lines.append(f"  ... and {len(reasons) - 6} more unpaired in {side} (see --json)")
         if measured:
             compared = self.compared()
             exact = sum(1 for layer in compared if layer.stats.exact)
@@ -319,7 +329,8 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
     if len(devices) != 2:
         raise InspectorError("give one device for both models or one per model (--device A [--device B])")
     layers_a, layers_b = model_a.require_layers(), model_b.require_layers()
-    all_pairs = require_pairs(match_layers(layers_a, layers_b), os.path.basename(model_a.path),
+    matching = pair_layers(model_a, model_b)
+    all_pairs = require_pairs(matching.pairs, os.path.basename(model_a.path),
                               os.path.basename(model_b.path), len(layers_a), len(layers_b))
     pairs = all_pairs
     if layers:
@@ -334,10 +345,14 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
         model_a.name, model_b.name, os.fspath(model_a.path), os.fspath(model_b.path),
         [LayerDiff(pair, _weights(model_a, model_b, pair)) for pair in pairs],
         [layer.name for layer in layers_a if layer.index not in matched_a],
-        [layer.name for layer in layers_b if layer.index not in matched_b], threshold_db)
+        [layer.name for layer in layers_b if layer.index not in matched_b], threshold_db,
+        unmatched_reasons=tuple([{"name": layer.name, "reason": reason} for layer, reason in unpaired]
+                                for unpaired in (matching.unpaired_a, matching.unpaired_b)))
     for layer in result.layers:
         if layer.pair.a.filters != layer.pair.b.filters:
             layer.note = f"{layer.pair.a.filters} filters against {layer.pair.b.filters}"
+        elif layer.pair.not_comparable:
+            layer.note = layer.pair.not_comparable
     if not images:
         return result
 
