@@ -115,12 +115,13 @@ class Model:
 
     # ------------------------------------------------------- preprocessing
 
-    def feeding(self, preprocess=None, size: tuple[int, int] | None = None, images=None):
+    def feeding(self, preprocess=None, size: tuple[int, int] | None = None, images=None, image=None):
         """How this model is fed (``inspector.inputs.Feeding``): preprocessing, size, layout, batch and other
-        inputs, each with its source. Every command asks this, once."""
+        inputs, each with its source. Every command asks this, once. ``images``: the command's image paths
+        (for preprocessing inferred from them); ``image``: a one-image command's (an open dim follows it)."""
         from .inputs import resolve
 
-        return resolve(self, preprocess, size, images)
+        return resolve(self, preprocess, size, images, image)
 
     def preprocessing(self, override: str | Preprocess | None = None) -> Preprocess:
         """The preprocessing to run with: the flag's, else what the file says, else a disclosed guess

@@ -1,6 +1,6 @@
 """How a model is fed: the ONE place that decides it, for every command.
 
-``resolve(model, preprocess, size, images)`` returns a ``Feeding``: the preprocessing, the input size,
+``resolve(model, preprocess, size, images, image)`` returns a ``Feeding``: the preprocessing, the input size,
 the layout, the batch (fixed or open) and the model's other inputs with the rule that fills them, each
 with where it came from. Commands print ``Feeding.notes()`` on stderr and record ``Feeding.to_dict()``
 in their JSON; every onnxruntime run builds its feeds with ``ModelInput.feeds`` (the image batch, a fixed
@@ -262,12 +262,12 @@ class Feeding:
 
 
 def resolve(model, preprocess=None, size: tuple[int, int] | None = None,
-            images: Sequence | None = None) -> Feeding:
+            images: Sequence | None = None, image=None) -> Feeding:
     """How ``model`` is fed: ``preprocess`` (the flag: a spec string or a Preprocess), ``size`` (--size),
-    ``images`` (paths: the first sets an open dim by its aspect ratio; inference may read them)."""
+    ``images`` (the command's image paths: what preprocessing inference may read), ``image`` (the one image
+    of a one-image command: an open dim follows its aspect ratio)."""
     spec, source = resolve_preprocessing(model, preprocess, images)
-    first = images[0] if images is not None and len(images) == 1 else None
-    input_size, size_source = resolve_size(model, size, spec, source, first)
+    input_size, size_source = resolve_size(model, size, spec, source, image)
     return Feeding(spec, source, input_size, size_source, model.input, os.fspath(model.path))
 
 
@@ -292,7 +292,8 @@ def resolve_preprocessing(model, override=None, images: Sequence | None = None) 
 
 
 def _inferred(model, images) -> object | None:
-    """Preprocessing inferred from the model and the images: the place for it (branch ``infer``); none yet."""
+    """Preprocessing inferred from the model and the images (paths, or (H, W, C) uint8 arrays; None where a
+    command has none): the place for it (branch ``infer``), tried before the guess; none yet."""
     return None
 
 
@@ -351,11 +352,11 @@ def _multiple_of_8(value: float) -> int:
     return int(min(4096, max(8, round(value / 8) * 8)))
 
 
-def resolve_pair(model_a, model_b, preprocess=None, size=None) -> tuple[Feeding, Feeding]:
+def resolve_pair(model_a, model_b, preprocess=None, size=None, images=None) -> tuple[Feeding, Feeding]:
     """``diff``'s two models: each its own preprocessing; one that can only guess runs with the other's
     (a quantized or re-exported copy often loses the metadata); --preprocess sets both. One size for both."""
-    spec_a, source_a = resolve_preprocessing(model_a, preprocess)
-    spec_b, source_b = resolve_preprocessing(model_b, preprocess)
+    spec_a, source_a = resolve_preprocessing(model_a, preprocess, images)
+    spec_b, source_b = resolve_preprocessing(model_b, preprocess, images)
     borrowed = {"a": None, "b": None}
     if source_a == "guessed" and source_b != "guessed":
         spec_a, source_a, borrowed["a"] = spec_b, source_b, "b"

@@ -55,7 +55,7 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     all_layers = model.require_layers()
     shown = list(all_layers) if layers is None else list(layers)
     colormap_lut(cmap)  # an unknown colour map fails before any work
-    feeding = model.feeding(preprocess, size, [image])
+    feeding = model.feeding(preprocess, size, [image], image)
     spec, source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     batch = model.image_batch([image], spec, input_size)
     # The maps to draw, and the audit's own per-channel figures from the same run (ingraph.py), so the

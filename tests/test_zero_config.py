@@ -342,7 +342,7 @@ def test_fill_rules(name, dims, dtype, rule):
 
 def test_the_resolver_says_where_each_choice_came_from(save, photo):
     bare = inspector.load(save(two_convs(shape=("N", 3, 32, "W"))[0], "line.onnx"))
-    feeding = bare.feeding(None, None, [photo])
+    feeding = bare.feeding(None, None, [photo], photo)
     assert (feeding.preprocess_source, feeding.size, feeding.size_source) == ("guessed", (32, 128), "image")
     assert feeding.to_dict()["layout_source"] == "model" and feeding.batch is None
     assert bare.feeding("raw", (32, 64)).to_dict()["size_source"] == "flag"
@@ -350,3 +350,17 @@ def test_the_resolver_says_where_each_choice_came_from(save, photo):
     assert (yolo.feeding().preprocess_source, yolo.feeding().size_source) == ("exporter", "exporter")
     nhwc = inspector.load(save(two_convs()[0], "n.onnx"), layout="nchw")
     assert nhwc.feeding().to_dict()["layout_source"] == "flag"
+
+
+@pytest.mark.slow
+def test_trained_models_diff_themselves_with_no_flags(tmp_path, capsys):
+    """Issue 19 item 1 on real files: a Keras VGG16 (tf2onnx, no metadata) and a YOLOv8 (Ultralytics metadata)."""
+    import trained
+
+    for name, source in (("vgg16_tumor", "guessed"), ("yolov8n_doclaynet", "exporter")):
+        path, entry = trained.model(name)
+        code, out, err = run(capsys, "diff", path, path, trained.photos(entry)[0], "-q", "--json", "-")
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["images"]["preprocess_source"] == [source, source]
+        assert data["summary"]["exact"] == data["summary"]["compared"] == len(inspector.load(path).layers)

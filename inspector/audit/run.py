@@ -82,7 +82,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
 
     files = collect_images(images)
     per_batch = batch_size(model, batch)
-    feeding = model.feeding(preprocess, size)  # inspector.inputs: the one resolver
+    feeding = model.feeding(preprocess, size, files)  # inspector.inputs: the one resolver
     spec, preprocess_source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
     check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)

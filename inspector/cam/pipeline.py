@@ -282,7 +282,8 @@ def _compute(model, image, method, layer, target, *, batch, preprocess, size, de
 
     auto = method in (None, AUTO)
     cam_method = None if auto else lookup(method)
-    feeding = model.feeding(preprocess, size, None if isinstance(image, np.ndarray) else [image])
+    path = None if isinstance(image, np.ndarray) else image
+    feeding = model.feeding(preprocess, size, [image], path)
     if on_feeding is not None:
         on_feeding(feeding)
     spec, input_size = feeding.preprocess, feeding.size

@@ -58,7 +58,9 @@ class Audit(Command):
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
         model = load(args.model, layout=args.layout)
         if args.images:  # a guessed preprocessing, a fixed batch filled, other inputs fed
-            for line in model.feeding(args.preprocess, args.size).notes():
+            from ..audit import collect_images
+
+            for line in model.feeding(args.preprocess, args.size, collect_images(args.images)).notes():
                 print(line, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,

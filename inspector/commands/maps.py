@@ -43,7 +43,7 @@ class Maps(Command):
         model = load(args.model, layout=args.layout)
         layers = model.select(args.layers, args.all_layers)
         # A non-image input or a misfit --size fails before any output; one open dim keeps the aspect ratio.
-        feeding = model.feeding(args.preprocess, args.size, [args.image])
+        feeding = model.feeding(args.preprocess, args.size, [args.image], args.image)
         spec, source, size = feeding.preprocess, feeding.preprocess_source, feeding.size
         for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
             print(line, file=sys.stderr)

@@ -79,7 +79,7 @@ class Prune(Command):
 
         batch = None
         if images:
-            feeding = model.feeding(args.preprocess, args.size)  # inspector.inputs: the one resolver
+            feeding = model.feeding(args.preprocess, args.size, images)  # inspector.inputs: the one resolver
             for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
                 print(line, file=sys.stderr)
             spec, size = feeding.preprocess, feeding.size

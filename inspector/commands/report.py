@@ -41,7 +41,7 @@ class Report(Command):
         model = load(args.model, layout=args.layout)
         all_layers = model.require_layers()
         shown = all_layers if args.all_layers or not args.layers else model.select(args.layers)
-        feeding = model.feeding(args.preprocess, args.size, [args.image])
+        feeding = model.feeding(args.preprocess, args.size, [args.image], args.image)
         size = feeding.size
         for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
             print(line, file=sys.stderr)

@@ -324,7 +324,7 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
     from ..inputs import resolve_pair
 
     files = collect_images(images)
-    feeding_a, feeding_b = resolve_pair(model_a, model_b, preprocess, size)
+    feeding_a, feeding_b = resolve_pair(model_a, model_b, preprocess, size, files)
     spec_a, spec_b, input_size = feeding_a.preprocess, feeding_b.preprocess, feeding_a.size
     notes = list(dict.fromkeys([*feeding_a.notes(), *feeding_b.notes()]))
     if on_notes is not None:
