@@ -308,6 +308,9 @@ def test_a_shape_input_is_fed_with_the_image_size(save, photo, tmp_path, capsys)
     y = reference_maps(photo, (32, 48), weights)["conv2"]
     assert summary["score"] == pytest.approx(y.max() * (32 + 48), rel=1e-5)
     assert summary["input"]["other_inputs"] == [{"name": "im_shape", "rule": "image size (H, W)"}]
+    # AblationCAM runs only the graph after the layer, which reads im_shape: fed there too.
+    result = inspector.load(path).cam(photo, "ablationcam", "conv2", "scaled:max", preprocess="torch", size=(32, 48))
+    assert result.score == pytest.approx(y.max() * (32 + 48), rel=1e-5) and result.runs == 2 + 1  # + the check run
     code, _, err = run(capsys, "maps", path, photo, "--no-png", "--npz", tmp_path / "m.npz")
     assert code == 0, err
 

@@ -196,7 +196,10 @@ class Tail:
         self.run = run
         model = run.model.file.model
         self.plan = cutting.plan(model, run.layer.output, run.target.tensor, run.model.input.name)
-        fed_values = {name: run.values[name] if name in run.values else None for name in self.plan.fed}
+        # The model's other inputs (a shape, a scale factor) that the graph after the layer reads: filled by rule.
+        others = {o.name for o in run.model.input.others} & set(self.plan.fed)
+        filled = run.model.input.feeds(run.batch, sorted(others)) if others else {}
+        fed_values = {name: run.values[name] if name in run.values else filled.get(name) for name in self.plan.fed}
         missing = [name for name, value in fed_values.items() if value is None]
         if missing:
             raise InspectorError(f"internal: tensors {', '.join(missing)} were not kept from the first run")
