@@ -328,15 +328,11 @@ def _size(model, size, spec, source, image) -> tuple[tuple[int, int], str]:
     if size:
         return tuple(size), "flag"
     known_h, known_w = fixed_h, fixed_w
-    from_spec = False
-    if spec is not None and spec.input_size:
-        from_spec = not (known_h or known_w) or bool(spec.input_size[0] and not known_h) or bool(
-            spec.input_size[1] and not known_w)
+    if spec is not None and spec.input_size:  # the preprocessing's size fills what the model leaves open
         known_h = known_h or (spec.input_size[0] or None)
         known_w = known_w or (spec.input_size[1] or None)
-    spec_source = source if source in ("metadata", "exporter", "inferred") else "metadata"
-    if known_h and known_w:
-        return (known_h, known_w), spec_source if from_spec else "model"
+    if known_h and known_w:  # at least one of them from the preprocessing (both fixed returned above)
+        return (known_h, known_w), source if source in ("metadata", "exporter", "inferred") else "metadata"
     if (known_h or known_w) and image is not None and not isinstance(image, np.ndarray):
         from .preprocess import image_size
 
