@@ -76,6 +76,12 @@ def build_module(factory, weights: str | None = None):
     return module.eval()
 
 
+def _first_line(exc: Exception) -> str:
+    """The exception's first line; an empty message (a mutated file's bare IndexError) is no crash of ours."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "no message"
+
+
 def load_state_dict(module, path: str) -> None:
     torch = import_torch()
     if not os.path.isfile(path):
@@ -87,7 +93,7 @@ def load_state_dict(module, path: str) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InspectorError(f"{path} is not a PyTorch state dict that loads with weights_only=True "
-                             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})") from None
+                             f"({exc.__class__.__name__}: {_first_line(exc)[:160]})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -141,7 +147,7 @@ def export(module, input_shape, opset: int = 17, stages=None):
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
             except Exception as exc:
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
-                                     f"{str(exc).splitlines()[0][:200]})") from None
+                                     f"{_first_line(exc)[:200]})") from None
             del dummy, tensors
             model = onnx.load(path)
     with stages("attach weights"):

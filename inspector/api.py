@@ -13,13 +13,11 @@ import numpy as np
 
 from . import metadata as md
 from .errors import InspectorError
-from .execution import FeatureMapSession, ModelInput, model_input
+from .execution import FeatureMapSession
+from .inputs import DEFAULT_SIZE, Feeding, ModelInput, model_input, resolve_preprocessing, resolve_size
 from .graph import Graph, Layer
 from .onnxfile import OnnxFile
-from .preprocess import (GUESSED_PRESET, MAX_IMAGE_PIXELS, Preprocess, class_names, from_exporter, from_metadata,
-                         load_image, parse_preprocess, preset)
-
-DEFAULT_SIZE = (224, 224)
+from .preprocess import Preprocess, class_names, load_image
 
 
 def load(path: str | os.PathLike, layout: str | None = None) -> "Model":
@@ -36,6 +34,7 @@ class Model:
         self.metadata: dict[str, str] = {p.key: p.value for p in self.file.model.metadata_props
                                          if isinstance(p.key, str) and isinstance(p.value, str)}
         self._layout_hint = layout or self.metadata.get(md.INPUT_LAYOUT)
+        self._layout_source = "flag" if layout else "metadata"
         self._input: ModelInput | None = None
 
     # ------------------------------------------------------------ structure
@@ -76,7 +75,7 @@ class Model:
     @property
     def input(self) -> ModelInput:
         if self._input is None:
-            self._input = model_input(self.file.model, self._layout_hint)
+            self._input = model_input(self.file.model, self._layout_hint, self._layout_source)
         return self._input
 
     # -------------------------------------------------------------- filters
@@ -116,35 +115,30 @@ class Model:
 
     # ------------------------------------------------------- preprocessing
 
+    def feeding(self, preprocess=None, size: tuple[int, int] | None = None, images=None, image=None):
+        """How this model is fed (``inspector.inputs.Feeding``): preprocessing, size, layout, batch and other
+        inputs, each with its source. Every command asks this, once. ``images``: the command's image paths
+        (for preprocessing inferred from them); ``image``: a one-image command's (an open dim follows it)."""
+        from .inputs import resolve
+
+        return resolve(self, preprocess, size, images, image)
+
     def preprocessing(self, override: str | Preprocess | None = None) -> Preprocess:
         """The preprocessing to run with: the flag's, else what the file says, else a disclosed guess
         (``preprocess_source`` says which)."""
-        return self._resolve_preprocessing(override)[0]
+        return resolve_preprocessing(self, override)[0]
 
     def preprocess_source(self, override: str | Preprocess | None = None) -> str:
-        """``flag``, ``metadata`` (our converters'), ``exporter`` (Ultralytics, PaddleOCR...) or ``guessed``."""
-        return self._resolve_preprocessing(override)[1]
-
-    def _resolve_preprocessing(self, override) -> tuple[Preprocess, str]:
-        if isinstance(override, Preprocess):
-            return override, "flag"
-        if override:
-            return parse_preprocess(override), "flag"
-        spec = from_metadata(self.metadata)
-        if spec is not None:
-            return spec, "metadata"
-        spec = from_exporter(self.metadata, self.file.model)
-        if spec is not None:
-            return spec, "exporter"
-        return preset(GUESSED_PRESET), "guessed"
+        """``flag``, ``metadata`` (our converters'), ``exporter`` (Ultralytics, PaddleOCR...), ``inferred`` or
+        ``guessed``."""
+        return resolve_preprocessing(self, override)[1]
 
     def guessed_preprocessing_note(self, override=None) -> str | None:
         """The line every command prints on stderr when the preprocessing was guessed, else None."""
-        if self.preprocess_source(override) != "guessed":
+        spec, source = resolve_preprocessing(self, override)
+        if source != "guessed":
             return None
-        return (f"inspector: warning: {os.path.basename(self.path)} does not say how to preprocess images; "
-                f"guessed '{GUESSED_PRESET}' (RGB /255, ImageNet mean/std). Set it with --preprocess "
-                "(caffe, torch, tf, raw, bgr255, or 'order=BGR;scale=1;mean=0,0,0;std=1')")
+        return Feeding(spec, source, DEFAULT_SIZE, "default", self.input, os.fspath(self.path)).notes()[0]
 
     @property
     def class_names(self) -> list[str] | None:
@@ -153,49 +147,9 @@ class Model:
 
     def input_size(self, size: tuple[int, int] | None = None, spec: Preprocess | None = None,
                    image: str | os.PathLike | None = None) -> tuple[int, int]:
-        """(H, W) to run at: fixed dims, else ``size``, else the preprocessing's size, else 224x224.
-
-        Where one spatial dim is known (a text-line model: height fixed, width open) and an image is
-        given, the other keeps the image's aspect ratio (a multiple of 8) instead of squashing it.
-        Refused when not positive or over the image pixel limit, wherever it came from: a model's
-        metadata (Ultralytics ``imgsz``, ``inspector.preprocess``) is untrusted, and every command
-        allocates its input batch at this size before any image is read.
-        """
-        height, width = self._input_size(size, spec, image)
-        if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
-            fixed_h, fixed_w = self.input.spatial
-            where = ("the model's input shape" if fixed_h and fixed_w else "--size" if size
-                     else "the model's preprocessing metadata" if spec is not None and spec.input_size
-                     else "the model's input shape")
-            what = ("is not positive" if height <= 0 or width <= 0
-                    else f"is too large (over {MAX_IMAGE_PIXELS:,} pixels)")
-            todo = "check the model's input shape" if where == "the model's input shape" else "pass --size HxW"
-            raise InspectorError(f"input size {height}x{width} (from {where}) {what}; {todo}")
-        return height, width
-
-    def _input_size(self, size, spec, image) -> tuple[int, int]:
-        fixed_h, fixed_w = self.input.spatial
-        if fixed_h and fixed_w:
-            if size and tuple(size) != (fixed_h, fixed_w):
-                raise InspectorError(
-                    f"--size {size[0]}x{size[1]} does not fit: the model's input is fixed at {fixed_h}x{fixed_w}")
-            return fixed_h, fixed_w
-        if size:
-            return tuple(size)
-        known_h, known_w = fixed_h, fixed_w
-        if spec is not None and spec.input_size:
-            known_h = known_h or (spec.input_size[0] or None)
-            known_w = known_w or (spec.input_size[1] or None)
-        if known_h and known_w:
-            return known_h, known_w
-        if (known_h or known_w) and image is not None and not isinstance(image, np.ndarray):
-            from .preprocess import image_size
-
-            image_h, image_w = image_size(image)
-            if known_h:
-                return known_h, _multiple_of_8(known_h * image_w / max(1, image_h))
-            return _multiple_of_8(known_w * image_h / max(1, image_w)), known_w
-        return known_h or DEFAULT_SIZE[0], known_w or DEFAULT_SIZE[1]
+        """(H, W) to run at (``inspector.inputs.resolve_size``): fixed dims, else ``size``, else the
+        preprocessing's size, else 224x224; one open dim follows ``image``'s aspect ratio."""
+        return resolve_size(self, size, spec, "metadata", image)[0]
 
     def image_batch(self, images: Iterable[str | os.PathLike | np.ndarray], preprocess=None,
                     size: tuple[int, int] | None = None) -> np.ndarray:
@@ -213,6 +167,10 @@ class Model:
             x = spec.apply(pixels)
             arrays.append(x.transpose(2, 0, 1) if self.input.layout == "NCHW" else x)
         return np.stack(arrays).astype(self.input.dtype, copy=False)
+
+    def feeds(self, batch: np.ndarray, needed=None) -> dict[str, np.ndarray]:
+        """onnxruntime's feeds for an image batch: a fixed batch filled, the other inputs filled by rule."""
+        return self.input.feeds(batch, needed)
 
     # ------------------------------------------------------------ execution
 
@@ -241,7 +199,7 @@ class Model:
         name = "" if isinstance(image, np.ndarray) else os.path.basename(os.fspath(image))
         return FeatureMaps(maps, chosen, self.name, name, self.untrained)
 
-    def cam(self, image: str | os.PathLike | np.ndarray, method: str = "scorecam", layer: str | int | None = None,
+    def cam(self, image: str | os.PathLike | np.ndarray, method: str | None = None, layer: str | int | None = None,
             target: str | int | None = None, **options):
         """Class activation map of one image (``inspector.cam.compute``): ``.cam`` is (H, W) in [0, 1];
         Jupyter shows the photo and the heatmap over it. Options: batch, preprocess, size, device."""
@@ -264,7 +222,3 @@ class Model:
                 out[layer.name] = (scale, zero)
         return out
 
-
-def _multiple_of_8(value: float) -> int:
-    """The nearest multiple of 8 (at least 8, at most 4096): strided convs divide it evenly."""
-    return int(min(4096, max(8, round(value / 8) * 8)))

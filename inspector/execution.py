@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-from dataclasses import dataclass
-
 import numpy as np
 
 from .errors import InspectorError
@@ -23,75 +21,8 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 
 
-@dataclass
-class ModelInput:
-    name: str
-    shape: tuple  # ints, or None/str for dynamic dims
-    layout: str  # "NCHW" | "NHWC"
-    dtype: np.dtype
-
-    @property
-    def channels(self) -> int | None:
-        dim = self.shape[1] if self.layout == "NCHW" else self.shape[3]
-        return dim if isinstance(dim, int) else None
-
-    @property
-    def spatial(self) -> tuple[int | None, int | None]:
-        h, w = (self.shape[2], self.shape[3]) if self.layout == "NCHW" else (self.shape[1], self.shape[2])
-        return (h if isinstance(h, int) else None, w if isinstance(w, int) else None)
-
-    @property
-    def batch(self) -> int | None:
-        return self.shape[0] if isinstance(self.shape[0], int) else None
-
-
-def model_input(model, layout_hint: str | None = None) -> ModelInput:
-    """The image input of a model: first graph input that is not an initializer."""
-    from onnx import helper
-
-    graph = model.graph
-    inits = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if not inputs:
-        raise InspectorError("the model has no inputs to feed an image to")
-    first = inputs[0]
-    tensor_type = first.type.tensor_type
-    dims = []
-    for d in tensor_type.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or None)
-    if len(dims) != 4:
-        raise InspectorError(
-            f"model input '{first.name}' is {len(dims)}-D {tuple(dims)}; an image model takes a "
-            "4-D input (N, C, H, W) or (N, H, W, C)")
-    try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-    except (KeyError, TypeError, ValueError):
-        dtype = np.dtype(np.float32)
-    layout = (layout_hint or "").upper() or _guess_layout(dims, graph, first.name)
-    if layout not in ("NCHW", "NHWC"):
-        raise InspectorError(f"unknown layout '{layout_hint}': use nchw or nhwc")
-    return ModelInput(first.name, tuple(dims), layout, dtype)
-
-
-def _guess_layout(dims, graph, name: str) -> str:
-    c_first, c_last = dims[1], dims[3]
-    small = (1, 3, 4)
-    if c_first in small and c_last not in small:
-        return "NCHW"
-    if c_last in small and c_first not in small:
-        return "NHWC"
-    # Both open or both small: tf2onnx graphs start with a Transpose NHWC->NCHW.
-    for node in graph.node:
-        if name in node.input:
-            if node.op_type == "Transpose":
-                perm = next((tuple(a.ints) for a in node.attribute if a.name == "perm"), ())
-                if perm == (0, 3, 1, 2):
-                    return "NHWC"
-            break
-    return "NCHW"
+# The model's input and how it is fed live in inspector.inputs (one resolver for every command).
+from .inputs import ModelInput, model_input, session_inputs  # noqa: E402,F401 - re-exported
 
 
 def _log_severity(verbose: bool) -> int:
@@ -349,6 +280,7 @@ class FeatureMapSession:
                  dequantizers: dict | None = None, model_outputs: bool = False):
         self.layers = list(layers)
         self.input = model_input
+        self._needed: list[str] | None = None
         # The model's own outputs (class scores, detections) only when a caller asks:
         # maps alone never need the part of the graph after the last requested layer.
         self.model_outputs = [o.name for o in onnx_file.model.graph.output] if model_outputs else []
@@ -395,13 +327,29 @@ class FeatureMapSession:
 
         The second dict is empty unless the session was made with ``model_outputs=True``.
         """
-        feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
         fetched = list(dict.fromkeys(self.fetch.get(name, name) for name in self.outputs))
-        values = run(self.session, feeds, fetched)
+        values = self.run_fetched(batch, fetched)
         own = {name: values[self.fetch.get(name, name)] for name in self.model_outputs}
         result = {layer.name: self.map_of(layer, values[self.fetch.get(layer.output, layer.output)], dequantize)
                   for layer in self.layers}
         return result, own
+
+    def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The image batch (a fixed batch filled) and the other inputs this session needs."""
+        if self._needed is None:
+            self._needed = session_inputs(self.session)
+        return self.input.feeds(batch, self._needed)
+
+    def run_fetched(self, batch: np.ndarray, fetched: list[str]) -> dict[str, np.ndarray]:
+        """``fetched`` tensors for ``batch``, one run per fixed batch where the model fixes it; only the
+        real images' rows are returned (a fixed batch is filled with copies, see ``ModelInput.filled``)."""
+        fixed, count = self.input.batch, batch.shape[0]
+        if fixed is None or fixed == count:
+            return run(self.session, self.feeds(batch), fetched)
+        parts = [run(self.session, self.feeds(batch[start:start + fixed]), fetched)
+                 for start in range(0, count, fixed)]
+        return {name: np.concatenate([part[name][:min(fixed, count - i * fixed)] for i, part in enumerate(parts)])
+                for name in fetched}
 
     def map_of(self, layer, array: np.ndarray, dequantize: bool = True) -> np.ndarray:
         """The layer's maps, channel-first float32, from the array the session returned for it."""

@@ -31,7 +31,7 @@ PRESET_NAMES = ("caffe", "torch", "tf", "raw", "bgr255")
 # What a file that says nothing about its preprocessing is run with (disclosed on every output):
 # ImageNet mean/std on /255 RGB pixels, the most common convention of the CNNs one meets.
 GUESSED_PRESET = "torch"
-SOURCES = ("flag", "metadata", "exporter", "guessed")
+SOURCES = ("flag", "metadata", "exporter", "inferred", "guessed")  # in the order inspector.inputs tries them
 
 
 @dataclass(frozen=True)

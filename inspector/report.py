@@ -55,9 +55,8 @@ def build_report(model, image: str | os.PathLike, *, layers: Sequence | None = N
     all_layers = model.require_layers()
     shown = list(all_layers) if layers is None else list(layers)
     colormap_lut(cmap)  # an unknown colour map fails before any work
-    spec = model.preprocessing(preprocess)
-    source = model.preprocess_source(preprocess)
-    input_size = model.input_size(size, spec, image=image)
+    feeding = model.feeding(preprocess, size, [image], image)
+    spec, source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     batch = model.image_batch([image], spec, input_size)
     # The maps to draw, and the audit's own per-channel figures from the same run (ingraph.py), so the
     # page's numbers are the audit command's; abs sums for every layer (one image: nothing to save).
@@ -94,7 +93,7 @@ def audit_maps(model, maps: dict[str, np.ndarray], *, spec, input_size, provider
 
     figures = figures or {}
     result = audit(model, quiet=True)
-    result.add_figures(figures)
+    result.add_figures(figures, 1)  # one image (a fixed batch is filled with copies of it: inspector.inputs)
     result.add_maps({layer_audit.name: maps[layer_audit.name][None] for layer_audit in result.layers
                      if layer_audit.name not in figures})
     result.images = result.images_requested = 1

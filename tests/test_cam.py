@@ -5,6 +5,7 @@ The comparison with pytorch-grad-cam on a torch model exported by our converter 
 tests/test_cam_gradcam.py.
 """
 
+import json
 import os
 
 import numpy as np
@@ -225,10 +226,25 @@ def test_model_without_class_output_needs_a_target_spec(save, photo, tmp_path, c
     m, (w1, w2) = _detector()
     path = save(m, "det.onnx")
     out = tmp_path / "out"
-    code = cli.main(["cam", path, photo, "--method", "scorecam", "--preprocess", "raw", "-o", str(out)])
+    # ScoreCAM asked for, no target given, one output and no class: its only output's max, said on stderr.
+    code = cli.main(["cam", path, photo, "--method", "scorecam", "--layer", "body", "--preprocess", "raw",
+                     "-o", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "prob_map:max" in captured.err, captured.err
+    summary = json.loads(captured.out)
+    assert summary["target_label"] == "prob_map max" and summary["method"] == "scorecam"
+    assert summary["method_source"] == "flag"
+    reference = b.sigmoid(b.conv2d(b.relu(b.conv2d(inspector.load(path).image_batch([photo], "raw").astype(
+        np.float64), w1, pad=1)), w2))
+    assert summary["score"] == pytest.approx(reference.max(), rel=1e-5)
+    # Two outputs and no class output: which one to score is the user's to say.
+    two = _detector()[0]
+    two.graph.output.append(b.out("r1"))
+    code = cli.main(["cam", save(two, "two.onnx"), photo, "--method", "scorecam", "--preprocess", "raw",
+                     "-o", str(tmp_path / "two")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "no class output" in err[-1] and "--method eigencam" in err[-1] and "OUTPUT:max" in err[-1]
-    assert not list(out.glob("*.png"))
+    assert not list((tmp_path / "two").glob("*.png"))
     model = inspector.load(path)
     result = model.cam(photo, "scorecam", layer="body", target="prob_map:mean", preprocess="raw")
     assert result.target == -1 and result.target_label == "prob_map mean"

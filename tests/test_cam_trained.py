@@ -5,6 +5,8 @@ ScoreCAM and AblationCAM score its probability map's mean), and a YOLOv8 detecto
 AblationCAM checks at run time that the cut graph, fed the unmodified maps, gives the whole model's score.
 """
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -90,8 +92,13 @@ def test_ppocr_detector_without_class_output(tmp_path, capsys):
     model = inspector.load(path)
     image = photo(entry, "text_photo.jpg")
     options = dict(preprocess="torch", size=(416, 320))
-    code = cli.main(["cam", path, image, "--preprocess", "torch", "--size", "416x320", "-o", str(tmp_path)])
-    assert code == 2 and "no class output" in capsys.readouterr().err
+    # As a newcomer runs it: no flags. No class output: EigenCAM, said, on the guessed preprocessing.
+    code = cli.main(["cam", path, image, "-o", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "no class output" in captured.err and "guessed 'torch'" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["method"] == "eigencam" and summary["method_source"] == "chosen"
+    assert summary["input"]["preprocess_source"] == "guessed"
     from inspector.cam import cut
 
     layer = model.layer("p2o.Conv.40")
@@ -127,10 +134,17 @@ def test_ppocr_detector_without_class_output(tmp_path, capsys):
         model.cam(image, "eigencam", "p2o.Conv.59", **options)  # a squeeze-and-excitation conv
 
 
-def test_yolo_detector_eigencam():
+def test_yolo_detector_eigencam(tmp_path, capsys):
     path, entry = trained.model("yolov8n_doclaynet")
     model = inspector.load(path)
     image = photo(entry, "page.png")
+    # No flags: the Ultralytics metadata gives the preprocessing and size; no class output gives EigenCAM.
+    code = cli.main(["cam", path, image, "-o", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "EigenCAM" in captured.err and "guessed" not in captured.err
+    summary = json.loads(captured.out)
+    assert summary["method"] == "eigencam" and summary["layer"] == "model.22.cv3.2.cv3.2.2"
+    assert summary["input"]["preprocess_source"] == "exporter" and summary["input"]["size"] == [1024, 1024]
     result = model.cam(image, "eigencam", preprocess="raw")
     assert result.layer == "model.22.cv3.2.cv3.2.2"  # the class head at stride 32, not the DFL conv after it
     assert result.layer_shape == (11, 32, 32) and result.cam.shape == (1024, 1024)

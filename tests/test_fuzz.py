@@ -4,7 +4,11 @@ Small valid models (every kind the builders make, inline and external
 weights) and small images are mutated at the byte level (flips, truncation,
 insertions) and at the protobuf field level (dims, data types, op types,
 attribute values, inputs, input shapes, opsets, external data entries, and
-metadata that zero-config preprocessing and class names read). Each
+metadata that zero-config preprocessing and class names read). Every
+command runs through its defaults (no --preprocess, --size or --method), so
+the metadata readers, the input resolver and cam's choice of method are
+reached; diff compares the mutated model with itself, prune checks itself on
+the image, and convert converts a torch factory with a mutated state dict. Each
 case runs ``inspector.cli.main`` in-process and must end with exit 0, or exit
 2 and a one-line message, never a traceback or an "unexpected" error. No case
 has a time limit: speed belongs in `make bench`, and a limit fails healthy cases
@@ -70,7 +74,7 @@ def run_cli(kind: str, args: list[str]) -> int:
     assert not re.search(r"inspector/[\w/]+\.py:\d+: \w*Warning", message), (args, message)
     assert "ResourceWarning" not in message, (args, message)
     if code == 2:
-        errors = [line for line in message.splitlines() if line.startswith("inspector: error: ")]
+        errors = [line for line in message.splitlines() if re.match(r"inspector( convert)?: error: ", line)]
         assert len(errors) == 1 and len(errors[0]) > 30, (args, message)
     return code
 
@@ -126,26 +130,31 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 IMAGES = {fmt: _image_bytes(fmt) for fmt in IMAGE_FORMATS}
 
 
-COMMANDS = ["layers", "filters", "maps", "audit", "report", "prune", "cam"]
+COMMANDS = ["layers", "filters", "maps", "audit", "report", "prune", "cam", "diff"]
+IMAGE_COMMANDS = ("maps", "audit", "report", "cam", "diff", "prune")  # prune: --check IMAGE
 
 
 def commands(model: str, image: str, out: str, which: str) -> list[str]:
+    """Each command through its defaults (no --preprocess, no --size, no --method): the metadata readers,
+    the input resolver and cam's choice of method are what the mutations reach."""
     if which == "layers":
         return ["layers", model, "--json"]
     if which == "filters":
         return ["filters", model, "--all", "-o", out]
     if which == "audit":
-        return ["audit", model, image, "--preprocess", "raw", "--device", "cpu", "--quiet",
+        return ["audit", model, image, "--device", "cpu", "--quiet",
                 "--json", os.path.join(out, "audit.json")]
     if which == "prune":
-        return ["prune", model, "-o", os.path.join(out, "pruned.onnx"), "--json", os.path.join(out, "prune.json")]
+        return ["prune", model, "-o", os.path.join(out, "pruned.onnx"), "--check", image,
+                "--json", os.path.join(out, "prune.json")]
     if which == "cam":
-        return ["cam", model, image, "--method", "eigencam", "--preprocess", "raw", "--device", "cpu", "-o", out,
-                "--npz", os.path.join(out, "cam.npz")]
+        return ["cam", model, image, "--device", "cpu", "--batch", "4", "-o", out, "--npz", os.path.join(out, "cam.npz")]
     if which == "report":
-        return ["report", model, image, "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
+        return ["report", model, image, "--device", "cpu", "--max-memory", "64M",
                 "-o", os.path.join(out, "report.html")]
-    return ["maps", model, image, "--all", "--preprocess", "raw", "--device", "cpu", "--max-memory", "64M",
+    if which == "diff":
+        return ["diff", model, model, image, "--device", "cpu", "--quiet", "--json", os.path.join(out, "diff.json")]
+    return ["maps", model, image, "--all", "--device", "cpu", "--max-memory", "64M",
             "-o", out, "--npz", os.path.join(out, "m.npz")]
 
 
@@ -179,7 +188,7 @@ def test_every_seed_runs_clean(seed, which):
     and the harness itself (watchdog, stderr checks) passes a clean run."""
     code = run_model("seed", SEEDS[seed]().SerializeToString(), which)
     # The grouped seed takes 4 input channels: no image can feed it, by design.
-    assert code == (2 if seed == "grouped" and which in ("maps", "audit", "report", "cam") else 0)
+    assert code == (2 if seed == "grouped" and which in IMAGE_COMMANDS else 0)
 
 
 # -------------------------------------------------------------- byte mutations
@@ -343,8 +352,66 @@ def test_mutated_external_data(data, which):
 # --------------------------------------------------------------------- images
 
 @FUZZ
-@given(data=st.data(), fmt=st.sampled_from(IMAGE_FORMATS), which=st.sampled_from(["maps", "audit", "report"]))
+@given(data=st.data(), fmt=st.sampled_from(IMAGE_FORMATS), which=st.sampled_from(IMAGE_COMMANDS))
 def test_mutated_images(data, fmt, which):
     original = IMAGES[fmt]
     image = data.draw(mutated_bytes(original, focus=(min(64, len(original) // 4), len(original))))
     run_model("images", b.conv_relu_nchw(size=8)[0].SerializeToString(), which, image=image)
+
+
+# -------------------------------------------------------------------- convert
+
+TORCH_FACTORY = """
+import torch
+
+
+def make():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+"""
+# Each conversion runs the torch exporter (about a second once torch is loaded): fewer cases than the others.
+CONVERT_EXAMPLES = max(3, EXAMPLES // 25)
+
+
+@pytest.fixture(scope="module")
+def torch_factory(tmp_path_factory):
+    """A factory file and its state dict (bytes), saved by torch itself."""
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("convert")
+    factory = folder / "factory.py"
+    factory.write_text(TORCH_FACTORY)
+    namespace: dict = {}
+    exec(compile(TORCH_FACTORY, str(factory), "exec"), namespace)
+    buffer = io.BytesIO()
+    torch.save(namespace["make"]().state_dict(), buffer)
+    return str(factory), buffer.getvalue()
+
+
+def run_convert(factory: str, weights: bytes | None) -> int:
+    with tempfile.TemporaryDirectory(prefix="fuzz-convert-") as folder:
+        args = ["convert", "torch", f"{factory}:make", "--input-shape", "1,3,8,8",
+                "-o", os.path.join(folder, "out.onnx")]
+        if weights is not None:
+            path = os.path.join(folder, "weights.pt")
+            with open(path, "wb") as handle:
+                handle.write(weights)
+            args += ["--weights", path]
+        code = run_cli("convert", args)
+        leftovers = [n for _, _, files in os.walk(folder) for n in files if n.endswith(".part")]
+        assert not leftovers, leftovers
+        if code == 0:  # what it wrote is a model every command reads
+            assert run_cli("convert output", ["layers", os.path.join(folder, "out.onnx"), "--json"]) == 0
+    return code
+
+
+def test_convert_runs_clean_through_its_defaults(torch_factory):
+    factory, weights = torch_factory
+    assert run_convert(factory, weights) == 0
+    assert run_convert(factory, None) == 0  # random weights, said in the metadata
+
+
+@settings(FUZZ, max_examples=CONVERT_EXAMPLES)
+@given(data=st.data())
+def test_mutated_state_dicts_convert(data, torch_factory):
+    """The state dict (a zip of pickles and tensor bytes, loaded weights_only) mutated at the byte level."""
+    factory, weights = torch_factory
+    run_convert(factory, data.draw(mutated_bytes(weights, focus=(len(weights) // 2, len(weights)))))

@@ -379,3 +379,47 @@ def test_wild_models_never_get_a_wrong_scale():
                 or found[0].mode == truth.mode, (key, found)
     if not checked:
         pytest.skip("no wild model with a known preprocessing is fetched")
+
+
+# ------------------------------------------------------------------ wired into every command's resolver
+
+def test_commands_run_with_the_inferred_preprocessing_and_say_so(save, tmp_path, capsys):
+    """`inspector maps MODEL IMAGE` with no flags on a file that says nothing: the resolver infers 'caffe'
+    from the BatchNormalization, prints why, records the source, and feeds exactly caffe's pixels
+    (checked against onnxruntime on the unmodified model fed NumPy's caffe transform)."""
+    import json
+
+    import onnxruntime as ort
+    from PIL import Image
+
+    from inspector import cli
+
+    path = save(batchnorm_model("caffe"))
+    images = []
+    for i, pixels in enumerate(JUDGED):
+        images.append(str(tmp_path / f"p{i}.png"))
+        Image.fromarray(pixels).save(images[-1])
+    npz = tmp_path / "maps.npz"
+    code = cli.main(["maps", path, images[0], "--no-png", "--npz", str(npz), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "inferred 'caffe'" in err and "guessed" not in err
+    model = inspector.load(path)
+    layer = model.layers[0]
+    feeding = model.feeding(images=images[:1])
+    assert feeding.preprocess_source == "inferred" and feeding.preprocess == preset("caffe")
+    # The reference: caffe by hand (BGR, ImageNet means subtracted, 0..255), the tensor as a graph output.
+    bgr = JUDGED[0][..., ::-1].astype(np.float32) - np.float32([103.939, 116.779, 123.68])
+    x = np.ascontiguousarray(bgr.transpose(2, 0, 1)[None])
+    import onnx
+
+    proto = onnx.load(path)
+    proto.graph.output.append(helper.make_tensor_value_info(layer.output, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run([layer.output], {session.get_inputs()[0].name: x})[0][0]
+    np.testing.assert_allclose(np.load(npz)[layer.name], expected, rtol=1e-4, atol=1e-4)
+    # audit's JSON records the source, and its schema admits it.
+    code = cli.main(["audit", path, *images, "--json", str(tmp_path / "a.json"), "--quiet"])
+    capsys.readouterr()
+    assert code in (0, 1)
+    assert json.loads((tmp_path / "a.json").read_text())["images"]["preprocess_source"] == "inferred"

@@ -228,7 +228,7 @@ class StatisticsSession(FeatureMapSession):
     def run(self, batch: np.ndarray) -> tuple[dict[str, MapFigures], dict[str, np.ndarray]]:
         if not self.in_graph:
             return {}, super().run(batch)
-        feeds = {self.input.name: np.ascontiguousarray(batch, dtype=self.input.dtype)}
+        feeds = self.feeds(batch)  # inspector.inputs: a fixed batch filled, other inputs fed
         figure_names = (name for figures in self.figure_outputs.values() for name in figures.values())
         fetched = list(dict.fromkeys([*(self.fetch.get(name, name) for name in self.outputs), *figure_names]))
         values = run_session(self.session, feeds, fetched)

@@ -82,9 +82,8 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
 
     files = collect_images(images)
     per_batch = batch_size(model, batch)
-    spec = model.preprocessing(preprocess)
-    preprocess_source = model.preprocess_source(preprocess)
-    input_size = model.input_size(size, spec)
+    feeding = model.feeding(preprocess, size, files)  # inspector.inputs: the one resolver
+    spec, preprocess_source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
     check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     # Fails now (wrong channel count, oversize input) rather than once per image.

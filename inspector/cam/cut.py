@@ -47,6 +47,7 @@ def plan(model, cut: str, target: str, model_input: str) -> Plan:
     initializers = {t.name for t in graph.initializer}
     from_input = _forward_closure(graph, model_input)
     after_cut = _forward_closure(graph, cut)
+    other_inputs = {i.name for i in graph.input} - initializers - {model_input}
     if target not in after_cut:
         raise InspectorError(f"the scored tensor '{target}' does not depend on the target layer; "
                              "AblationCAM cannot run there: use --method scorecam")
@@ -62,6 +63,9 @@ def plan(model, cut: str, target: str, model_input: str) -> Plan:
             continue
         if tensor in from_input and tensor not in after_cut:
             fed.append(tensor)  # reaches the input by another path (a skip connection): fed from the first run
+            continue
+        if tensor in other_inputs:
+            fed.append(tensor)  # the model's other inputs (a shape, a scale factor): filled as for the whole model
             continue
         node = producer.get(tensor)
         if node is None:

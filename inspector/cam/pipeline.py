@@ -44,12 +44,15 @@ class CamResult:
     runs: int = 0  # inputs run after the first run (masked inputs, ablated maps)
     untrained: bool = False
     notes: list[str] = field(default_factory=list)
+    method_source: str = "flag"  # flag | chosen (fits the model's outputs: see choose_method)
+    feeding: dict = field(default_factory=dict)  # how the model was fed (inspector.inputs.Feeding.to_dict)
 
     def to_dict(self) -> dict:
         return {"model": self.model_name, "image": self.image_name, "method": self.method, "layer": self.layer,
                 "layer_shape": list(self.layer_shape), "target": self.target, "target_label": self.target_label,
                 "score": self.score, "input_size": list(self.cam.shape), "runs": self.runs,
-                "provider": self.provider, "notes": list(self.notes)}
+                "provider": self.provider, "notes": list(self.notes), "method_source": self.method_source,
+                "input": dict(self.feeding)}
 
     def to_image(self):
         """The picture the CLI writes: the photo, and the heatmap over it, with a title (a PIL image)."""
@@ -112,7 +115,8 @@ class Run:
         self.relayout = ex.conv_kernel_bytes(model.file) <= ex.RELAYOUT_LIMIT
         self.session, self.provider = ex.create_session(model.file.serialized(light), model.file.folder, device,
                                                         verbose, self.relayout)
-        self.values = ex.run(self.session, {model.input.name: self._feed(batch_input)}, self.outputs)
+        self.needed = ex.session_inputs(self.session)
+        self.values = ex.run(self.session, self._feeds(batch_input), self.outputs)
         raw = self.values[layer.output]
         self.raw_dtype = raw.dtype
         dequantize = model._dequantizers([layer]).get(layer.name)
@@ -127,8 +131,9 @@ class Run:
                 f"layer '{layer.name}' has {self.maps.shape[1]}x{self.maps.shape[2]} maps: nothing to locate; choose an "
                 "earlier layer with spatial maps (--layer; leave it out for the last spatial one)")
 
-    def _feed(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype=self.model.input.dtype)
+    def _feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The image inputs (a fixed batch filled) and the model's other inputs (``inspector.inputs``)."""
+        return self.model.input.feeds(x, self.needed)
 
     def chunks(self, total: int, desc: str):
         from ..progress import progress
@@ -167,7 +172,7 @@ class Run:
         from .. import execution as ex
 
         def score_some(arrays):
-            values = ex.run(self.session, {self.model.input.name: self._feed(arrays[0])}, [self.target.tensor])
+            values = ex.run(self.session, self._feeds(arrays[0]), [self.target.tensor])
             return self.target.scores(values[self.target.tensor])
 
         self.runs += inputs.shape[0]
@@ -191,7 +196,10 @@ class Tail:
         self.run = run
         model = run.model.file.model
         self.plan = cutting.plan(model, run.layer.output, run.target.tensor, run.model.input.name)
-        fed_values = {name: run.values[name] if name in run.values else None for name in self.plan.fed}
+        # The model's other inputs (a shape, a scale factor) that the graph after the layer reads: filled by rule.
+        others = {o.name for o in run.model.input.others} & set(self.plan.fed)
+        filled = run.model.input.feeds(run.batch, sorted(others)) if others else {}
+        fed_values = {name: run.values[name] if name in run.values else filled.get(name) for name in self.plan.fed}
         missing = [name for name, value in fed_values.items() if value is None]
         if missing:
             raise InspectorError(f"internal: tensors {', '.join(missing)} were not kept from the first run")
@@ -224,25 +232,64 @@ class Tail:
         return run.in_batches(score_some, [stored])
 
 
-def compute(model, image, method: str = "scorecam", layer=None, target=None, *, batch: int = DEFAULT_BATCH,
+def compute(model, image, method: str | None = None, layer=None, target=None, *, batch: int = DEFAULT_BATCH,
             preprocess=None, size=None, device: str = "auto", verbose: bool = False, quiet: bool = True,
-            on_provider=None, max_memory: int | None = None) -> CamResult:
-    """A class activation map of ``image`` (a path, or (H, W, 3) uint8 pixels) for ``model`` (``inspector.load``)."""
+            on_provider=None, max_memory: int | None = None, on_feeding=None) -> CamResult:
+    """A class activation map of ``image`` (a path, or (H, W, 3) uint8 pixels) for ``model`` (``inspector.load``).
+
+    ``method`` None (or "auto"): one that fits the model's outputs (``choose_method``), said in the notes.
+    ``on_feeding``: called with how the model is fed (``inspector.inputs.Feeding``) before the run.
+    """
     from ..execution import one_blas_thread
 
     with one_blas_thread():  # NumPy's products between runs must not leave BLAS threads spinning
         return _compute(model, image, method, layer, target, batch=batch, preprocess=preprocess, size=size,
-                        device=device, verbose=verbose, quiet=quiet, on_provider=on_provider, max_memory=max_memory)
+                        device=device, verbose=verbose, quiet=quiet, on_provider=on_provider, max_memory=max_memory,
+                        on_feeding=on_feeding)
+
+
+AUTO = "auto"
+
+
+def choose_method(outputs: dict[str, np.ndarray], target) -> tuple[str, str | None]:
+    """(method, note) for ``--method`` left out: ScoreCAM where the model has one class output (N, classes) or
+    a target is named; EigenCAM, which needs no target, where it has none (detectors, segmenters, OCR)."""
+    if target not in (None, "top"):
+        return "scorecam", None
+    classes = [name for name, value in outputs.items() if np.ndim(value) == 2]
+    if len(classes) == 1:
+        return "scorecam", None
+    shapes = ", ".join(f"{name} {tuple(np.shape(value))}" for name, value in outputs.items())
+    why = "no class output" if not classes else f"{len(classes)} class outputs"
+    hint = (f"--method scorecam --target {next(iter(outputs))}:max" if not classes
+            else f"--target {classes[0]}:top")
+    return "eigencam", (f"the model has {why} (outputs: {shapes}): EigenCAM, which needs no target; to score "
+                        f"an output instead: {hint}")
+
+
+def _default_target(cam_method, target, outputs: dict[str, np.ndarray]) -> tuple[str | None, str | None]:
+    """A method that needs a target, given none, on a model without one class output: its only output's max."""
+    if not cam_method.needs_target or target is not None:  # an explicit "top" asks for a class: no stand-in
+        return target, None
+    if sum(1 for value in outputs.values() if np.ndim(value) == 2) or len(outputs) != 1:
+        return target, None
+    (name,) = outputs
+    return f"{name}:max", (f"the model has no class output: {cam_method.name} scores its only output's maximum "
+                           f"({name}:max); --target OUTPUT:mean or OUTPUT:CH:max for another score")
 
 
 def _compute(model, image, method, layer, target, *, batch, preprocess, size, device, verbose, quiet, on_provider,
-             max_memory) -> CamResult:
+             max_memory, on_feeding=None) -> CamResult:
     from ..preprocess import load_image
     from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 
-    cam_method = lookup(method)
-    spec = model.preprocessing(preprocess)
-    input_size = model.input_size(size, spec)
+    auto = method in (None, AUTO)
+    cam_method = None if auto else lookup(method)
+    path = None if isinstance(image, np.ndarray) else image
+    feeding = model.feeding(preprocess, size, [image], path)
+    if on_feeding is not None:
+        on_feeding(feeding)
+    spec, input_size = feeding.preprocess, feeding.size
     chosen = model.layer(layer) if layer is not None else default_layer(model, input_size)
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
     check_maps_memory(model, [chosen], input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
@@ -253,20 +300,27 @@ def _compute(model, image, method, layer, target, *, batch, preprocess, size, de
     else:
         pixels = load_image(image, input_size, channels)
         image_name = os.path.basename(os.fspath(image))
-    batch_input = model.image_batch([pixels], spec, size)
+    batch_input = model.image_batch([pixels], spec, input_size)
     output_names = [o.name for o in model.file.model.graph.output]
     logits = tg.softmax_inputs(model.graph, output_names)
     extra = [*output_names, *logits.values()]
-    if cam_method.name == "ablationcam":
+    if cam_method is not None and cam_method.name == "ablationcam":
         extra += _skip_tensors(model, chosen, [*output_names, *logits.values()])
     run = Run(model, chosen, batch_input, input_size, batch, device, verbose, quiet, extra)
     if on_provider is not None:
         on_provider(run.provider)
     outputs = {name: run.values[name] for name in output_names}
     notes = []
+    if auto:
+        name, why = choose_method(outputs, target)
+        cam_method = lookup(name)
+        notes.append(why or f"{name}: the model has a class output (--method for another)")
     if not cam_method.needs_target and target not in (None, "top"):
         notes.append(f"{cam_method.name} has no target: --target {target} was not used")
         target = None
+    target, why = _default_target(cam_method, target, outputs)
+    if why:
+        notes.append(why)
     run.target = tg.resolve(target, outputs, logits, tg.class_names(model.metadata), cam_method.needs_target,
                             cam_method.name)
     score = None
@@ -281,7 +335,8 @@ def _compute(model, image, method, layer, target, *, batch, preprocess, size, de
         cam=cam, low_res=low, method=cam_method.name, layer=chosen.name, layer_shape=tuple(run.maps.shape),
         target=run.target.index if run.target else -1, target_label=run.target.label if run.target else "",
         score=score, weights=run.weights, photo=np.asarray(photo, np.uint8), model_name=model.name,
-        image_name=image_name, provider=run.provider, runs=run.runs, untrained=model.untrained, notes=notes)
+        image_name=image_name, provider=run.provider, runs=run.runs, untrained=model.untrained, notes=notes,
+        method_source="chosen" if auto else "flag", feeding=feeding.to_dict())
 
 
 def _skip_tensors(model, layer, scored: list[str]) -> list[str]:

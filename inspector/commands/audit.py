@@ -57,9 +57,11 @@ class Audit(Command):
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
         model = load(args.model, layout=args.layout)
-        note = model.guessed_preprocessing_note(args.preprocess) if args.images else None
-        if note:
-            print(note, file=sys.stderr)
+        if args.images:  # a guessed preprocessing, a fixed batch filled, other inputs fed
+            from ..audit import collect_images
+
+            for line in model.feeding(args.preprocess, args.size, collect_images(args.images)).notes():
+                print(line, file=sys.stderr)
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
                        max_memory=args.max_memory, statistics=args.statistics)

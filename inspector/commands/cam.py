@@ -21,9 +21,10 @@ class Cam(Command):
     def add_arguments(self, parser):
         add_model(parser)
         parser.add_argument("image", metavar="IMAGE", help="image file (any format Pillow reads)")
-        parser.add_argument("--method", "-m", default="scorecam", choices=tuple(METHODS), type=str.lower,
+        parser.add_argument("--method", "-m", default=None, choices=tuple(METHODS), type=str.lower,
                             help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
-                            + " (default scorecam)")
+                            + " (default: scorecam where the model has one class output or --target is given, "
+                              "else eigencam; the choice is said on stderr)")
         parser.add_argument("--layer", "-l", metavar="SEL",
                             help="target layer by index, name, node name, output tensor or unique substring "
                                  "(default: the last conv layer whose maps are larger than 1x1)")
@@ -62,9 +63,13 @@ class Cam(Command):
             if args.device == "auto" or args.verbose:
                 print(f"inspector: ran on {provider}", file=sys.stderr)
 
+        def say_feeding(feeding) -> None:  # a guessed preprocessing, a fixed batch filled, other inputs fed
+            for line in feeding.notes():
+                print(line, file=sys.stderr)
+
         result = compute(model, args.image, args.method, args.layer, args.target, batch=args.batch,
                          preprocess=args.preprocess, size=args.size, device=args.device, verbose=args.verbose,
-                         quiet=False, on_provider=say_provider, max_memory=args.max_memory)
+                         quiet=False, on_provider=say_provider, max_memory=args.max_memory, on_feeding=say_feeding)
         stem = os.path.splitext(os.path.basename(args.image))[0]
         path = os.path.join(out_dir, f"cam_{result.method}_{safe_name(result.layer)}_{safe_name(stem)}.png")
         width, height = save(result, path)
@@ -82,8 +87,8 @@ class Cam(Command):
             print(f"{path}  ({result.method}, {result.layer}, {target}{score}, {width}x{height})")
             if args.npz:
                 print(f"{args.npz}  (cam {result.cam.shape[0]}x{result.cam.shape[1]}, target, layer)")
-            for note in result.notes:
-                print(f"note: {note}", file=sys.stderr)
+        for note in result.notes:  # the method chosen and why: on stderr with --json too
+            print(f"inspector: note: {note}", file=sys.stderr)
         return 0
 
 

@@ -42,13 +42,11 @@ class Maps(Command):
 
         model = load(args.model, layout=args.layout)
         layers = model.select(args.layers, args.all_layers)
-        spec = model.preprocessing(args.preprocess)
-        source = model.preprocess_source(args.preprocess)
         # A non-image input or a misfit --size fails before any output; one open dim keeps the aspect ratio.
-        size = model.input_size(args.size, spec, image=args.image)
-        note = model.guessed_preprocessing_note(args.preprocess)
-        if note:
-            print(note, file=sys.stderr)
+        feeding = model.feeding(args.preprocess, args.size, [args.image], args.image)
+        spec, source, size = feeding.preprocess, feeding.preprocess_source, feeding.size
+        for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
+            print(line, file=sys.stderr)
         label = spec.mode + (" (guessed: set --preprocess)" if source == "guessed" else "")
         check_maps_memory(model, layers, size, args.max_memory)
         if not args.no_png:
@@ -109,7 +107,7 @@ class Maps(Command):
         if args.json:
             print(json.dumps({"model": args.model, "image": args.image, "provider": provider,
                               "preprocess": spec.mode, "preprocess_source": source,
-                              "input_size": list(size), "layers": records}, indent=2))
+                              "input_size": list(size), "input": feeding.to_dict(), "layers": records}, indent=2))
         return 0
 
 

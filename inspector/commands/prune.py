@@ -79,16 +79,20 @@ class Prune(Command):
 
         batch = None
         if images:
-            model.image_batch(images[:1], args.preprocess, args.size)  # a wrong --preprocess or size fails now
+            feeding = model.feeding(args.preprocess, args.size, images)  # inspector.inputs: the one resolver
+            for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
+                print(line, file=sys.stderr)
+            spec, size = feeding.preprocess, feeding.size
+            model.image_batch(images[:1], spec, size)  # a wrong --preprocess or size fails now
 
             def batch():  # one image at a time: memory does not grow with the number of images
                 for image in images:
-                    yield model.image_batch([image], args.preprocess, args.size)[0]
+                    yield model.image_batch([image], spec, size)[0]
 
         def verify(path: str) -> None:
             from ..prune.check import compare
 
-            result.check = compare(model.file, path, batch(), total=len(images))
+            result.check = compare(model.file, path, batch(), total=len(images), feeds=model.feeds)
             result.check["tolerance"] = tolerance
             if tolerance is not None and result.check["max_rel_diff"] > tolerance:
                 raise _CheckRefused

@@ -41,18 +41,17 @@ class Report(Command):
         model = load(args.model, layout=args.layout)
         all_layers = model.require_layers()
         shown = all_layers if args.all_layers or not args.layers else model.select(args.layers)
-        spec = model.preprocessing(args.preprocess)
-        size = model.input_size(args.size, spec, image=args.image)
-        note = model.guessed_preprocessing_note(args.preprocess)
-        if note:
-            print(note, file=sys.stderr)
+        feeding = model.feeding(args.preprocess, args.size, [args.image], args.image)
+        size = feeding.size
+        for line in feeding.notes():  # a guessed preprocessing, a fixed batch filled, other inputs fed
+            print(line, file=sys.stderr)
         check_maps_memory(model, all_layers, size, args.max_memory)  # the report runs every layer's output once
 
         def say_provider(provider: str) -> None:
             if args.device == "auto" or args.verbose:
                 print(f"inspector: ran on {provider}", file=sys.stderr)
 
-        report = build_report(model, args.image, layers=shown, preprocess=args.preprocess, size=size,
+        report = build_report(model, args.image, layers=shown, preprocess=args.preprocess, size=args.size,
                               device=args.device, max_tiles=args.max, cmap=args.cmap, verbose=args.verbose,
                               quiet=False, on_provider=say_provider)
         page = report.html

@@ -95,6 +95,14 @@ def report_section(page: str, model, other_path: str, image, *, preprocess=None,
     from ..report import add_section
     from .run import diff
 
+    import os
+    import sys
+
+    def say(lines: list[str]) -> None:  # the report has said model A's already
+        for line in lines:
+            if os.path.basename(model.path) not in line or os.path.basename(model.path) == os.path.basename(other_path):
+                print(line, file=sys.stderr)
+
     result = diff(model, other_path, [image], preprocess=preprocess, size=size, devices=[device],
-                  keep_first=True, quiet=True, verbose=verbose)
+                  keep_first=True, quiet=True, verbose=verbose, on_notes=say)
     return add_section(page, compare_section(result), SECTION_ID, SECTION_TITLE)

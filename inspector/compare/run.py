@@ -93,6 +93,7 @@ class DiffResult:
     first_image: str | None = None
     first_maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     unmatched_reasons: tuple[list[dict], list[dict]] = ([], [])
+    feeding: tuple[dict, dict] | None = None  # how each model was fed (inspector.inputs.Feeding.to_dict)
 
     # ---------------------------------------------------------------- verdicts
 
@@ -147,6 +148,8 @@ class DiffResult:
                 "input_size": list(self.input_size) if self.input_size else None,
                 "preprocess": list(self.preprocess) if self.preprocess else None,
                 "providers": list(self.providers) if self.providers else None,
+                "preprocess_source": [f["preprocess_source"] for f in self.feeding] if self.feeding else None,
+                "input": {"a": self.feeding[0], "b": self.feeding[1]} if self.feeding else None,
             },
             "threshold_db": self.threshold_db,
             "layers": [layer.to_dict(self.threshold_db) for layer in self.layers],
@@ -262,19 +265,6 @@ def _sqnr_text(value: float | None, exact: bool) -> str:
 
 # ------------------------------------------------------------------------------------- the run
 
-def _preprocessing(model_a, model_b, preprocess):
-    """Each model's own preprocessing; a model that does not say borrows the other's (a quantized or
-    re-exported copy often loses the metadata); ``--preprocess`` overrides both."""
-    from ..preprocess import from_metadata
-
-    if preprocess:
-        return model_a.preprocessing(preprocess), model_b.preprocessing(preprocess)
-    said_a, said_b = from_metadata(model_a.metadata), from_metadata(model_b.metadata)
-    if said_a is None and said_b is None:
-        model_a.preprocessing(None)  # raises the message that asks for --preprocess
-    return said_a or said_b, said_b or said_a
-
-
 # Images per run of each model: both models' maps of one batch are in memory at once (and onnxruntime's
 # copy of them), so half the audit's 16; onnxruntime is no faster per image at larger batches on a CPU.
 DEFAULT_BATCH = 8
@@ -294,28 +284,18 @@ def _batch_size(model_a, model_b, requested: int | None) -> int:
     return requested or DEFAULT_BATCH
 
 
-def _input_size(model_a, model_b, size, spec_a, spec_b) -> tuple[int, int]:
-    size_a = model_a.input_size(size, spec_a)
-    try:
-        size_b = model_b.input_size(size_a, spec_b)
-    except InspectorError:
-        size_b = model_b.input_size(None, spec_b)
-    if tuple(size_a) != tuple(size_b):
-        raise InspectorError(f"the two models take different input sizes ({size_a[0]}x{size_a[1]} and "
-                             f"{size_b[0]}x{size_b[1]}); diff compares them on the same images at one size")
-    return tuple(size_a)
-
-
 def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
          layers: Sequence[str | int] | None = None, batch: int | None = None, preprocess=None,
          size: tuple[int, int] | None = None, devices: Sequence[str] = ("auto", "auto"),
          threshold_db: float = DEFAULT_THRESHOLD_DB, keep_first: bool = False, quiet: bool = False,
-         verbose: bool = False) -> DiffResult:
+         verbose: bool = False, on_notes=None) -> DiffResult:
     """Compare ``model_b`` against ``model_a`` (the reference): weights always, maps over ``images``.
 
     ``layers``: selectors of model A's layers to compare (default every matched layer).
     ``devices``: one device for both models or one per model ("auto", "cpu", "cuda").
     ``keep_first``: keep the first image's maps of every compared layer (for the pictures).
+    ``on_notes``: called with how the models are fed (``inspector.inputs``: a guess, a borrowed
+    preprocessing, a fixed batch filled), a list of lines; default: printed on stderr.
     """
     from ..api import Model, load
     from ..audit import collect_images
@@ -356,9 +336,18 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
     if not images:
         return result
 
+    from ..inputs import resolve_pair
+
     files = collect_images(images)
-    spec_a, spec_b = _preprocessing(model_a, model_b, preprocess)
-    input_size = _input_size(model_a, model_b, size, spec_a, spec_b)
+    feeding_a, feeding_b = resolve_pair(model_a, model_b, preprocess, size, files)
+    spec_a, spec_b, input_size = feeding_a.preprocess, feeding_b.preprocess, feeding_a.size
+    notes = list(dict.fromkeys([*feeding_a.notes(), *feeding_b.notes()]))
+    if on_notes is not None:
+        on_notes(notes)
+    else:
+        for line in notes:
+            print(line, file=sys.stderr)
+    result.feeding = (feeding_a.to_dict(), feeding_b.to_dict())
     per_batch = _batch_size(model_a, model_b, batch)
     for model, spec in ((model_a, spec_a), (model_b, spec_b)):  # wrong channel count or dtype: fail before work
         model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)

@@ -23,29 +23,36 @@ def _session(onnx_file=None, path: str | None = None):
 
 
 def compare(onnx_file, pruned_path: str, samples: Iterable[np.ndarray], total: int | None = None,
-            quiet: bool = False) -> dict:
+            quiet: bool = False, feeds=None) -> dict:
     """Largest absolute and relative output difference over every model output, on CPU.
 
     ``samples``: inputs of one image each, in the model's layout (a batch, or a
     generator that loads them one at a time, so memory does not grow with their
     number). Relative: the absolute difference over the largest magnitude of that
     output in the original model (a per-element ratio explodes near zero).
+    ``feeds``: image batch -> onnxruntime feeds (``Model.feeds``: a fixed batch filled, other inputs fed);
+    without it the model must take the image alone.
     """
     from ..progress import progress
 
     original = _session(onnx_file=onnx_file)
     pruned = _session(path=pruned_path)
-    if len(original.get_inputs()) != 1:
-        raise InspectorError("--check feeds models with one input only")
-    name = original.get_inputs()[0].name
+    if feeds is None:
+        if len(original.get_inputs()) != 1:
+            raise InspectorError("--check feeds models with one input only")
+        name = original.get_inputs()[0].name
+
+        def feeds(x):
+            return {name: x}
     metas = original.get_outputs()
     diff = [0.0] * len(metas)
     scale = [0.0] * len(metas)
     count = 0
     # One image at a time: many detectors fix their batch dimension at 1.
     for sample in progress(samples, total=total, desc="check", unit="image", quiet=quiet):
-        reference = _run(original, name, sample[None], "the original model")
-        got = dict(zip([o.name for o in pruned.get_outputs()], _run(pruned, name, sample[None], "the pruned model")))
+        fed = feeds(sample[None])
+        reference = _run(original, fed, "the original model")
+        got = dict(zip([o.name for o in pruned.get_outputs()], _run(pruned, fed, "the pruned model")))
         for position, meta in enumerate(metas):
             ref, new = reference[position], got.get(meta.name)
             if new is None or new.shape != ref.shape:
@@ -65,9 +72,9 @@ def compare(onnx_file, pruned_path: str, samples: Iterable[np.ndarray], total: i
     }
 
 
-def _run(session, name: str, x: np.ndarray, which: str):
+def _run(session, feeds: dict, which: str):
     try:
-        return session.run(None, {name: x})
+        return session.run(None, feeds)
     except Exception as exc:  # onnxruntime's own error types
         from ..execution import _first_line
 
