@@ -67,7 +67,7 @@ class _Editor:
         node = self.nodes[node_index]
         name = node.input[position] if position < len(node.input) else ""
         dtype = self.dtype_of(name or like or "")
-        array = np.ascontiguousarray(np.asarray(array).astype(dtype, copy=False))
+        array = np.require(np.asarray(array).astype(dtype, copy=False), requirements="C")  # 0-d stays 0-d
         readers = sum(list(n.input).count(name) for n in self.nodes) if name else 0
         in_place = (name and name in self.tracer.initializers and readers == 1 and name not in self.payloads
                     and name not in {o.name for o in self.graph.output})
