@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import index_nodes
+from . import computed
 from . import values as fn
 
 STANDARD = ("", "ai.onnx")
@@ -145,8 +146,10 @@ class Tracer:
 
     # ------------------------------------------------------------------ helpers
 
-    def const(self, name: str):
-        """The value of a constant tensor (initializer or Constant node), or None."""
+    def const(self, name: str, _depth: int = 0):
+        """The value of a constant tensor, or None: an initializer, a Constant node, or one computed from those
+        by the ops exporters put on weights (Cast -> Mul of int8 weights, DequantizeLinear, Identity,
+        reshapes, arithmetic), whatever its size: pruning reads a layer's weights whole anyway."""
         if not name:
             return None
         if name in self._const_cache:
@@ -154,12 +157,22 @@ class Tracer:
         value = None
         if name in self.initializers:
             value = np.asarray(self.file.tensor_array(self.initializers[name]))
-        elif name in self.producer and self.nodes[self.producer[name]].op_type == "Constant":
-            from ..graph import _constant_node_value
+        elif name in self.producer and _depth <= 16:
+            node = self.nodes[self.producer[name]]
+            if node.op_type == "Constant":
+                from ..graph import _constant_node_value
 
-            value = np.asarray(_constant_node_value(self.nodes[self.producer[name]], self.file))
+                value = np.asarray(_constant_node_value(node, self.file))
+            elif node.domain in STANDARD and node.op_type in computed.OPS and len(node.output) == 1:
+                inputs = [self.const(t, _depth + 1) if t else None for t in node.input]
+                if all(v is not None for v, t in zip(inputs, node.input) if t):
+                    value = computed.evaluate(node, inputs)
         self._const_cache[name] = value
         return value
+
+    def computed(self, name: str) -> bool:
+        """``name`` is a constant computed by nodes (not an initializer): an edit writes a new initializer."""
+        return name not in self.initializers and self._const_cache.get(name) is not None
 
     def block(self, carrier: Carrier | None, reason: str) -> None:
         if carrier is not None:
