@@ -270,7 +270,7 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
     probe, input_size = _with_static_input(model, size)
     try:
         tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers},
-                        inferred_shapes(probe), overrides).run()
+                        inferred_shapes(probe), overrides, _dead_by_weights(model)).run()
         plan = tracer.plan()
         surgery = apply(plan)
     except (ValueError, IndexError) as exc:  # shapes that contradict each other: onnxruntime would refuse too
@@ -292,6 +292,23 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
     result.input_size = input_size
     result.audit = audit_accounting(dead, kept_dead)
     return result
+
+
+def _dead_by_weights(model) -> dict[int, np.ndarray]:
+    """The audit's dead-by-weights verdict per conv node (zero or effectively zero filters), so that exact pruning
+    removes what the audit counts; layers whose weights cannot be read are left to the tracer."""
+    from ..audit.weights import dead_filter_masks
+
+    read = []
+    for layer in model.layers:
+        if layer.op != "Conv":
+            continue
+        try:
+            weights, bias = model.graph.weights(layer)
+        except InspectorError:
+            continue
+        read.append((layer, np.asarray(weights), bias))
+    return dead_filter_masks(model, read)
 
 
 def _with_static_input(model, size):
