@@ -31,6 +31,13 @@ def _attr(node, name, default=None):
     return default
 
 
+def contiguous(value) -> np.ndarray:
+    """``value`` in C order with its shape kept: ``np.ascontiguousarray`` turns a 0-d array into shape (1,),
+    and a scalar that becomes a 1-element vector changes the rank of everything it reaches (a Gather
+    index of torch's ``x.view(x.shape[0], -1)`` then yields a vector, and the shape's Concat fails)."""
+    return np.require(np.asarray(value), requirements="C")
+
+
 def consumers(graph) -> dict[str, list]:
     out = defaultdict(list)
     for node in graph.node:
@@ -455,7 +462,7 @@ def _island_rewrite(node, inside, consts, opset, helper) -> list:
 
     def const(suffix, value):
         key = f"{name}__{suffix}"
-        consts[key] = np.ascontiguousarray(value)
+        consts[key] = contiguous(value)
         return key
 
     if node.op_type in _UNARY:
@@ -633,7 +640,7 @@ def attach_weights(model, weights: dict[str, Callable[[], np.ndarray]], opset: i
         value = consts.pop(name)
         if name not in needed:
             continue
-        value = np.ascontiguousarray(value)
+        value = contiguous(value)
         if value.nbytes <= inline_limit or value.dtype == object:
             graph.initializer.append(onnx.numpy_helper.from_array(value, name))
             continue

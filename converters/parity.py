@@ -202,6 +202,16 @@ def _unfolded_steps(path: str, names: Sequence[str]) -> dict[str, list]:
     return out
 
 
+def flat_outputs(result) -> list:
+    """A forward's result as torch.onnx lays it out: tensors of nested tuples, lists and dicts (values in
+    insertion order), depth first."""
+    if isinstance(result, dict):
+        return [t for value in result.values() for t in flat_outputs(value)]
+    if isinstance(result, (list, tuple)):
+        return [t for value in result for t in flat_outputs(value)]
+    return [result] if result is not None else []
+
+
 def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE) -> list[Difference]:
@@ -263,7 +273,7 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             # GELU, which the inspector shows) is channels-last too
             reference = reference.transpose(0, 3, 1, 2)
         sources[layer], references[layer] = name, reference
-    results = result if isinstance(result, (list, tuple)) else [result]
+    results = flat_outputs(result)
     steps = _unfolded_steps(path, [n for n in references if sources[n] == n])
     maps, finals = onnx_outputs(path, batch, list(references))
     differences = []
@@ -275,6 +285,9 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
                 reference = reference * value if op == "Mul" else reference + value
                 label += f" then {what}"
             differences.append(difference(label, reference, maps.get(layer, np.empty(0))))
+    if len(results) != len(finals):
+        differences.append(Difference(f"outputs ({len(results)} in torch, {len(finals)} in the file)",
+                                      float("inf"), float("inf")))
     for k, (reference, got) in enumerate(zip(results, finals)):
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
                                       reference.detach().cpu().numpy(), got))

@@ -533,12 +533,13 @@ class Graph:
 
     # ---------------------------------------------------------------- values
 
-    def constant(self, tensor: str, _depth: int = 0) -> np.ndarray:
+    def constant(self, tensor: str, _depth: int = 0, limit: int | None = FOLD_LIMIT) -> np.ndarray:
         """Values of a tensor computable without running the model.
 
         Initializers (inline or external data), Constant nodes, and
         DequantizeLinear / Identity / Cast chains over those, and reshapes or arithmetic
-        (Add, Sub, Mul, Div) of those whose result has at most FOLD_LIMIT elements.
+        (Add, Sub, Mul, Div) of those whose result has at most ``limit`` elements (None: any size, for a
+        layer's weights, which int8 exports dequantize in the graph with Cast -> Mul).
         """
         if _depth > 16:
             raise InspectorError(f"tensor '{tensor}' is computed by too deep a chain to read as weights")
@@ -551,14 +552,20 @@ class Graph:
         node = self.nodes[i]
         if node.op_type == "Constant":
             return _constant_node_value(node, self.file)
-        if node.op_type in ("Identity", "Cast"):
-            return self.constant(node.input[0], _depth + 1)
+        if node.op_type == "Identity":
+            return self.constant(node.input[0], _depth + 1, limit)
+        if node.op_type == "Cast":  # int8 weights cast to float before their scale: the values in the new type
+            import onnx
+
+            to = next((int(a.i) for a in node.attribute if a.name == "to"), 1)
+            return np.asarray(self.constant(node.input[0], _depth + 1, limit)).astype(
+                onnx.helper.tensor_dtype_to_np_dtype(to))
         if node.op_type in RESHAPES or (node.op_type in ARITHMETIC and len(node.input) == 2):
-            return self._folded(node, tensor, _depth)
+            return self._folded(node, tensor, _depth, limit)
         if node.op_type == "DequantizeLinear":
-            q = self.constant(node.input[0], _depth + 1)
-            scale = self.constant(node.input[1], _depth + 1)
-            zero = self.constant(node.input[2], _depth + 1) if len(node.input) > 2 and node.input[2] else None
+            q = self.constant(node.input[0], _depth + 1, limit)
+            scale = self.constant(node.input[1], _depth + 1, limit)
+            zero = self.constant(node.input[2], _depth + 1, limit) if len(node.input) > 2 and node.input[2] else None
             axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
             return dequantize(q, scale, zero, axis)
         if node.op_type == "QuantizeLinear":  # float weights quantized in the graph (onnxruntime's quantizer does it)
@@ -571,25 +578,25 @@ class Graph:
             f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
             "its weights cannot be read from the file")
 
-    def _folded(self, node, tensor: str, depth: int) -> np.ndarray:
+    def _folded(self, node, tensor: str, depth: int, limit: int | None = FOLD_LIMIT) -> np.ndarray:
         shape = self._static_shape(tensor)
         if shape is None or not all(self._is_constant(t) for t in node.input if t):
             raise InspectorError(
                 f"tensor '{tensor}' is computed at run time by a {node.op_type} node; "
                 "its weights cannot be read from the file")
-        if int(np.prod(shape)) > FOLD_LIMIT:
+        if limit is not None and int(np.prod(shape)) > limit:
             raise InspectorError(f"tensor '{tensor}' is a {node.op_type} of constants too large to fold "
                                  f"({int(np.prod(shape)):,} values)")
         if node.op_type in RESHAPES:
-            return np.asarray(self.constant(node.input[0], depth + 1)).reshape(shape)
-        left, right = (np.asarray(self.constant(t, depth + 1)) for t in node.input)
+            return np.asarray(self.constant(node.input[0], depth + 1, limit)).reshape(shape)
+        left, right = (np.asarray(self.constant(t, depth + 1, limit)) for t in node.input)
         if node.op_type == "Div" and np.issubdtype(left.dtype, np.integer) and np.issubdtype(right.dtype, np.integer):
             return np.trunc(left / right).astype(np.result_type(left, right))  # ONNX integer Div truncates
         return np.asarray(ARITHMETIC[node.op_type](left, right)).reshape(shape)
 
     def weights(self, layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
         """(weights in ONNX order, bias or None), dequantized to float32 for quantized convs."""
-        w = self.constant(layer.weight_input)
+        w = self.constant(layer.weight_input, limit=None)
         if np.ndim(w) < 3:  # a scalar or a vector where a conv's weights go: every reader indexes filters
             raise InspectorError(f"layer '{layer.name}' is inconsistent: its weights have shape {np.shape(w)}, a "
                                  "conv's have at least 3 dimensions; re-export the model")
@@ -604,7 +611,7 @@ class Graph:
                 bias = self.constant(layer.bias_input).astype(np.float32) * (
                     np.asarray(x_scale, np.float32) * np.asarray(w_scale, np.float32).reshape(-1))
             return w.astype(np.float32), _checked_bias(layer, w, bias)
-        bias = self.constant(layer.bias_input).astype(np.float32) if layer.bias_input else None
+        bias = self.constant(layer.bias_input, limit=None).astype(np.float32) if layer.bias_input else None
         return np.asarray(w, dtype=np.float32), _checked_bias(layer, w, bias)
 
     # ------------------------------------------------------------- selection

@@ -248,3 +248,83 @@ def nothing_dead():
 BUILDERS = [conv_chain, depthwise, residual_add, concat, split, flatten_gemm_nchw, flatten_matmul_nhwc,
             batchnorm_unfolded, constant_before_padding, uncovered_ops, squeeze_excite, constant_into_gemm,
             depthwise_multiplier, read_in_subgraph, into_conv_transpose, nothing_dead]
+
+
+def _as_constant_nodes(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Every initializer moved into a Constant node at the front of the graph, as legacy paddle2onnx writes."""
+    consts = [helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", value=t) for t in m.graph.initializer]
+    nodes = consts + list(m.graph.node)
+    del m.graph.node[:], m.graph.initializer[:]
+    m.graph.node.extend(nodes)
+    return m
+
+
+# x -> c1 (8, x: 2 5) -> Relu -> c2 (16) -> Relu -> y, every weight in a Constant node (legacy paddle2onnx)
+def constant_node_weights():
+    m, expected = conv_chain()
+    return _as_constant_nodes(m), {"removed": expected["removed"]}
+
+
+def _int8_chain(n: Net, name: str, weights: np.ndarray, how: str) -> str:
+    """``weights`` stored as int8 with a per-filter scale, dequantized in the graph: Cast -> Mul (int8 weight-only
+    exports) or DequantizeLinear (onnxruntime's QDQ). The float weights the conv reads are exactly
+    int8 * scale."""
+    scale = (np.abs(weights).reshape(len(weights), -1).max(axis=1) / 127).astype(np.float32)
+    scale[scale == 0] = 1.0
+    q = np.round(weights / scale[:, None, None, None]).astype(np.int8)
+    stored = n.const(name + ".weight_q", q)
+    if how == "cast_mul":
+        cast = n.op("Cast", [stored], name + ".weight_f", to=TensorProto.FLOAT)
+        return n.op("Mul", [cast, n.const(name + ".scale", scale.reshape(-1, 1, 1, 1))], name + ".weight")
+    return n.op("DequantizeLinear", [stored, n.const(name + ".scale", scale),
+                                     n.const(name + ".zero", np.zeros(len(scale), np.int8))], name + ".weight", axis=0)
+
+
+def _quantized_chain(how: str):
+    """x -> c1 (8, x: 1 6) -> Relu -> c2 (12, int8 weights, x: 3) -> Relu -> c3 (5, int8 weights) -> y"""
+    n = Net(16)
+    r1 = n.op("Relu", [n.conv("c1", "x", 3, 8, dead=(1, 6))], "r1")
+    w2 = n.rng.standard_normal((12, 8, 3, 3)).astype(np.float32) / 8
+    w2[3] = 0
+    c2 = n.op("Conv", [r1, _int8_chain(n, "c2", w2, how), n.const("c2.bias", np.zeros(12, np.float32))], "c2",
+              pads=[1] * 4)
+    w3 = n.rng.standard_normal((5, 12, 3, 3)).astype(np.float32) / 10
+    c3 = n.op("Conv", [n.op("Relu", [c2], "r2"), _int8_chain(n, "c3", w3, how)], "c3", pads=[1] * 4)
+    return n.model(c3), {"removed": {"c1": [1, 6], "c2": [3]}}
+
+
+# x -> c1 (8, x: 1 6) -> Relu -> c2 (int8 -> Cast -> Mul scale, x: 3) -> Relu -> c3 (int8 -> Cast -> Mul) -> y
+def cast_mul_weights():
+    return _quantized_chain("cast_mul")
+
+
+# x -> c1 (8, x: 1 6) -> Relu -> c2 (int8 -> DequantizeLinear, x: 3) -> Relu -> c3 (int8 -> DequantizeLinear) -> y
+def dequantized_weights():
+    return _quantized_chain("dequantize")
+
+
+# Legacy paddle2onnx (issue 19's text detectors): weights in Constant nodes, each conv without a bias input and its
+# bias added as Add(conv, Reshape(Constant bias, Constant [1, C, 1, 1])), HardSwish written out as
+# Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6):
+# x -> c1 (8, x: 2 5) -> +bias -> HardSwish -> c2 (8, x: 6) -> +bias -> Relu -> c3 (4) -> +bias -> y
+def paddle_legacy():
+    n = Net(17)
+
+    def conv_bias(name, x, cin, cout, dead=()):
+        y = n.conv(name, x, cin, cout, dead=dead, bias=False)
+        bias = n.rng.standard_normal(cout).astype(np.float32) * 0.1
+        bias[list(dead)] = 0
+        shaped = n.op("Reshape", [n.const(name + ".b", bias), n.const(name + ".b_shape", np.array([1, cout, 1, 1]))],
+                      name + ".b_reshaped")
+        return n.op("Add", [y, shaped], name + ".biased")
+
+    c1 = conv_bias("c1", "x", 3, 8, dead=(2, 5))
+    gate = n.op("Clip", [n.op("Add", [c1, n.const("three", np.float32(3))], "plus3"),
+                         n.const("lo", np.float32(0)), n.const("hi", np.float32(6))], "relu6")
+    act = n.op("Div", [n.op("Mul", [c1, gate], "hsw"), n.const("six", np.float32(6))], "hswish")
+    r2 = n.op("Relu", [conv_bias("c2", act, 8, 8, dead=(6,))], "r2")
+    y = conv_bias("c3", r2, 8, 4)
+    return _as_constant_nodes(n.model(y)), {"removed": {"c1": [2, 5], "c2": [6]}}
+
+
+BUILDERS += [constant_node_weights, cast_mul_weights, dequantized_weights, paddle_legacy]

@@ -58,6 +58,17 @@ def _random_input(path: str, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+def _weight_nodes(m) -> set[str]:
+    """Names of the nodes whose inputs are all constants (computed weights)."""
+    constant = {t.name for t in m.graph.initializer}
+    names = set()
+    for node in m.graph.node:
+        if node.op_type != "If" and all(not i or i in constant for i in node.input):
+            constant.update(node.output)
+            names.add(node.name)
+    return names
+
+
 @pytest.mark.parametrize("builder", pb.BUILDERS, ids=lambda b: b.__name__)
 def test_dependency_kinds(builder, tmp_path):
     m, expected = builder()
@@ -82,7 +93,9 @@ def test_dependency_kinds(builder, tmp_path):
     # Names and metadata kept; what was removed is recorded.
     props = {p.key: p.value for p in pruned.metadata_props}
     assert props["inspector.model_name"] == "planted"
-    assert [n.name for n in pruned.graph.node] == [n.name for n in m.graph.node]
+    # Nodes that only compute weights (Constant, Cast -> Mul, DequantizeLinear) may become initializers.
+    assert [n.name for n in pruned.graph.node if n.name not in _weight_nodes(pruned)] == \
+        [n.name for n in m.graph.node if n.name not in _weight_nodes(m)]
     if expected["removed"] or expected.get("folded"):
         record = json.loads(props["inspector.pruned"])
         assert record["removed_filters"] == expected["removed"] and record["exact"]
@@ -330,3 +343,55 @@ def test_constant_channel_values_match_onnxruntime(op, attrs):
     got = values.UNARY[op](node, x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert np.isnan(values.UNARY[op](node, np.array([np.nan]))).all()  # a live channel stays live
+
+
+# ------------------------------------------------------------ every listed unit: removed or kept with a reason
+
+
+def _account(result, dead) -> None:
+    """Each filter or channel the audit lists is removed (in its layer's row) or kept with a reason, never both,
+    never neither; the printed counts are these."""
+    removed = {r.name: set(r.removed) for r in result.rows}
+    kept = {(k["layer"], k["filter"]): k["reason"] for k in result.kept_dead}
+    listed = {(name, i) for name, found in dead.items() for i in set(found["filters"]) | set(found["channels"])}
+    for name, index in listed:
+        gone = index in removed.get(name, set())
+        assert gone != ((name, index) in kept), (name, index)
+        assert gone or kept[(name, index)].strip()
+    went = sum(index in removed.get(name, set()) for name, index in listed)
+    assert result.audit == {"listed": len(listed), "removed": went, "kept": len(listed) - went}
+    assert f"the audit lists {len(listed)} dead filters and channels: removed {went}, kept {len(listed) - went}" \
+        in result.table()
+
+
+@pytest.mark.parametrize("builder", pb.BUILDERS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("channels", [False, True], ids=["exact", "channels"])
+def test_every_listed_unit_removed_or_kept(builder, channels, tmp_path):
+    """An audit listing the first and last channel of every layer (and the planted zeros): nothing is silent."""
+    m, expected = builder()
+    source = _save(m, tmp_path)
+    model = load(source)
+    dead = {layer.name: {"filters": sorted(expected["removed"].get(layer.name, [])),
+                         "channels": sorted({0, layer.filters - 1})} for layer in model.layers}
+    result = prune(source, dead=dead, channels=channels)
+    _account(result, dead)
+    if channels and result.changed:
+        out = result.write(str(tmp_path / "pruned.onnx"))
+        onnx.checker.check_model(out, full_check=True)
+
+
+def test_trained_ppocrv5_channels_accounted(tmp_path):
+    """Issue 19's text detector: its audit's dead filters and channels, each removed or kept with a reason."""
+    from inspector.audit import audit
+
+    path, entry = trained.model("ppocrv5_det_small")
+    photos = trained.photos(entry)
+    audited = audit(load(path), photos * 3, preprocess=entry["preprocess"], quiet=True, device="cpu").to_dict()
+    from inspector.prune.audit_input import dead_by_layer
+
+    dead = dead_by_layer(audited)
+    result = prune(path, dead=dead, channels=True)
+    _account(result, dead)
+    assert result.audit["removed"] > 500 and result.removed_filters > 500
+    out = result.write(str(tmp_path / "pruned.onnx"))
+    onnx.checker.check_model(out, full_check=True)

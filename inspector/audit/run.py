@@ -15,7 +15,7 @@ from . import ingraph, routing
 from .activations import non_negative
 from .images import batch_size, batches, collect_images, prefetched
 from .result import AuditResult, LayerAudit
-from .weights import weight_stats
+from .weights import dead_filter_masks, weight_stats
 
 # None: decode the next batch on a worker thread while a batch runs on CUDA only (on the 2-core CPU it
 # was 2% slower: onnxruntime already keeps every core busy); True/False force it (tests).
@@ -63,11 +63,12 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
     """The audit of the weights alone: ``read`` is [(layer, weights, bias, rectifier)]."""
     audits = []
     filters_by_node = {}
+    dead = dead_filter_masks(model, [(layer, weights, bias) for layer, weights, bias, _ in read])
     for layer, weights, bias, rectifier in read:
         groups = max(1, int(layer.groups or 1))
         filters_by_node[layer.node_index] = (weights, groups)
         audits.append(LayerAudit(layer.index, layer.name, layer.op, layer.activation,
-                                 tuple(layer.weight_shape), weight_stats(weights, bias, groups),
+                                 tuple(layer.weight_shape), weight_stats(weights, bias, groups, dead[layer.node_index]),
                                  rectifier=rectifier))
     for (layer, *_), layer_audit in zip(read, audits):
         if not layer_audit.rectifier:

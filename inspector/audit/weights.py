@@ -1,6 +1,6 @@
-"""Weight-level rules: filter norms, dead filters (all weights exactly zero), near-duplicate filters within a
-group (each input channel's weights normalised over the group, so no rescaling can move a pair), near-zero
-weights. No images needed."""
+"""Weight-level rules: filter norms, dead filters (weights zero, or below float32 resolution next to their layer's),
+near-duplicate filters within a group (each input channel's weights normalised over the group, so no rescaling can
+move a pair), near-zero weights. No images needed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ DEAD_NORM_RATIO = 1e-3
 DUPLICATE_COSINE = 0.99
 DUPLICATE_EXAMPLES = 5
 NEAR_ZERO_RATIO = 1e-6
+# A filter whose weights are this small next to its layer's (float32's resolution, 2**-23) contributes nothing a
+# float32 sum can hold: its map is its bias, as if the weights were zero (trained models end with denormals there).
+EFFECTIVELY_ZERO = float(np.finfo(np.float32).eps)
 
 # Elements of one similarity block (rows x filters), so that wide layers stay small in memory.
 _SIMILARITY_BLOCK = 1 << 22
@@ -26,12 +29,13 @@ class WeightStats:
     l1: np.ndarray  # (filters,) L1 norm of weights + bias
     l2: np.ndarray  # (filters,) L2 norm of weights + bias
     median_l2: float
-    dead_filters: list[int]  # weights all exactly zero: the map is the bias alone, whatever the input
+    dead_filters: list[int]  # weights zero or effectively zero: the map is the bias alone, whatever the input
     weak_filters: list[int]  # L2 under DEAD_NORM_RATIO x the median: information, not a verdict
     duplicate_pairs: int
     duplicate_examples: list[tuple[int, int, float]]  # (a, b, cosine), most similar first
     near_zero_weight_fraction: float
     groups: int = 1
+    effectively_zero: list[int] = ()  # of the dead filters, those whose weights are not exactly zero
 
     def to_dict(self) -> dict:
         return {
@@ -39,6 +43,7 @@ class WeightStats:
             "filter_l2": [_number(v) for v in self.l2],
             "median_filter_l2": _number(self.median_l2),
             "dead_filters": list(self.dead_filters),
+            "effectively_zero_filters": list(self.effectively_zero),
             "weak_filters": list(self.weak_filters),
             "near_duplicates": {
                 "pairs": self.duplicate_pairs,
@@ -48,11 +53,13 @@ class WeightStats:
         }
 
 
-def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None, groups: int = 1) -> WeightStats:
+def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None, groups: int = 1,
+                 dead: np.ndarray | None = None) -> WeightStats:
     """Statistics of one layer's filters: ``weights`` is (filters, in_per_group, ...), ``bias`` (filters,) or None.
 
     ``groups``: the conv's groups; only filters of one group read the same input channels, so only
-    they can duplicate each other (never two depthwise filters).
+    they can duplicate each other (never two depthwise filters). ``dead``: the layer's dead-by-weights mask from
+    ``dead_filter_masks`` (which sees the layers that read it); by default the layer's own weights judge.
     """
     weights = np.asarray(weights, dtype=np.float32)
     count = weights.shape[0] if weights.ndim else 0
@@ -63,13 +70,81 @@ def weight_stats(weights: np.ndarray, bias: np.ndarray | None = None, groups: in
     l1 = np.abs(wide).sum(axis=1)
     l2 = np.sqrt(np.square(wide).sum(axis=1))
     median = float(np.median(l2)) if count else 0.0
-    dead = ~np.any(flat != 0, axis=1)
+    exact = ~np.any(flat != 0, axis=1)
+    dead = negligible_filters(weights, groups) if dead is None or len(dead) != count else np.asarray(dead, bool)
     weak = ~dead & (l2 < DEAD_NORM_RATIO * median)
     largest = float(np.max(np.abs(flat))) if flat.size else 0.0
     near_zero = float(np.mean(np.abs(flat) <= NEAR_ZERO_RATIO * largest)) if flat.size else 0.0
     pairs, examples = grouped_duplicates(weights, groups, ~dead)
     return WeightStats(count, l1, l2, median, [int(i) for i in np.flatnonzero(dead)],
-                       [int(i) for i in np.flatnonzero(weak)], pairs, examples, near_zero, groups)
+                       [int(i) for i in np.flatnonzero(weak)], pairs, examples, near_zero, groups,
+                       [int(i) for i in np.flatnonzero(dead & ~exact)])
+
+
+def negligible_filters(weights: np.ndarray, groups: int = 1, importance: np.ndarray | None = None) -> np.ndarray:
+    """(filters,) bool: weights exactly zero, or a contribution below float32 resolution next to the layer's
+    largest (the map is then its bias, up to rounding: a constant channel, or a zero one where the bias is zero).
+
+    ``importance``: per filter, what its channel weighs downstream (``dead_filter_masks``), where the channel can
+    be rescaled alone. Each filter is multiplied by it, then each input channel's weights are divided by their norm
+    over the filters of its group (as for duplicates), and each filter's norm is compared with the largest. A
+    filter times s (weights and bias) with the weights reading it over s leaves the product alone; a rescaled
+    input channel is normalised away; scaling the whole layer moves nothing. Where a group holds one filter
+    (depthwise) the input channel has nothing to be compared with: the (weighted) filters' own norms are used.
+    """
+    weights = np.asarray(weights, np.float64)
+    count = weights.shape[0] if weights.ndim else 0
+    if count == 0:
+        return np.zeros(0, bool)
+    exact = ~np.any(weights.reshape(count, -1) != 0, axis=1)
+    block = weights if weights.ndim >= 2 else weights.reshape(count, -1)
+    if importance is not None and len(importance) == count and np.all(np.isfinite(importance)):
+        block = block * np.asarray(importance, np.float64).reshape((count,) + (1,) * (block.ndim - 1))
+    groups = max(1, int(groups or 1))
+    per_group = count // groups if count % groups == 0 else count
+    if per_group >= 2 and block.ndim >= 2:
+        parts = []
+        for g in range(count // per_group):
+            part = block[g * per_group:(g + 1) * per_group]
+            with np.errstate(all="ignore"):
+                columns = np.sqrt(np.square(part).sum(axis=(0,) + tuple(range(2, part.ndim)), keepdims=True))
+                parts.append(np.divide(part, columns, out=np.zeros_like(part), where=columns > 0))
+        block = np.concatenate(parts)
+    with np.errstate(all="ignore"):
+        scores = np.sqrt(np.square(block.reshape(count, -1)).sum(axis=1))
+    if not np.isfinite(scores).all() or not scores.any():  # NaN/inf weights or an all-zero layer: exact zeros only
+        return exact
+    return exact | (scores <= EFFECTIVELY_ZERO * float(scores.max()))
+
+
+# Activations through which a filter (weights and bias) times s, and the weights reading it over s, is the same
+# function: there a filter's own norm says nothing alone.
+HOMOGENEOUS = (None, "Relu", "LeakyRelu")
+
+
+def dead_filter_masks(model, read) -> dict[int, np.ndarray]:
+    """{conv node index: (filters,) bool dead by weights} for every layer; ``read`` is [(layer, filters-first
+    weights, bias)].
+
+    A channel's importance is the norm of the weights that read it, each reader's filters weighted by their own
+    importance (from the last layer back, through the ops a rescaling passes: ``routing.outgoing_norms``), so
+    that a rescaling anywhere along a chain of linear, Relu or LeakyRelu layers cancels out. It starts afresh
+    (none) at anything else: a Sigmoid, an Add, a graph output, an unfolded BatchNorm.
+    """
+    from . import routing
+
+    weighted = {layer.node_index: (np.asarray(w), max(1, int(layer.groups or 1))) for layer, w, _ in read}
+    masks = {}
+    for layer, w, _ in sorted(read, key=lambda entry: -entry[0].node_index):  # readers before what they read
+        importance = None
+        if layer.activation in HOMOGENEOUS and not layer.affine and layer.op == "Conv":
+            importance = routing.outgoing_norms(model, layer, len(w), weighted)
+        masks[layer.node_index] = negligible_filters(w, layer.groups, importance)
+        if importance is not None and np.all(np.isfinite(importance)):
+            w = np.asarray(w, np.float64)
+            weighted[layer.node_index] = (w * importance.reshape((len(w),) + (1,) * (w.ndim - 1)),
+                                          max(1, int(layer.groups or 1)))
+    return masks
 
 
 def grouped_duplicates(weights: np.ndarray, groups: int, keep: np.ndarray) -> tuple[int, list[tuple[int, int, float]]]:

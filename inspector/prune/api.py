@@ -58,6 +58,7 @@ class PruneResult:
         self.approximate = approximate  # layer -> channels treated as zero that are not exactly zero
         self.params_before, self.params_after = params
         self.check: dict | None = None
+        self.audit: dict | None = None  # {"listed", "removed", "kept"} of the audit's dead filters and channels
         self.input_size: tuple[int, int] | None = None
         self.output: str | None = None
 
@@ -102,6 +103,8 @@ class PruneResult:
             "layers": [r.to_dict() for r in self.rows],
             "dead_filters_kept": self.kept_dead,
             "approximate": self.approximate,
+            "audit": self.audit,
+            "computed_weights_stored": list(self.surgery.computed),
             "check": self.check,
         }
 
@@ -182,14 +185,35 @@ def render_table(result: PruneResult) -> str:
                + (f" at {result.input_size[0]}x{result.input_size[1]}" if result.input_size else "")
                + f" {macs_before:,} -> {macs_after:,}"
                + ("" if result.exact else "; APPROXIMATE (channels the audit found silent)"))
+    if result.surgery.computed:
+        names = result.surgery.computed
+        out.append(f"{len(names)} weight tensor(s) computed in the graph (Cast -> Mul, DequantizeLinear, reshapes) "
+                   f"are stored as their pruned values: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}")
+    if result.audit is not None:
+        audit = result.audit
+        out.append(f"the audit lists {audit['listed']} dead filters and channels: removed {audit['removed']}, "
+                   f"kept {audit['kept']}" + (" (reasons below)" if audit["kept"] else ""))
     for kept in result.kept_dead[:20]:
-        out.append(f"kept dead filter {kept['layer']}[{kept['filter']}]: {kept['reason']}")
+        out.append(f"kept dead {kept.get('unit', 'filter')} {kept['layer']}[{kept['filter']}]: {kept['reason']}")
     if len(result.kept_dead) > 20:
-        out.append(f"... and {len(result.kept_dead) - 20} more dead filters kept (see --json)")
+        reasons: dict[str, int] = {}
+        for kept in result.kept_dead[20:]:
+            reasons[_reason_kind(kept["reason"])] = reasons.get(_reason_kind(kept["reason"]), 0) + 1
+        out.append(f"... and {len(result.kept_dead) - 20} more kept (see --json): " + "; ".join(
+            f"{count} {why}" for why, count in sorted(reasons.items(), key=lambda item: -item[1])[:4]))
     return "\n".join(out)
 
 
-_FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16: weights, not shapes or indices
+# float, float16, double, bfloat16, and the integer types quantized weights are stored in (uint8, int8, uint16,
+# int16, uint4, int4): weights, not shapes or indices (int32, int64)
+def _reason_kind(reason: str) -> str:
+    """A reason without the node it names, to count alike reasons together."""
+    import re
+
+    return re.sub(r"\b[A-Za-z]+ '[^']*'", "a node", reason)
+
+
+_WEIGHT_TYPES = (1, 10, 11, 16, 2, 3, 4, 5, 21, 22)
 
 
 def _param_count(model_proto) -> int:
@@ -198,7 +222,7 @@ def _param_count(model_proto) -> int:
     for node in model_proto.graph.node:
         if node.op_type == "Constant":
             tensors += [a.t for a in node.attribute if a.name == "value"]
-    return sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in tensors if t.data_type in _FLOAT_TYPES)
+    return sum(int(np.prod(t.dims)) if len(t.dims) else 1 for t in tensors if t.data_type in _WEIGHT_TYPES)
 
 
 def _overrides(model, dead: dict | None, channels: bool):
@@ -246,7 +270,7 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
     probe, input_size = _with_static_input(model, size)
     try:
         tracer = Tracer(model.file, {layer.node_index: layer.name for layer in model.layers},
-                        inferred_shapes(probe), overrides).run()
+                        inferred_shapes(probe), overrides, _dead_by_weights(model)).run()
         plan = tracer.plan()
         surgery = apply(plan)
     except (ValueError, IndexError) as exc:  # shapes that contradict each other: onnxruntime would refuse too
@@ -266,7 +290,25 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
     params = (_param_count(light), _param_count(surgery.model))
     result = PruneResult(model, tracer, plan, surgery, rows, kept_dead, approximate, params)
     result.input_size = input_size
+    result.audit = audit_accounting(dead, kept_dead)
     return result
+
+
+def _dead_by_weights(model) -> dict[int, np.ndarray]:
+    """The audit's dead-by-weights verdict per conv node (zero or effectively zero filters), so that exact pruning
+    removes what the audit counts; layers whose weights cannot be read are left to the tracer."""
+    from ..audit.weights import dead_filter_masks
+
+    read = []
+    for layer in model.layers:
+        if layer.op != "Conv":
+            continue
+        try:
+            weights, bias = model.graph.weights(layer)
+        except InspectorError:
+            continue
+        read.append((layer, np.asarray(weights), bias))
+    return dead_filter_masks(model, read)
 
 
 def _with_static_input(model, size):
@@ -327,30 +369,59 @@ def _rows(model, tracer, surgery) -> list[LayerRow]:
 
 
 def _kept_dead(model, tracer, plan, dead, channels) -> list[dict]:
-    """Filters dead by their weights (or by the audit) that stay, and why."""
+    """Filters dead by their weights, and every filter or channel the audit lists, that stay, and why: each one
+    the audit lists is either removed or here (``audit_accounting`` counts both)."""
     kept = []
     seen = set()
     for source in tracer.sources:
         for filter_index in np.flatnonzero(source.zero_weights):
             reason = plan.reason(source.ids[filter_index])
             if reason:
-                kept.append({"layer": source.name, "filter": int(filter_index), "reason": reason})
+                kept.append({"layer": source.name, "filter": int(filter_index), "reason": reason, "unit": "filter"})
                 seen.add((source.name, int(filter_index)))
     layers = {layer.name: layer for layer in model.layers}
-    source_by_name = {s.name: s for s in tracer.sources}
     for name, found in (dead or {}).items():
-        for filter_index in found["filters"] + ([] if channels else found["channels"]):
+        for filter_index in sorted(set(found["filters"]) | set(found["channels"])):
             if (name, filter_index) in seen:
                 continue
-            source = source_by_name.get(name)
-            if source is not None and filter_index < len(source.ids) and not plan.reason(source.ids[filter_index]):
-                continue  # removed
             seen.add((name, filter_index))
-            if not channels:
+            why = _fate(tracer, plan, layers[name], filter_index)
+            if why is None:
+                continue  # removed
+            if not channels and _varies(tracer, layers[name], filter_index):
                 why = "not exactly zero (the audit's norm or image rule); --channels removes it, --check measures it"
-            elif source is None or layers[name].output not in tracer.carriers:
-                why = "its layer's channels are not traced (grouped, quantized or computed weights)"
-            else:
-                why = plan.reason(source.ids[filter_index]) or "kept"
-            kept.append({"layer": name, "filter": int(filter_index), "reason": why})
+            unit = "filter" if filter_index in found["filters"] else "channel"
+            kept.append({"layer": name, "filter": int(filter_index), "reason": why, "unit": unit})
     return kept
+
+
+def _fate(tracer, plan, layer, index: int) -> str | None:
+    """None when channel ``index`` of ``layer`` goes; else why it stays."""
+    carrier = tracer.carriers.get(layer.output) or tracer.carriers.get(layer.conv_output)
+    if carrier is None or index >= len(carrier.ids):
+        if layer.op == "ConvTranspose":
+            return "a transposed conv's output channels are not traced by the pruning rules"
+        if layer.quantization:
+            return f"its weights are quantized ({layer.quantization}) inside the conv op"
+        if layer.groups > 1:
+            return f"grouped conv (groups={layer.groups}) whose channels are not traced"
+        return "its layer's channels are not traced (weights computed at run time)"
+    root = tracer.uf.find(int(carrier.ids[index]))
+    if root in plan.removed:
+        return None
+    return plan.kept.get(root) or "kept by the pruning rules"
+
+
+def _varies(tracer, layer, index: int) -> bool:
+    """The channel is not a known constant (its filter is not exactly zero)."""
+    carrier = tracer.carriers.get(layer.output) or tracer.carriers.get(layer.conv_output)
+    return carrier is None or index >= len(carrier.values) or bool(np.isnan(carrier.values[index]))
+
+
+def audit_accounting(dead: dict | None, kept: list[dict]) -> dict | None:
+    """{"listed", "removed", "kept"}: the audit's dead filters and channels, each removed or kept with a reason."""
+    if dead is None:
+        return None
+    listed = {(name, i) for name, found in dead.items() for i in set(found["filters"]) | set(found["channels"])}
+    kept_units = {(k["layer"], k["filter"]) for k in kept} & listed
+    return {"listed": len(listed), "removed": len(listed) - len(kept_units), "kept": len(kept_units)}

@@ -24,6 +24,7 @@ class Surgery:
     weight_shapes: dict[int, tuple]  # node index -> (before, after) weight shapes of every edited conv/dense
     removed_filters: dict[int, list[int]] = field(default_factory=dict)  # conv node -> removed filter indices
     folded: dict[int, int] = field(default_factory=dict)  # node -> constant input channels folded into its bias
+    computed: list[str] = field(default_factory=list)  # computed weights (Cast -> Mul...) now stored as values
 
 
 def _np_dtype(data_type: int):
@@ -44,6 +45,7 @@ class _Editor:
         self.nodes = self.graph.node  # same order as tracer.nodes
         self.payloads: dict[str, np.ndarray] = {}
         self.headers: dict[str, object] = {}
+        self.computed: set[str] = set()  # tensors computed from constants (Cast -> Mul...) replaced by values
         self.names = {t.name for t in self.graph.initializer} | {o for n in self.nodes for o in n.output}
         self.names |= {i.name for i in self.graph.input}
 
@@ -67,10 +69,12 @@ class _Editor:
         node = self.nodes[node_index]
         name = node.input[position] if position < len(node.input) else ""
         dtype = self.dtype_of(name or like or "")
-        array = np.ascontiguousarray(np.asarray(array).astype(dtype, copy=False))
+        array = np.require(np.asarray(array).astype(dtype, copy=False), requirements="C")  # 0-d stays 0-d
         readers = sum(list(n.input).count(name) for n in self.nodes) if name else 0
         in_place = (name and name in self.tracer.initializers and readers == 1 and name not in self.payloads
                     and name not in {o.name for o in self.graph.output})
+        if name and self.tracer.computed(name):
+            self.computed.add(name)
         if not in_place:
             base = (name or (like or node.output[0]) + "_bias") + "_pruned"
             new, k = base, 1
@@ -101,10 +105,21 @@ class _Editor:
         read = {name for node in graph.node for name in node.input if name} | outputs
         # Only what the rewiring orphaned goes (Constant nodes whose value moved into an initializer,
         # weights replaced under a new name); whatever the model already left unused stays as it was.
+        # Constant nodes and the nodes that computed a replaced weight from constants (Cast -> Mul,
+        # DequantizeLinear) go with it, back to the stored tensors they read.
         orphaned = read_before - read
-        alive_nodes = [n for n in graph.node if not (n.op_type == "Constant" and any(o in orphaned for o in n.output))]
-        del graph.node[:]
-        graph.node.extend(alive_nodes)
+        while True:
+            dropped = [n for n in graph.node if n.output and (
+                (n.op_type == "Constant" and any(o in orphaned for o in n.output))
+                or all(o in orphaned and self.tracer.computed(o) for o in n.output))]
+            if not dropped:
+                break
+            gone = {id(n) for n in dropped}
+            alive_nodes = [n for n in graph.node if id(n) not in gone]
+            del graph.node[:]
+            graph.node.extend(alive_nodes)
+            read = {name for node in graph.node for name in node.input if name} | outputs
+            orphaned = read_before - read
         kept = [t for t in kept if t.name not in orphaned]
         del graph.initializer[:]
         graph.initializer.extend(kept)
@@ -209,7 +224,7 @@ def apply(plan: Plan) -> Surgery:
         removed[index] = [int(i) for i in np.flatnonzero(~out_keep)]
     ed.finish()
     return Surgery(ed.model, {n: ed.payloads[n] for n in ed.headers if n in {t.name for t in ed.graph.initializer}},
-                   shapes, removed, folded)
+                   shapes, removed, folded, sorted(ed.computed))
 
 
 def _dense(ed: _Editor, use, carrier, keep, shapes, folded) -> None:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audit.weights import negligible_filters
 from ..graph import index_nodes
+from . import computed
 from . import values as fn
 
 STANDARD = ("", "ai.onnx")
@@ -124,13 +126,15 @@ def _subgraph_reads(nodes) -> dict[str, str]:
 class Tracer:
     """Trace channels through the graph of a light model (``OnnxFile``) and decide what can go."""
 
-    def __init__(self, onnx_file, layer_names: dict[int, str], shapes: dict[str, list], overrides=None):
+    def __init__(self, onnx_file, layer_names: dict[int, str], shapes: dict[str, list], overrides=None,
+                 dead_by_weights: dict[int, np.ndarray] | None = None):
         self.file = onnx_file
         self.graph = onnx_file.model.graph
         self.nodes = list(self.graph.node)
         self.layer_names = layer_names  # conv node index -> layer name
         self.shapes = shapes  # tensor -> dims (int, or None when unknown), from shape inference
         self.overrides = overrides or {}  # tensor -> channel indices to treat as zero (audit, --channels)
+        self.dead_by_weights = dead_by_weights or {}  # conv node -> the audit's dead-by-weights mask
         self.exact_zero: dict[str, set[int]] = {}  # of those, the ones that were exactly zero anyway
         self.uf = UnionFind()
         self.carriers: dict[str, Carrier] = {}
@@ -145,8 +149,10 @@ class Tracer:
 
     # ------------------------------------------------------------------ helpers
 
-    def const(self, name: str):
-        """The value of a constant tensor (initializer or Constant node), or None."""
+    def const(self, name: str, _depth: int = 0):
+        """The value of a constant tensor, or None: an initializer, a Constant node, or one computed from those
+        by the ops exporters put on weights (Cast -> Mul of int8 weights, DequantizeLinear, Identity,
+        reshapes, arithmetic), whatever its size: pruning reads a layer's weights whole anyway."""
         if not name:
             return None
         if name in self._const_cache:
@@ -154,12 +160,23 @@ class Tracer:
         value = None
         if name in self.initializers:
             value = np.asarray(self.file.tensor_array(self.initializers[name]))
-        elif name in self.producer and self.nodes[self.producer[name]].op_type == "Constant":
-            from ..graph import _constant_node_value
+        elif name in self.producer and _depth <= 16:
+            node = self.nodes[self.producer[name]]
+            if node.op_type == "Constant":
+                from ..graph import _constant_node_value
 
-            value = np.asarray(_constant_node_value(self.nodes[self.producer[name]], self.file))
+                value = np.asarray(_constant_node_value(node, self.file))
+            elif node.domain in STANDARD and node.op_type in computed.OPS and len(node.output) == 1:
+                inputs = [self.const(t, _depth + 1) if t else None for t in node.input]
+                if all(v is not None for v, t in zip(inputs, node.input) if t):
+                    value = computed.evaluate(node, inputs)
         self._const_cache[name] = value
         return value
+
+    def computed(self, name: str) -> bool:
+        """``name`` is a constant computed by nodes (not an initializer): an edit writes a new initializer."""
+        return (name not in self.initializers and self._const_cache.get(name) is not None
+                and self.nodes[self.producer[name]].op_type != "Constant")
 
     def block(self, carrier: Carrier | None, reason: str) -> None:
         if carrier is not None:
@@ -262,7 +279,11 @@ class Tracer:
             if group != 1:
                 return
         flat = weights.reshape(filters, -1)
-        zero_weights = ~np.any(flat != 0, axis=1)
+        # Zero or effectively zero (below float32 resolution next to the layer's, the audit's rule): the map is the
+        # bias, a constant channel, up to rounding.
+        zero_weights = self.dead_by_weights.get(index)
+        if zero_weights is None or len(zero_weights) != filters:
+            zero_weights = negligible_filters(weights, group)
         no_padding = self._no_padding(node)
         if group == 1:
             if data is not None:
