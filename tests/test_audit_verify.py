@@ -200,16 +200,21 @@ def test_a_dormant_channel_is_checked_and_the_figure_agrees_with_an_independent_
     path = save(m, "linear.onnx")
     judged = write_images(tmp_path / "judge", 8, seed=5)
     held = write_images(tmp_path / "held", 3, seed=6)
-    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held,
-                   tolerance=1e-9)
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
     conv1 = result.layers[0]
-    assert 3 in conv1.channel_masks()["dormant"].nonzero()[0]
+    assert 3 in conv1.channel_masks()["dormant"].nonzero()[0] and result.dormant_check["not_dormant"] == 0
     dead = sorted(set(conv1.dead_channels) | set(conv1.weights.dead_filters))
     independent = independent_change(path, judged, held, dead)
-    assert independent > 1e-4
+    assert 1e-4 < independent < 0.01 and result.verification.status == "confirmed"
     assert independent / 2 <= result.verification.change_all <= independent * 2
-    # A tolerance this tight refuses the dormant channel (not provable), never the filter dead by its weights.
-    assert 3 in conv1.refused and 2 not in conv1.refused and 2 in conv1.dead_units()
+    # A tolerance this tight: removing channel 3 moves the judged outputs, so it is not dormant at all (an
+    # answer, however small); the filter dead by its weights stays dead (provable).
+    tight = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held,
+                  tolerance=1e-9)
+    conv1 = tight.layers[0]
+    assert conv1.not_dormant == {3} and 3 not in conv1.dead_channels and tight.dormant_check["not_dormant"] == 1
+    assert tight.to_dict()["layers"][0]["not_dormant_channels"] == [3]
+    assert 2 in conv1.dead_units() and tight.verification.change_all == 0.0
 
 
 def test_too_few_images_to_hold_out_says_so_and_the_gate_leaves_the_channels_out(net, tmp_path):

@@ -33,6 +33,7 @@ class LayerAudit:
     rectifier: bool = False  # Relu or Relu6: only exact zeros mean silence
     outgoing: np.ndarray | None = None  # per channel, the norm of the conv weights that read it (routing.py)
     refused: set = field(default_factory=set)  # dead channels whose removal moved held-out outputs (verify.py)
+    not_dormant: set = field(default_factory=set)  # dormant by score, but their removal moved judged outputs
 
     @property
     def filters(self) -> int:
@@ -52,7 +53,12 @@ class LayerAudit:
         if not self.measured:
             no = np.zeros(self.filters, bool)
             return {"all_zero": no, "constant": no, "dormant": no, "dead": no, "dormant_score": None}
-        return channel_verdicts(self.activations, self.rectifier, self.outgoing)
+        masks = channel_verdicts(self.activations, self.rectifier, self.outgoing)
+        if self.not_dormant:
+            dormant = masks["dormant"].copy()
+            dormant[sorted(self.not_dormant)] = False
+            masks = {**masks, "dormant": dormant, "dead": masks["constant"] | dormant}
+        return masks
 
     @property
     def dead_channels(self) -> list[int]:
@@ -88,6 +94,7 @@ class LayerAudit:
             "constant_channels": indices(masks["constant"]) if measured else None,
             "dormant_channels": indices(masks["dormant"]) if measured else None,
             "not_confirmed_channels": sorted(int(i) for i in self.refused) if measured else None,
+            "not_dormant_channels": sorted(int(i) for i in self.not_dormant) if measured else None,
             "evidence": evidence if measured else None,
             "min_dormant_score": (_number(np.min(score)) if score is not None and len(score) else None),
             "dormant_weighted": self.outgoing is not None and not self.rectifier,
@@ -118,6 +125,7 @@ class AuditResult:
     preprocess_source: str | None = None  # flag | metadata | exporter | guessed
     provider: str | None = None
     verification: Verification | None = None  # the check of the verdicts on held-out images (verify.py)
+    dormant_check: dict | None = None  # the dormant rule's ablation on the judged images (verify.check_dormant)
 
     @property
     def channels_judged(self) -> bool:
@@ -299,6 +307,7 @@ class AuditResult:
                 "verified_dead_units": self.verified_dead_unit_count,
                 "verified_dead_fraction": self.verified_dead_fraction,
                 "gate_left_out": self.left_out(),
+                "dormant_check": self.dormant_check,
                 "evidence": evidence,
                 "near_duplicate_pairs": sum(layer.weights.duplicate_pairs for layer in self.layers),
                 "collapse_layer": collapse,

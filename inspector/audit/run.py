@@ -23,6 +23,8 @@ from .weights import weight_stats
 PREFETCH: bool | None = None
 # Where the per-channel statistics are computed: None lets ingraph decide by device.
 STATISTICS = {"auto": None, "graph": True, "maps": False}
+# The dormant rule is checked by ablation on (up to) this many of the images that judged it.
+JUDGED_CHECK = 16
 
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
@@ -141,9 +143,22 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     result.skipped.extend(skipped)
     result.images = counted
     del session
+    result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
+                                          tolerance, warn)
     result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
                                   tolerance, len(files) + len(held), warn)
     return result
+
+
+def _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose, tolerance, warn):
+    """verify.check_dormant on the first JUDGED_CHECK judged images, when any channel is dormant by score."""
+    from . import verdicts, verify
+
+    judged = {layer.name: verdicts.channels_judged(layer, result.images) for layer in result.layers}
+    if not any(judged[layer.name] and layer.channel_masks()["dormant"].any() for layer in result.layers):
+        return None
+    shown = list(batches(model, files[:JUDGED_CHECK], spec, input_size, per_batch, [], warn))
+    return verify.check_dormant(model, result, shown, judged, tolerance, device, verbose)
 
 
 def _verify(model, result, held, source, spec, input_size, per_batch, device, verbose, tolerance, total, warn):

@@ -300,15 +300,16 @@ def _percent(value: float | None) -> str:
     return f"{value:.2%}" if value >= 1e-4 else f"{value:.1e}"
 
 
-def targets_of(model, result, judged: dict) -> tuple[list[Target], list[np.ndarray], str | None]:
-    """The tensors to edit (those with a unit counted dead), their judged channel means; or why not."""
+def targets_of(model, result, select) -> tuple[list[Target], list[np.ndarray], str | None]:
+    """The tensors to edit (those where ``select(layer_audit)`` names a unit), their judged channel means;
+    or why they cannot be edited."""
     from .ingraph import batch_and_channel_axes, float32_tensors
 
     layers = {layer.index: layer for layer in model.require_layers()}
     by_tensor: dict[str, Target] = {}
     for layer_audit in result.layers:
-        units = layer_audit.dead_units(judged.get(layer_audit.name, False))
-        if not units:
+        provable, candidates = select(layer_audit)
+        if not provable and not candidates:
             continue
         layer = layers[layer_audit.index]
         axes = batch_and_channel_axes(layer)
@@ -333,39 +334,40 @@ def targets_of(model, result, judged: dict) -> tuple[list[Target], list[np.ndarr
     return targets, means, None
 
 
-def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, source: str, judged: dict,
-           tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu", verbose: bool = False) -> Verification:
-    """Mean-ablate every unit ``result`` counts dead, on ``held_out`` batches; refuse those that move outputs.
+def other_inputs(model) -> list[str]:
+    graph = model.file.model.graph
+    constants = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name != model.input.name and i.name not in constants]
 
-    ``judged``: {layer name: whether its channels were judged}. Sets each LayerAudit's ``refused``.
-    """
-    check = Verification("confirmed", images=images, source=source, tolerance=tolerance)
-    others = [i.name for i in model.file.model.graph.input
-              if i.name != model.input.name and i.name not in {t.name for t in model.file.model.graph.initializer}]
-    if others:
-        return Verification("not run", f"the model takes other inputs besides the image ({others[0]})",
-                            images=images, source=source, tolerance=tolerance)
-    targets, means, why = targets_of(model, result, judged)
-    if why:
-        return Verification("not run", why, images=images, source=source, tolerance=tolerance)
-    if not targets:
-        check.change_all = check.change_kept = 0.0
-        return check
-    ablation = Ablation(model, targets, means, held_out, device, verbose)
-    # Units: (target, channel, provable); filters dead by their weights are provable.
+
+@dataclass
+class Search:
+    """What ``search`` found: the figures, and the units it refused."""
+
+    change_all: float
+    worst_output: str | None
+    change_kept: float
+    refused: list  # [(target, channel)]
+    not_localised: int
+    trials: int
+    accepted_any: bool
+
+
+def search(ablation: Ablation, targets: list[Target], select, tolerance: float) -> Search:
+    """Ablate every unit ``select`` names; when the outputs move past ``tolerance``, bisect (tensors
+    first, then channels) for the largest set that stays within it. ``select(layer_audit)`` gives
+    (provable channels, candidate channels): provable ones are always ablated, never refused."""
     provable: dict[int, np.ndarray] = {}
     candidates: list[tuple[int, int]] = []
     for t, target in enumerate(targets):
         mask = np.zeros(target.channels, bool)
+        chosen: set[int] = set()
         for layer_audit in target.layers:
-            mask[layer_audit.weights.dead_filters] = True
+            sure, maybe = select(layer_audit)
+            mask[list(sure)] = True
+            chosen |= set(maybe)
         provable[t] = mask
-        dead = set()
-        for layer_audit in target.layers:
-            if judged.get(layer_audit.name, False):
-                dead |= set(layer_audit.dead_channels)
-        candidates += [(t, c) for c in sorted(dead) if not mask[c]]
-    check.units_all = int(sum(m.sum() for m in provable.values())) + len(candidates)
+        candidates += [(t, c) for c in sorted(chosen) if not mask[c]]
 
     def masks(units: list[tuple[int, int]]) -> dict[int, np.ndarray]:
         out = {t: m.copy() for t, m in provable.items()}
@@ -373,45 +375,97 @@ def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, s
             out[t][c] = True
         return out
 
-    check.change_all, check.worst_output = ablation.change(masks(candidates))
-    accepted: list[tuple[int, int]] = []
-    refused: list[tuple[list[tuple[int, int]], float]] = []
-    check.change_kept = check.change_all
-    if check.change_all > tolerance:
-        base, _ = ablation.change(masks([]))
-        check.change_kept = base
-        queue = _halves(candidates) if base <= tolerance else []
-        if base > tolerance:  # the provable units alone: nothing else can be confirmed beside them
-            refused.append((candidates, math.nan))
+    change_all, worst = ablation.change(masks(candidates))
+    kept, accepted, refused, not_localised = change_all, [], [], 0
+    if change_all > tolerance:
+        kept, _ = ablation.change(masks([]))
+        if kept > tolerance:  # the provable units alone: nothing else can be confirmed beside them
+            refused, not_localised = list(candidates), len(candidates)
+        queue = _halves(candidates) if kept <= tolerance else []
         while queue:
             group = queue.pop(0)
             if ablation.runs >= MAX_TRIALS:
-                refused.append((group, math.nan))
-                check.not_localised += len(group)
+                refused += group
+                not_localised += len(group)
                 continue
             change, _ = ablation.change(masks(accepted + group))
             if change <= tolerance:
                 accepted += group
-                check.change_kept = change
+                kept = change
             elif len(group) == 1:
-                refused.append((group, change))
+                refused += group
             else:
                 queue[:0] = _halves(group)
     else:
         accepted = candidates
-    check.trials = ablation.runs
-    check.units_confirmed = check.units_all - sum(len(g) for g, _ in refused)
-    for group, _ in refused:
-        for t, c in group:
-            for layer_audit in targets[t].layers:
-                if c in layer_audit.dead_channels:
-                    layer_audit.refused.add(c)
-                    check.refused.setdefault(layer_audit.name, []).append(c)
+    return Search(change_all, worst, kept, refused, not_localised, ablation.runs,
+                  bool(accepted) or any(m.any() for m in provable.values()))
+
+
+def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, source: str, judged: dict,
+           tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu", verbose: bool = False) -> Verification:
+    """Mean-ablate every unit ``result`` counts dead, on ``held_out`` batches; refuse those that move outputs.
+
+    ``judged``: {layer name: whether its channels were judged}. Sets each LayerAudit's ``refused``.
+    """
+    check = Verification("confirmed", images=images, source=source, tolerance=tolerance)
+    others = other_inputs(model)
+    if others:
+        return Verification("not run", f"the model takes other inputs besides the image ({others[0]})",
+                            images=images, source=source, tolerance=tolerance)
+
+    def select(layer_audit):
+        return (layer_audit.weights.dead_filters,
+                layer_audit.dead_channels if judged.get(layer_audit.name, False) else [])
+
+    targets, means, why = targets_of(model, result, select)
+    if why:
+        return Verification("not run", why, images=images, source=source, tolerance=tolerance)
+    if not targets:
+        check.change_all = check.change_kept = 0.0
+        return check
+    ablation = Ablation(model, targets, means, held_out, device, verbose)
+    found = search(ablation, targets, select, tolerance)
+    check.units_all = sum(len(set(select(la)[0]) | set(select(la)[1])) for t in targets for la in t.layers)
+    check.change_all, check.worst_output, check.change_kept = found.change_all, found.worst_output, found.change_kept
+    check.trials, check.not_localised = found.trials, found.not_localised
+    check.units_confirmed = check.units_all - len(found.refused)
+    for t, c in found.refused:
+        for layer_audit in targets[t].layers:
+            if c in layer_audit.dead_channels:
+                layer_audit.refused.add(c)
+                check.refused.setdefault(layer_audit.name, []).append(c)
     for channels in check.refused.values():
         channels.sort()
-    if refused:
-        check.status = "partly confirmed" if accepted or any(m.any() for m in provable.values()) else "not confirmed"
+    if found.refused:
+        check.status = "partly confirmed" if found.accepted_any else "not confirmed"
     return check
+
+
+def check_dormant(model, result, judged_batches: list[tuple[np.ndarray, int]], judged: dict,
+                  tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu", verbose: bool = False) -> dict | None:
+    """The dormant rule checked on the images that judged it: its channels (small beside their siblings)
+    mean-ablated together on ``judged_batches``; those whose removal moves the outputs past ``tolerance``
+    are not dormant (small, but the network amplifies them). Sets each LayerAudit's ``not_dormant``;
+    returns {"change_all", "change_kept", "not_dormant", "trials"} or None when there was nothing to check."""
+    if other_inputs(model):
+        return None
+
+    def select(layer_audit):
+        if not judged.get(layer_audit.name, False):
+            return [], []
+        return [], [int(i) for i in np.flatnonzero(layer_audit.channel_masks()["dormant"])]
+
+    targets, means, why = targets_of(model, result, select)
+    if why or not targets:
+        return None
+    ablation = Ablation(model, targets, means, judged_batches, device, verbose)
+    found = search(ablation, targets, select, tolerance)
+    for t, c in found.refused:
+        for layer_audit in targets[t].layers:
+            layer_audit.not_dormant.add(c)
+    return {"change_all": _finite(found.change_all), "change_kept": _finite(found.change_kept),
+            "not_dormant": len(found.refused), "trials": found.trials}
 
 
 def _halves(units: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
