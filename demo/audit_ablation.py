@@ -14,6 +14,7 @@ photos; these are images neither the judging nor the verification ran on). The o
 largest |ablated - original| over the images, over the output's range (max - min) there.
 
     PYTHONPATH=. .venv/bin/python demo/audit_ablation.py [NAME ...] [--json OUT.json]
+    PYTHONPATH=. .venv/bin/python demo/audit_ablation.py WILD.onnx ... --photos models/wild/photos
 """
 
 from __future__ import annotations
@@ -96,15 +97,15 @@ def change(reference, ablated) -> float:
     return worst
 
 
-def measure(name: str) -> dict:
+def measure(name: str, path: str | None = None, photos_dir: str | None = None) -> dict:
     import inspector
     from inspector.audit import audit, collect_images
     from inspector.audit.verify import split
     from inspector.audit.verdicts import MIN_IMAGES
     from inspector.execution import add_outputs
 
-    model = inspector.load(os.path.join(ROOT, f"{name}.onnx"))
-    photos = collect_images([os.path.join(ROOT, "photos")])
+    model = inspector.load(path or os.path.join(ROOT, f"{name}.onnx"))
+    photos = collect_images([photos_dir or os.path.join(ROOT, "photos")])
     start = time.perf_counter()
     result = audit(model, photos, quiet=True, device="cpu")
     seconds = time.perf_counter() - start
@@ -162,7 +163,8 @@ def measure(name: str) -> dict:
     rules = {
         "zero after Relu": lambda e: e["dead_channels"] if e["rectifier"] and judged_layer(e) else [],
         "constant": lambda e: e["constant_channels"] if judged_layer(e) else [],
-        "dormant": lambda e: e["dormant_channels"] if judged_layer(e) else [],
+        "dormant by score (tau)": lambda e: e["dormant_channels"] + e["not_dormant_channels"] if judged_layer(e) else [],
+        "dormant (score, then checked on the judged images)": lambda e: e["dormant_channels"] if judged_layer(e) else [],
         "dead by weights": lambda e: e["dead_filters"],
         "all judged verdicts (before verification)": lambda e: e["dead_filters"] + (e["dead_channels"] if judged_layer(e) else []),
         "counted dead (after verification)": lambda e: e["dead_filters"] + (
@@ -173,20 +175,24 @@ def measure(name: str) -> dict:
             "judged_images": data["images"]["count"], "held_out": data["images"]["held_out"],
             "unseen_images": len(unseen), "filters": data["summary"]["filters"],
             "verification": data["verification"], "summary": {k: data["summary"][k] for k in (
-                "dead_units", "verified_dead_units", "not_confirmed_channels")},
+                "dead_units", "verified_dead_units", "not_confirmed_channels", "dormant_check")},
             "rules": {rule: ablate(select) for rule, select in rules.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*")
+    parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
+    parser.add_argument("--photos", help="the photo folder for .onnx paths (default: models/trained/photos)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     with open(os.path.join(ROOT, "manifest.json")) as handle:
         names = args.names or [n for n, e in json.load(handle).items() if e.get("available")]
     rows = []
     for name in names:
-        row = measure(name)
+        try:
+            row = (measure(os.path.relpath(name), name, args.photos) if name.endswith(".onnx") else measure(name))
+        except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
+            row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -282,3 +282,38 @@ def test_prune_channels_takes_the_confirmed_set_and_reports_the_figure(net, tmp_
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "verified by the audit" in done.stdout and "kept 1 channel(s)" in done.stderr
+
+
+def test_bisection_finds_the_one_responsive_channel_among_layers_of_silent_ones(save, tmp_path):
+    # conv1 as in make_net (2, 5 silent for good, 6 silent on dark images only), then conv2 (3x3, Relu) with
+    # channels 0, 3 and 7 silent for good (tiny weights, bias -10), then the linear 1x1 head.
+    m = make_net()
+    r = np.random.default_rng(7)
+    w = (r.standard_normal((WIDTH, WIDTH, 3, 3)) * 0.2).astype(np.float32)
+    b = np.full(WIDTH, 0.1, np.float32)
+    for c in (0, 3, 7):
+        w[c], b[c] = 1e-4, -10.0
+    w[:, 6] = np.abs(w[:, 6]) + 0.2  # what channel 6 says reaches the head
+    nodes = list(m.graph.node)
+    nodes[2].input[0] = "r2"
+    nodes[2:2] = [helper.make_node("Conv", ["r1", "w1b", "b1b"], ["c2"], pads=[1, 1, 1, 1], name="conv1b"),
+                  helper.make_node("Relu", ["c2"], ["r2"], name="relu1b")]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend([numpy_helper.from_array(w, "w1b"), numpy_helper.from_array(b, "b1b")])
+    path = save(m, "deeper.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    check = result.verification
+    assert [layer.dead_channels for layer in result.layers[:2]] == [[2, 5, 6], [0, 3, 7]]
+    assert check.refused == {"conv1": [6]} and check.units_confirmed == 5 and check.not_localised == 0
+    assert check.change_all > 0.01 >= check.change_kept
+    assert check.trials <= 8  # reference, all, base, then a bisection over 5 candidates in 2 layers
+
+
+def test_the_command_line_default_tolerance_is_the_library_one():
+    from inspector.audit import DEFAULT_TOLERANCE
+    from inspector.commands import audit as command
+
+    assert command.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.01
