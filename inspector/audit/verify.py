@@ -378,7 +378,8 @@ def search(ablation: Ablation, targets: list[Target], select, tolerance: float) 
     change_all, worst = ablation.change(masks(candidates))
     kept, accepted, refused, not_localised = change_all, [], [], 0
     if change_all > tolerance:
-        kept, _ = ablation.change(masks([]))
+        # The provable units alone (nothing ablated, and no run needed, when there are none).
+        kept = ablation.change(masks([]))[0] if any(m.any() for m in provable.values()) else 0.0
         if kept > tolerance:  # the provable units alone: nothing else can be confirmed beside them
             refused, not_localised = list(candidates), len(candidates)
         queue = _halves(candidates) if kept <= tolerance else []
