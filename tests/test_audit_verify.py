@@ -214,6 +214,7 @@ def test_a_dormant_channel_is_checked_and_the_figure_agrees_with_an_independent_
     conv1 = tight.layers[0]
     assert conv1.not_dormant == {3} and 3 not in conv1.dead_channels and tight.dormant_check["not_dormant"] == 1
     assert tight.to_dict()["layers"][0]["not_dormant_channels"] == [3]
+    assert "1 channel(s) small enough to be dormant by score are answers" in tight.table()
     assert 2 in conv1.dead_units() and tight.verification.change_all == 0.0
 
 

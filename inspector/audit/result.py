@@ -248,6 +248,11 @@ class AuditResult:
         if self.preprocess_source == "guessed":
             out.append(f"the preprocessing was guessed ({self.preprocess}): the file does not say what it "
                        "expects; pass --preprocess to set it")
+        check = self.dormant_check
+        if check and check.get("not_dormant"):
+            out.append(f"{check['not_dormant']} channel(s) small enough to be dormant by score are answers: removing "
+                       f"the channels dormant by score moved the outputs on the judged images by "
+                       f"{check['change_all']:.2%} of their range, past the tolerance; they are not counted")
         if self.verification is not None:
             out.append(self.verification.sentence())
         if self.channels_judged and self.dead_channel_count:
