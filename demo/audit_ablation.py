@@ -159,16 +159,19 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
             out[which] = change(reference[which], outputs(sess, model.input.name, xs))
         return out
 
-    judged_layer = lambda e: e["channels_judged"]  # noqa: E731
+    def judged_channels(entry, field):
+        return entry[field] if entry["channels_judged"] else []
+
     rules = {
-        "zero after Relu": lambda e: e["dead_channels"] if e["rectifier"] and judged_layer(e) else [],
-        "constant": lambda e: e["constant_channels"] if judged_layer(e) else [],
-        "dormant by score (tau)": lambda e: e["dormant_channels"] + e["not_dormant_channels"] if judged_layer(e) else [],
-        "dormant (score, then checked on the judged images)": lambda e: e["dormant_channels"] if judged_layer(e) else [],
+        "zero after Relu": lambda e: judged_channels(e, "dead_channels") if e["rectifier"] else [],
+        "constant": lambda e: judged_channels(e, "constant_channels"),
+        "dormant by score (tau)": lambda e: judged_channels(e, "dormant_channels") + judged_channels(
+            e, "not_dormant_channels"),
+        "dormant (score, then checked on the judged images)": lambda e: judged_channels(e, "dormant_channels"),
         "dead by weights": lambda e: e["dead_filters"],
-        "all judged verdicts (before verification)": lambda e: e["dead_filters"] + (e["dead_channels"] if judged_layer(e) else []),
-        "counted dead (after verification)": lambda e: e["dead_filters"] + (
-            [c for c in e["dead_channels"] if c not in e["not_confirmed_channels"]] if judged_layer(e) else []),
+        "all judged verdicts (before verification)": lambda e: e["dead_filters"] + judged_channels(e, "dead_channels"),
+        "counted dead (after verification)": lambda e: e["dead_filters"] + [
+            c for c in judged_channels(e, "dead_channels") if c not in e["not_confirmed_channels"]],
     }
     return {"model": name, "seconds": round(seconds, 1), "fixed_batch": fixed,
             "preprocess": data["images"]["preprocess"], "preprocess_source": data["images"]["preprocess_source"],
