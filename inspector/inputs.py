@@ -305,11 +305,15 @@ def _inferred(model, images) -> object | None:
 
     from .infer_preprocess import infer
 
-    found = infer(model, list(images))
-    if found is None:
-        return None
-    spec, reason = found
-    return replace(spec, description=reason)
+    key = tuple(os.fspath(i) for i in images) if all(isinstance(i, (str, os.PathLike)) for i in images) else None
+    cache = model.__dict__.setdefault("_inferred_preprocess", {})  # a command resolves for its notes, then to run
+    if key is None or key not in cache:
+        found = infer(model, list(images))
+        spec = None if found is None else replace(found[0], description=found[1])
+        if key is None:
+            return spec
+        cache[key] = spec
+    return cache[key]
 
 
 def resolve_size(model, size, spec, source: str, image=None) -> tuple[tuple[int, int], str]:

@@ -280,6 +280,19 @@ def _summary(model, audit: dict, by_name: dict) -> str:
     if isinstance(images, dict) and "count" in images:
         rows.append(f'<dt>images audited</dt><dd data-key="images.count" data-value="{_e(images["count"])}">'
                     f'{_e(images["count"])}</dd>')
+    evidence = summary.get("evidence")
+    if isinstance(evidence, dict) and isinstance(evidence.get("fire_rate_upper_95"), (int, float)):
+        text = (f"{evidence.get('images')} image(s): a unit silent on all of them may still fire on up to "
+                f"{_pct(evidence['fire_rate_upper_95'])} of such images (95% bound); preprocessing "
+                f"{evidence.get('preprocess_source') or 'unknown'}; {evidence.get('verification') or 'not verified'}")
+        rows.append(f'<dt>evidence behind each channel verdict</dt><dd data-key="evidence.fire_rate_upper_95" '
+                    f'data-value="{_e(_raw(evidence["fire_rate_upper_95"]))}">{_e(text)}</dd>')
+    check = audit.get("verification")
+    if isinstance(check, dict) and check.get("status") != "not run":
+        rows.append(f'<dt>output change when the counted units are removed</dt><dd data-key='
+                    f'"verification.output_change_counted" data-value="{_e(_raw(check.get("output_change_counted")))}">'
+                    f'{_e(_pct(check.get("output_change_counted") or 0.0))} of the output range on '
+                    f'{_e(check.get("images"))} held-out image(s)</dd>')
     plot = _summary_plot(audit)
     figure = ""
     if plot:
@@ -301,6 +314,9 @@ SUMMARY_LABELS = {
     "dormant_channels": "of which dormant",
     "channels_judged": "enough images to judge channels",
     "dead_units": "dead in all (each filter once)",
+    "not_confirmed_channels": "silent, not confirmed on held-out images (not counted)",
+    "verified_dead_units": "verified dead units (what --fail-on-dead counts)",
+    "verified_dead_fraction": "verified dead fraction",
     "dead_fraction": "dead fraction",
     "near_duplicate_pairs": "near-duplicate filter pairs",
     "collapse_layer": "activations collapse at",

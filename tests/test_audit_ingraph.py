@@ -325,9 +325,10 @@ def test_prefetched_batches_give_the_same_audit(save, images, monkeypatch):
     model = inspector.load(save(small_net()[0]))
     monkeypatch.setattr(audit_run, "PREFETCH", False)
     serial = audit(model, [images, images], batch=3, preprocess="tf", device="cpu",
-                   quiet=True).to_dict()
+                   quiet=True, hold_out=False).to_dict()
     monkeypatch.setattr(audit_run, "PREFETCH", True)
-    ahead = audit(model, [images, images], batch=3, preprocess="tf", device="cpu", quiet=True).to_dict()
+    ahead = audit(model, [images, images], batch=3, preprocess="tf", device="cpu", quiet=True,
+                  hold_out=False).to_dict()
     assert ahead["images"]["count"] == 16
     assert_same_audit(serial, ahead)
 

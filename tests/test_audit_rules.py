@@ -269,5 +269,6 @@ def test_pooled_branches_need_more_images(tmp_path, save):
     assert squeeze["dead_channels"] == [0] and squeeze["channels_judged"] is False
     assert eight.dead_unit_count == 0 and "1x1 maps" in " ".join(eight.notes())
     assert "*: reported, not judged" in eight.table()
-    many = audit(inspector.load(path), files, preprocess="tf", device="cpu", quiet=True)
+    # All 32 judged (none held out for the verification, which test_audit_verify checks).
+    many = audit(inspector.load(path), files, preprocess="tf", device="cpu", quiet=True, hold_out=False)
     assert many.to_dict()["layers"][1]["channels_judged"] is True and many.dead_unit_count == 1

@@ -167,8 +167,11 @@ def test_maps_with_no_flags_exits_0(name, tmp_path, capsys):
 
     data = json.loads(captured.out)
     source = data["preprocess_source"]
-    assert source in ("exporter", "guessed")
-    if source == "guessed":
+    assert source in ("exporter", "inferred", "guessed")
+    if source == "inferred":  # from the model itself: it must be what the model's own package feeds it
+        assert data["preprocess"] == entry["preprocess"], (data["preprocess"], entry["preprocess"])
+        assert f"inferred '{entry['preprocess']}'" in captured.err and "guessed" not in captured.err
+    elif source == "guessed":
         assert "guessed 'torch'" in captured.err and "--preprocess" in captured.err
     else:
         assert "guessed" not in captured.err

@@ -5,7 +5,8 @@ statistics of the maps), ``verdicts`` (dead, constant and dormant channels, coll
 function-preserving rescaling), ``routing`` (which convs read a layer's channels, from the graph),
 ``result`` (per-layer findings, the JSON and the table), ``images`` (files and batches), ``ingraph``
 (the per-channel figures computed inside the ONNX graph), ``parallel`` (the map path's statistics on all
-cores), ``run`` (``audit()`` itself). The rules and their reasons: docs/audit.md.
+cores), ``verify`` (the verdicts checked by mean ablation on images not judged on, and the dormant rule
+on the judged ones), ``run`` (``audit()`` itself). The rules and their reasons: docs/audit.md.
 """
 
 from .activations import ActivationStats
@@ -13,7 +14,9 @@ from .images import IMAGE_EXTENSIONS, batch_size, collect_images
 from .result import SCHEMA_VERSION, AuditResult, LayerAudit
 from .run import audit
 from .verdicts import MIN_IMAGES, MIN_IMAGES_POOLED
+from .verify import DEFAULT_TOLERANCE, Verification, fire_rate_bound
 from .weights import WeightStats, weight_stats
 
 __all__ = ["audit", "AuditResult", "LayerAudit", "ActivationStats", "WeightStats", "weight_stats",
-           "collect_images", "batch_size", "IMAGE_EXTENSIONS", "SCHEMA_VERSION", "MIN_IMAGES", "MIN_IMAGES_POOLED"]
+           "collect_images", "batch_size", "IMAGE_EXTENSIONS", "SCHEMA_VERSION", "MIN_IMAGES", "MIN_IMAGES_POOLED",
+           "Verification", "DEFAULT_TOLERANCE", "fire_rate_bound"]

@@ -10,6 +10,7 @@ from . import parallel, verdicts
 from .activations import ActivationStats, MapFigures, non_negative
 from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
                        MIN_IMAGES_POOLED, channel_verdicts, channels_judged, image_response)
+from .verify import Verification, fire_rate_bound
 from .weights import DEAD_NORM_RATIO, DUPLICATE_COSINE, NEAR_ZERO_RATIO, WeightStats, _number
 
 SCHEMA_VERSION = "2"
@@ -31,6 +32,8 @@ class LayerAudit:
     activations: ActivationStats | None = None
     rectifier: bool = False  # Relu or Relu6: only exact zeros mean silence
     outgoing: np.ndarray | None = None  # per channel, the norm of the conv weights that read it (routing.py)
+    refused: set = field(default_factory=set)  # dead channels whose removal moved held-out outputs (verify.py)
+    not_dormant: set = field(default_factory=set)  # dormant by score, but their removal moved judged outputs
 
     @property
     def filters(self) -> int:
@@ -50,7 +53,12 @@ class LayerAudit:
         if not self.measured:
             no = np.zeros(self.filters, bool)
             return {"all_zero": no, "constant": no, "dormant": no, "dead": no, "dormant_score": None}
-        return channel_verdicts(self.activations, self.rectifier, self.outgoing)
+        masks = channel_verdicts(self.activations, self.rectifier, self.outgoing)
+        if self.not_dormant:
+            dormant = masks["dormant"].copy()
+            dormant[sorted(self.not_dormant)] = False
+            masks = {**masks, "dormant": dormant, "dead": masks["constant"] | dormant}
+        return masks
 
     @property
     def dead_channels(self) -> list[int]:
@@ -58,13 +66,14 @@ class LayerAudit:
         return [int(i) for i in np.flatnonzero(self.channel_masks()["dead"])]
 
     def dead_units(self, channels_judged: bool = True) -> list[int]:
-        """Filters dead by their weights, plus (when judged) dead channels, each counted once."""
+        """Filters dead by their weights, plus (when judged) dead channels not refused by the
+        verification, each counted once."""
         dead = set(self.weights.dead_filters)
         if channels_judged:
-            dead |= set(self.dead_channels)
+            dead |= set(self.dead_channels) - self.refused
         return sorted(dead)
 
-    def to_dict(self, collapse_index: int | None = None, images: int = 0) -> dict:
+    def to_dict(self, collapse_index: int | None = None, images: int = 0, evidence: dict | None = None) -> dict:
         acts = self.activations
         measured = self.measured
         masks = self.channel_masks()
@@ -84,6 +93,9 @@ class LayerAudit:
             "channels_judged": channels_judged(self, images) if measured else None,
             "constant_channels": indices(masks["constant"]) if measured else None,
             "dormant_channels": indices(masks["dormant"]) if measured else None,
+            "not_confirmed_channels": sorted(int(i) for i in self.refused) if measured else None,
+            "not_dormant_channels": sorted(int(i) for i in self.not_dormant) if measured else None,
+            "evidence": evidence if measured else None,
             "min_dormant_score": (_number(np.min(score)) if score is not None and len(score) else None),
             "dormant_weighted": self.outgoing is not None and not self.rectifier,
             "zero_fraction": _number(acts.zero_fraction()) if measured else None,
@@ -112,6 +124,8 @@ class AuditResult:
     preprocess: str | None = None
     preprocess_source: str | None = None  # flag | metadata | exporter | guessed
     provider: str | None = None
+    verification: Verification | None = None  # the check of the verdicts on held-out images (verify.py)
+    dormant_check: dict | None = None  # the dormant rule's ablation on the judged images (verify.check_dormant)
 
     @property
     def channels_judged(self) -> bool:
@@ -166,9 +180,52 @@ class AuditResult:
 
     @property
     def dead_fraction(self) -> float:
-        """Dead filters, plus dead channels when judged (each once), over all filters: what the gate compares."""
+        """Dead filters, plus dead channels when judged and not refused (each once), over all filters."""
         total = self.total_filters
         return self.dead_unit_count / total if total else 0.0
+
+    @property
+    def verified(self) -> bool:
+        """Whether the channel verdicts were checked by ablation on held-out images."""
+        return self.verification is not None and self.verification.ran
+
+    @property
+    def verified_dead_unit_count(self) -> int:
+        """What ``--fail-on-dead`` counts: filters dead by their weights, plus the channel verdicts that the
+        verification confirmed (none when it could not run)."""
+        if self.verified:
+            return self.dead_unit_count
+        return sum(len(layer.dead_units(False)) for layer in self.layers)
+
+    @property
+    def verified_dead_fraction(self) -> float:
+        total = self.total_filters
+        return self.verified_dead_unit_count / total if total else 0.0
+
+    def left_out(self) -> dict:
+        """The channel verdicts ``--fail-on-dead`` leaves out, by reason (counts; reasons in words)."""
+        unverified = self.dead_unit_count - self.verified_dead_unit_count
+        refused = sum(len(set(layer.dead_channels) & layer.refused - set(layer.weights.dead_filters))
+                      for layer in self.layers if channels_judged(layer, self.images))
+        out = {"not_verified": unverified, "not_confirmed": refused, "reasons": []}
+        if unverified:
+            why = self.verification.reason if self.verification is not None else "no images were held out"
+            out["reasons"].append(f"{unverified} channel verdict(s) not verified ({why})")
+        if refused:
+            out["reasons"].append(f"{refused} silent channel(s) not confirmed: removing them moved outputs on held-out "
+                                  f"images past the tolerance ({self.verification.tolerance:g} of their range)")
+        return out
+
+    def evidence(self) -> dict | None:
+        """What every channel verdict of this audit stands on."""
+        if not self.images:
+            return None
+        if self.verification is None:
+            state = "not verified"
+        else:
+            state = self.verification.status if self.verification.ran else "not verified"
+        return {"images": self.images, "fire_rate_upper_95": fire_rate_bound(self.images),
+                "preprocess_source": self.preprocess_source, "verification": state}
 
     def collapse(self) -> dict | None:
         """The layer where the network stops answering its input (verdicts.collapse), or None."""
@@ -191,6 +248,17 @@ class AuditResult:
         if self.preprocess_source == "guessed":
             out.append(f"the preprocessing was guessed ({self.preprocess}): the file does not say what it "
                        "expects; pass --preprocess to set it")
+        check = self.dormant_check
+        if check and check.get("not_dormant"):
+            out.append(f"{check['not_dormant']} channel(s) small enough to be dormant by score are answers: removing "
+                       f"the channels dormant by score moved the outputs on the judged images by "
+                       f"{check['change_all']:.2%} of their range, past the tolerance; they are not counted")
+        if self.verification is not None:
+            out.append(self.verification.sentence())
+        if self.channels_judged and self.dead_channel_count:
+            bound = fire_rate_bound(self.images)
+            out.append(f"each channel verdict stands on {self.images} images: a channel silent on all of them may "
+                       f"still fire on up to {bound:.0%} of such images (95% upper bound)")
         return out
 
     def to_dict(self) -> dict:
@@ -199,6 +267,7 @@ class AuditResult:
         collapse = self.collapse()
         collapse_index = collapse["index"] if collapse else None
         measured = self.images > 0
+        evidence = self.evidence()
         return {
             "schema_version": SCHEMA_VERSION,
             "inspector_version": __version__,
@@ -212,7 +281,9 @@ class AuditResult:
                 "preprocess": self.preprocess,
                 "preprocess_source": self.preprocess_source,
                 "provider": self.provider,
+                "held_out": self.verification.images if self.verification is not None else 0,
             },
+            "verification": self.verification.to_dict() if self.verification is not None else None,
             "rules": {
                 "dead_norm_ratio": DEAD_NORM_RATIO,
                 "duplicate_cosine": DUPLICATE_COSINE,
@@ -224,7 +295,7 @@ class AuditResult:
                 "collapse_response": COLLAPSE_RESPONSE,
                 "collapse_dead_fraction": COLLAPSE_DEAD_FRACTION,
             },
-            "layers": [layer.to_dict(collapse_index, self.images) for layer in self.layers],
+            "layers": [layer.to_dict(collapse_index, self.images, evidence) for layer in self.layers],
             "summary": {
                 "layers": len(self.layers),
                 "filters": self.total_filters,
@@ -237,6 +308,12 @@ class AuditResult:
                 "channels_judged": self.channels_judged if measured else None,
                 "dead_units": self.dead_unit_count,
                 "dead_fraction": self.dead_fraction,
+                "not_confirmed_channels": sum(len(layer.refused) for layer in self.layers),
+                "verified_dead_units": self.verified_dead_unit_count,
+                "verified_dead_fraction": self.verified_dead_fraction,
+                "gate_left_out": self.left_out(),
+                "dormant_check": self.dormant_check,
+                "evidence": evidence,
                 "near_duplicate_pairs": sum(layer.weights.duplicate_pairs for layer in self.layers),
                 "collapse_layer": collapse,
                 "notes": self.notes(),
@@ -251,7 +328,7 @@ class AuditResult:
         if measured:
             head += ["dead ch", "zero act", "mean|a|", "max", "response", ""]
         rows = [head]
-        unjudged = False
+        unjudged = unconfirmed = False
         for layer in self.layers:
             w = layer.weights
             act = layer.activation or "-"
@@ -267,6 +344,9 @@ class AuditResult:
                 if dead and not channels_judged(layer, self.images):
                     detail += "*"
                     unjudged = True
+                if layer.refused:
+                    detail += f" {len(layer.refused)} nc"
+                    unconfirmed = True
                 row += [f"{dead}{detail}", f"{a.zero_fraction():.1%}", f"{a.mean_abs():.3g}",
                         f"{a.max():.3g}", f"{image_response(a):.3g}",
                         "<- collapse" if collapse and collapse["index"] == layer.index else ""]
@@ -290,6 +370,9 @@ class AuditResult:
                          f"mean |a| <= {DORMANT_TAU:g} x the layer's average)")
         if unjudged:
             lines.append("*: reported, not judged (too few images for this layer; see the notes)")
+        if unconfirmed:
+            lines.append("nc: of those, silent but not confirmed (removing them moved the outputs on held-out "
+                         "images): not counted")
         if self.skipped:
             lines.append(f"{len(self.skipped)} image(s) skipped (unreadable)")
         if measured:

@@ -15,6 +15,7 @@ from . import ingraph, routing
 from .activations import non_negative
 from .images import batch_size, batches, collect_images, prefetched
 from .result import AuditResult, LayerAudit
+from .verify import DEFAULT_TOLERANCE
 from .weights import dead_filter_masks, weight_stats
 
 # None: decode the next batch on a worker thread while a batch runs on CUDA only (on the 2-core CPU it
@@ -22,16 +23,23 @@ from .weights import dead_filter_masks, weight_stats
 PREFETCH: bool | None = None
 # Where the per-channel statistics are computed: None lets ingraph decide by device.
 STATISTICS = {"auto": None, "graph": True, "maps": False}
+# The dormant rule is checked by ablation on (up to) this many of the images that judged it.
+JUDGED_CHECK = 16
 
 
 def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: int | None = None,
           preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
           quiet: bool = False, verbose: bool = False, max_memory: int | None = None,
-          statistics: str = "auto") -> AuditResult:
+          statistics: str = "auto", confirm: Sequence[str | os.PathLike] | None = None,
+          hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``.
 
     ``statistics``: ``graph`` reduces the maps inside the ONNX graph, ``maps`` with NumPy over the maps
     onnxruntime returns, ``auto`` the first on CUDA and the second on the CPU (``ingraph._IN_GRAPH``).
+
+    The verdicts are then checked on images not judged on (verify.py): ``confirm`` (files or folders),
+    else a deterministic share of ``images`` when enough remain to judge (``hold_out=False``: none);
+    units whose mean ablation moves the outputs there past ``tolerance`` of their range are not counted.
     """
     if statistics not in STATISTICS:
         raise InspectorError(f"unknown statistics '{statistics}': use {', '.join(STATISTICS)}")
@@ -56,7 +64,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                            max_memory, STATISTICS[statistics])
+                            max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance))
 
 
 def _weight_result(model, read, trained: bool | None) -> AuditResult:
@@ -77,13 +85,25 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
 
 
 def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                 max_memory=None, in_graph: bool | None = None) -> AuditResult:
+                 max_memory=None, in_graph: bool | None = None, checking=(None, True, DEFAULT_TOLERANCE)
+                 ) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
     from ..progress import progress
+    from . import verify
+    from .verdicts import MIN_IMAGES
 
+    confirm, hold_out, tolerance = checking
     files = collect_images(images)
-    per_batch = batch_size(model, batch)
+    # Resolved on every image given, as the command's notes were: the held-out split must not change it.
     feeding = model.feeding(preprocess, size, files)  # inspector.inputs: the one resolver
+    if confirm:
+        held, source = verify.confirm_files(confirm), "--confirm"
+    elif hold_out:
+        files, held = verify.split(files, MIN_IMAGES)
+        source = verify.describe_split(len(held), len(files) + len(held)) if held else None
+    else:
+        held, source = [], None
+    per_batch = batch_size(model, batch)
     spec, preprocess_source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
     check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
@@ -118,12 +138,49 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
     result = weighed.result()
     result.preprocess_source = preprocess_source
-    result.images_requested = len(files)
+    result.images_requested = len(files) + (0 if confirm else len(held))
     result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
     result.provider = session.provider
     result.skipped.extend(skipped)
     result.images = counted
+    del session
+    result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
+                                          tolerance, warn)
+    result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
+                                  tolerance, len(files) + len(held), warn)
     return result
+
+
+def _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose, tolerance, warn):
+    """verify.check_dormant on the first JUDGED_CHECK judged images, when any channel is dormant by score."""
+    from . import verdicts, verify
+
+    judged = {layer.name: verdicts.channels_judged(layer, result.images) for layer in result.layers}
+    if not any(judged[layer.name] and layer.channel_masks()["dormant"].any() for layer in result.layers):
+        return None
+    shown = list(batches(model, files[:JUDGED_CHECK], spec, input_size, per_batch, [], warn))
+    return verify.check_dormant(model, result, shown, judged, tolerance, device, verbose)
+
+
+def _verify(model, result, held, source, spec, input_size, per_batch, device, verbose, tolerance, total, warn):
+    """verify.verify over the held-out images, or a Verification that says why it did not run."""
+    from . import verify, verdicts
+
+    if not result.channels_judged:
+        return None  # no channel verdict to check; the notes already say why
+    if not held:
+        return verify.Verification(
+            "not run", f"{total} images, all used to judge; hold some out with more images "
+                       f"(at least {verdicts.MIN_IMAGES + verify.MIN_HELD_OUT}) or pass --confirm IMAGES",
+            tolerance=tolerance)
+    skipped: list[dict] = []
+    held_batches = list(batches(model, held, spec, input_size, per_batch, skipped, warn))
+    result.skipped.extend(skipped)
+    count = sum(real for _, real in held_batches)
+    if not count:
+        return verify.Verification("not run", "none of the held-out images could be read", tolerance=tolerance)
+    judged = {layer.name: verdicts.channels_judged(layer, result.images) for layer in result.layers}
+    return verify.verify(model, result, held_batches, count, source, judged, tolerance, device, verbose)
 
 
 def _weights_trained(model) -> bool | None:

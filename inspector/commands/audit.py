@@ -4,6 +4,8 @@ import sys
 
 from ..cli import Command, add_device, add_max_memory, add_model, add_preprocessing, emit_json, positive_int
 
+DEFAULT_TOLERANCE = 0.01  # inspector.audit.verify's; here so that --help imports no NumPy
+
 
 def fraction(text: str) -> float:
     import argparse
@@ -33,8 +35,17 @@ class Audit(Command):
                             help="images, or directories of images (jpg, png, bmp, gif, tif, webp; not recursive)")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
-                            help="exit 1 when the dead fraction (dead filters, plus dead channels with at least 8 "
-                                 "images, over all filters) exceeds F")
+                            help="exit 1 when the verified dead fraction (dead filters, plus the dead channels "
+                                 "confirmed on held-out images, over all filters) exceeds F; says how many verdicts "
+                                 "it left out and why")
+        parser.add_argument("--confirm", nargs="+", metavar="IMAGE|DIR",
+                            help="images to verify the verdicts on, kept out of judging: every unit counted dead is "
+                                 "replaced by its mean and the outputs compared (default: a deterministic quarter "
+                                 "of the images, when at least 8 remain to judge)")
+        parser.add_argument("--tolerance", type=fraction, metavar="F", default=DEFAULT_TOLERANCE,
+                            help="largest output change, as a fraction of the output's range on the held-out "
+                                 "images, that removing the dead units may cause; units beyond it are reported "
+                                 "as silent but not confirmed, and not counted (default 0.01)")
         parser.add_argument("--batch", type=positive_int, metavar="N",
                             help="images per run when the model's batch dimension is open (default 16)")
         add_preprocessing(parser)
@@ -51,7 +62,7 @@ class Audit(Command):
         from ..api import load
         from ..atomic import ensure_parent
         from ..audit import audit
-        from ..errors import CheckFailed
+        from ..errors import CheckFailed, InspectorError
 
         to_stdout = args.json == "-"
         if args.json and not to_stdout:
@@ -62,9 +73,12 @@ class Audit(Command):
 
             for line in model.feeding(args.preprocess, args.size, collect_images(args.images)).notes():
                 print(line, file=sys.stderr)
+        if args.confirm and not args.images:
+            raise InspectorError("--confirm checks the verdicts judged on images: give the images to judge on too")
         result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
-                       max_memory=args.max_memory, statistics=args.statistics)
+                       max_memory=args.max_memory, statistics=args.statistics, confirm=args.confirm,
+                       tolerance=args.tolerance)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.
@@ -72,10 +86,15 @@ class Audit(Command):
         if args.json:
             data = result.to_dict()
             emit_json(args.json, data, f"audit JSON, schema version {data['schema_version']}")
-        if args.fail_on_dead is not None and result.dead_fraction > args.fail_on_dead:
-            raise CheckFailed(
-                f"dead fraction {result.dead_fraction:.4f} ({result.dead_unit_count} of {result.total_filters} "
-                f"filters dead) exceeds --fail-on-dead {args.fail_on_dead:g}")
+        if args.fail_on_dead is not None:
+            left_out = result.left_out()["reasons"]
+            if left_out:
+                print(f"inspector: --fail-on-dead counts verified verdicts only; left out: {'; '.join(left_out)}",
+                      file=sys.stderr)
+            if result.verified_dead_fraction > args.fail_on_dead:
+                raise CheckFailed(
+                    f"dead fraction {result.verified_dead_fraction:.4f} ({result.verified_dead_unit_count} of "
+                    f"{result.total_filters} filters dead) exceeds --fail-on-dead {args.fail_on_dead:g}")
         return 0
 
 

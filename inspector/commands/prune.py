@@ -42,7 +42,7 @@ class Prune(Command):
         from ..atomic import ensure_parent
         from ..errors import CheckFailed, InspectorError
         from ..prune import prune
-        from ..prune.audit_input import dead_by_layer, read_audit
+        from ..prune.audit_input import dead_by_layer, read_audit, verification_line
         from ..prune.check import EXACT_TOLERANCE
 
         if not args.output and not args.dry_run:
@@ -66,13 +66,17 @@ class Prune(Command):
             if not images:
                 raise InspectorError("--check: no readable images among the paths given")
         dead = None
+        audit_data = None
         if args.from_audit:
-            dead = dead_by_layer(read_audit(args.from_audit), args.from_audit, warn=_warn)
+            audit_data = read_audit(args.from_audit)
+            dead = dead_by_layer(audit_data, args.from_audit, warn=_warn)
         elif args.channels:
             from ..audit import audit
 
-            dead = dead_by_layer(audit(model, images, preprocess=args.preprocess, size=args.size, device="cpu",
-                                       quiet=True).to_dict(), warn=_warn)
+            audit_data = audit(model, images, preprocess=args.preprocess, size=args.size, device="cpu",
+                               quiet=True).to_dict()
+            dead = dead_by_layer(audit_data, warn=_warn)
+        verified = verification_line(audit_data) if args.channels and audit_data is not None else None
         result = prune(model, dead=dead, channels=args.channels, size=args.size)
         out = sys.stderr if to_stdout else sys.stdout
         tolerance = args.tolerance if args.tolerance is not None else (EXACT_TOLERANCE if result.exact else None)
@@ -109,6 +113,8 @@ class Prune(Command):
         except _CheckRefused:
             refused = True
         print(result.table(), file=out)
+        if verified:
+            print(verified, file=out)
         if result.check is not None:
             check = result.check
             print(f"check on {check['inputs']} image(s): max abs output difference {check['max_abs_diff']:.3g}, "
@@ -119,7 +125,10 @@ class Prune(Command):
         if result.output:
             print(f"{result.output}  ({os.path.getsize(result.output):,} bytes)", file=out)
         if args.json:
-            emit_json(args.json, result.to_dict())
+            data = result.to_dict()
+            if args.channels and audit_data is not None and isinstance(audit_data.get("verification"), dict):
+                data["audit_verification"] = audit_data["verification"]
+            emit_json(args.json, data)
         if refused:
             raise CheckFailed(
                 f"the pruned model's outputs moved by {result.check['max_rel_diff']:.3g} relative (> {tolerance:g}); "

@@ -1,8 +1,9 @@
 """Channels the audit found dead, read from its JSON (``inspector audit --json``) or result.
 
-Only the documented per-layer fields are read (``name``, ``dead_filters``,
-``dead_channels``); anything else in the file is ignored, so newer audits with
-more fields still work.
+Only the documented fields are read (per layer ``name``, ``dead_filters``, ``dead_channels``,
+``channels_judged``, ``not_confirmed_channels``; the top-level ``verification``); anything else in the
+file is ignored, so newer audits with more fields still work, and older ones without the verification
+give their judged channels as before.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def dead_by_layer(audit: dict, source: str = "the audit", warn=None) -> dict[str
         raise InspectorError(f"{source} has no 'layers' list; write it with 'inspector audit --json'")
     out: dict[str, dict[str, list[int]]] = {}
     unjudged: list[str] = []
+    refused = 0
     for entry in layers:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InspectorError(f"{source}: a layer entry has no name")
@@ -46,8 +48,33 @@ def dead_by_layer(audit: dict, source: str = "the audit", warn=None) -> dict[str
         if entry.get("channels_judged") is False and found["channels"]:
             unjudged.append(entry["name"])
             found["channels"] = []
+        # Silent on the judged images, but their removal moved the outputs on the held-out ones: kept.
+        not_confirmed = entry.get("not_confirmed_channels") or []
+        if isinstance(not_confirmed, list) and found["channels"]:
+            kept = set(i for i in not_confirmed if type(i) is int) & set(found["channels"])
+            refused += len(kept)
+            found["channels"] = [i for i in found["channels"] if i not in kept]
         out[entry["name"]] = found
     if unjudged and warn is not None:
         warn(f"{len(unjudged)} layer(s) with channels silent on too few images to be judged "
              f"(e.g. {unjudged[0]}): their channels are kept; audit with more images to prune them")
+    if refused and warn is not None:
+        warn(f"kept {refused} channel(s) the audit found silent but not confirmed (removing them moved the "
+             "outputs on its held-out images)")
     return out
+
+
+def verification_line(audit: dict) -> str | None:
+    """What the audit's own check says of the channels it called dead, in one line (None: no check)."""
+    check = audit.get("verification") if isinstance(audit, dict) else None
+    if not isinstance(check, dict) or not isinstance(check.get("status"), str):
+        return None
+    if check["status"] == "not run":
+        return (f"the audit's channel verdicts are not verified ({check.get('reason') or 'no held-out images'}); "
+                "--check measures what removing them does")
+    change, images = check.get("output_change_counted"), check.get("images")
+    if not isinstance(change, (int, float)) or not isinstance(images, int):
+        return None
+    return (f"verified by the audit: removing the {check.get('units_confirmed')} units it counts dead moved the "
+            f"outputs by {change:.3g} of their range on {images} held-out image(s) (tolerance "
+            f"{check.get('tolerance')})")

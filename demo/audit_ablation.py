@@ -1,0 +1,208 @@
+"""Check the audit's verdicts by ablation on the trained models (docs/audit.md, "Verified by ablation").
+
+For each model of models/trained: a zero-config audit of every photo (the audit holds a quarter out
+and verifies its verdicts on them), then, independently of inspector's own ablation (a graph edit
+here with constants, the channel means computed here from the judged images):
+
+- per rule (exact zero after Relu, constant, dormant, dead by weights): the units it selects,
+  mean-ablated, and the output change on the judged photos and on unseen images;
+- everything the audit counts as dead after verification: the same, plus on the held-out photos
+  (to compare with the audit's own figure).
+
+Unseen images: the photos flipped left-right and cropped to their central 70% (the set has 11
+photos; these are images neither the judging nor the verification ran on). The output change is the
+largest |ablated - original| over the images, over the output's range (max - min) there.
+
+    PYTHONPATH=. .venv/bin/python demo/audit_ablation.py [NAME ...] [--json OUT.json]
+    PYTHONPATH=. .venv/bin/python demo/audit_ablation.py WILD.onnx ... --photos models/wild/photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "trained")
+
+
+def unseen_images(photos: list[str], folder: str) -> list[str]:
+    """Each photo flipped left-right and cropped to its central 70%, written as PNGs into ``folder``."""
+    from PIL import Image, ImageOps
+
+    out = []
+    for path in photos:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        w, h = rgb.size
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for kind, changed in (("flip", ImageOps.mirror(rgb)),
+                              ("crop", rgb.crop((int(w * 0.15), int(h * 0.15), w - int(w * 0.15), h - int(h * 0.15))))):
+            target = os.path.join(folder, f"{stem}_{kind}.png")
+            changed.save(target)
+            out.append(target)
+    return out
+
+
+def edited(model_proto, fills: dict[str, tuple[int, np.ndarray, np.ndarray]]):
+    """A copy where each tensor T in ``fills`` ({T: (channel axis, rank, mask, means)}) becomes
+    where(mask, mean, T), with constants: T * (1 - mask) + mask * mean."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model_proto)
+    g = m.graph
+    for k, (tensor, (axis, rank, mask, means)) in enumerate(fills.items()):
+        shape = [1] * rank
+        shape[axis] = len(mask)
+        raw = f"abl{k}_raw"
+        for node in g.node:
+            node.output[:] = [raw if o == tensor else o for o in node.output]
+        keep = numpy_helper.from_array((~mask).astype(np.float32).reshape(shape), f"abl{k}_keep")
+        fill = numpy_helper.from_array(np.where(mask, means, 0).astype(np.float32).reshape(shape), f"abl{k}_fill")
+        g.initializer.extend([keep, fill])
+        g.node.extend([helper.make_node("Mul", [raw, keep.name], [f"abl{k}_mul"]),
+                       helper.make_node("Add", [f"abl{k}_mul", fill.name], [tensor])])
+    # topological order for onnxruntime is not required; sort anyway with onnx's own helper when present
+    return m
+
+
+def session(model, proto):
+    import onnxruntime as ort
+
+    from inspector.execution import session_options
+
+    options = session_options(model.file.folder)  # the light model's weights are read from its folder
+    return ort.InferenceSession(model.file.serialized(proto), options, providers=["CPUExecutionProvider"])
+
+
+def outputs(sess, name, batches):
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, sess.run(None, {name: x}))) for x in batches]
+
+
+def change(reference, ablated) -> float:
+    worst = 0.0
+    for key in reference[0]:
+        ref = np.concatenate([r[key].astype(np.float64).ravel() for r in reference])
+        new = np.concatenate([a[key].astype(np.float64).ravel() for a in ablated])
+        span = ref.max() - ref.min() if ref.size else 0.0
+        diff = float(np.max(np.abs(ref - new))) if ref.size else 0.0
+        worst = max(worst, diff / span if span > 0 else (0.0 if diff == 0 else 1.0))
+    return worst
+
+
+def measure(name: str, path: str | None = None, photos_dir: str | None = None) -> dict:
+    import inspector
+    from inspector.audit import audit, collect_images
+    from inspector.audit.verify import split
+    from inspector.audit.verdicts import MIN_IMAGES
+    from inspector.execution import add_outputs
+
+    model = inspector.load(path or os.path.join(ROOT, f"{name}.onnx"))
+    photos = collect_images([photos_dir or os.path.join(ROOT, "photos")])
+    start = time.perf_counter()
+    result = audit(model, photos, quiet=True, device="cpu")
+    seconds = time.perf_counter() - start
+    data = result.to_dict()
+    judged_files, held_files = split(photos, MIN_IMAGES)
+    spec, size = model.preprocessing(None), tuple(result.input_size)
+    fixed = model.input.batch
+    one = lambda images: [model.image_batch([i], spec, size) for i in images]  # noqa: E731
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        judged, held, unseen = one(judged_files), one(held_files), one(unseen_images(photos, folder))
+    layers = {layer.name: layer for layer in model.require_layers()}
+    by_name = {entry["name"]: entry for entry in data["layers"]}
+    # Per-channel means over the judged images, from the unmodified model's tensors (NumPy here).
+    tensors = list(dict.fromkeys(layers[n].output for n in by_name))
+    plain = session(model, add_outputs(model.file.model, tensors))
+    means = {}
+    for x in judged:
+        got = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, {model.input.name: x})))
+        for n in by_name:
+            layer = layers[n]
+            axis = layer.output_perm.index(1) if layer.output_perm else 1
+            values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
+            means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
+    means = {n: np.mean(v, axis=0) for n, v in means.items()}
+    original = session(model, model.file.model)
+    reference = {which: outputs(original, model.input.name, xs)
+                 for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+
+    def ablate(select) -> dict:
+        fills = {}
+        count = 0
+        for n, entry in by_name.items():
+            chosen = sorted(set(select(entry)))
+            if not chosen:
+                continue
+            layer = layers[n]
+            mask = np.zeros(entry["filters"], bool)
+            mask[chosen] = True
+            count += len(chosen)
+            axis = layer.output_perm.index(1) if layer.output_perm else 1
+            if layer.output in fills:
+                mask |= fills[layer.output][2]
+            fills[layer.output] = (axis, len(layer.weight_shape), mask, means[n])
+        if not count:
+            return {"units": 0, "judged": 0.0, "held": 0.0, "unseen": 0.0}
+        sess = session(model, edited(model.file.model, fills))
+        out = {"units": count}
+        for which, xs in (("judged", judged), ("held", held), ("unseen", unseen)):
+            out[which] = change(reference[which], outputs(sess, model.input.name, xs))
+        return out
+
+    def judged_channels(entry, field):
+        return entry[field] if entry["channels_judged"] else []
+
+    rules = {
+        "zero after Relu": lambda e: judged_channels(e, "dead_channels") if e["rectifier"] else [],
+        "constant": lambda e: judged_channels(e, "constant_channels"),
+        "dormant by score (tau)": lambda e: judged_channels(e, "dormant_channels") + judged_channels(
+            e, "not_dormant_channels"),
+        "dormant (score, then checked on the judged images)": lambda e: judged_channels(e, "dormant_channels"),
+        "dead by weights": lambda e: e["dead_filters"],
+        "all judged verdicts (before verification)": lambda e: e["dead_filters"] + judged_channels(e, "dead_channels"),
+        "counted dead (after verification)": lambda e: e["dead_filters"] + [
+            c for c in judged_channels(e, "dead_channels") if c not in e["not_confirmed_channels"]],
+    }
+    return {"model": name, "seconds": round(seconds, 1), "fixed_batch": fixed,
+            "preprocess": data["images"]["preprocess"], "preprocess_source": data["images"]["preprocess_source"],
+            "judged_images": data["images"]["count"], "held_out": data["images"]["held_out"],
+            "unseen_images": len(unseen), "filters": data["summary"]["filters"],
+            "verification": data["verification"], "summary": {k: data["summary"][k] for k in (
+                "dead_units", "verified_dead_units", "not_confirmed_channels", "dormant_check")},
+            "rules": {rule: ablate(select) for rule, select in rules.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
+    parser.add_argument("--photos", help="the photo folder for .onnx paths (default: models/trained/photos)")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    with open(os.path.join(ROOT, "manifest.json")) as handle:
+        names = args.names or [n for n, e in json.load(handle).items() if e.get("available")]
+    rows = []
+    for name in names:
+        try:
+            row = (measure(os.path.relpath(name), name, args.photos) if name.endswith(".onnx") else measure(name))
+        except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
+            row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The audit verifies its verdicts on images it did not judge on (issue 24).
+
+Each test builds a tiny model in memory whose dead units are known by construction, and checks the
+audit's own verification against an independent ablation: a graph edit written here (constants put
+in place of the channels' maps with onnx.helper, the means computed here with onnxruntime on the
+unmodified model and NumPy) run with onnxruntime.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+import inspector
+from inspector.audit import audit
+from inspector.audit.verify import fire_rate_bound, split
+
+SCHEMA_PATH = os.path.join(os.path.dirname(inspector.__file__), "schemas", "audit.schema.json")
+SIZE = 12
+WIDTH = 8
+
+
+# conv1 (3->8, 3x3, Relu) -> conv2 (8->4, 1x1, linear) = the output
+#   conv1 channel 2: zero weights, bias -1      -> provably silent (dead by weights)
+#   conv1 channel 5: tiny weights, bias -10     -> silent on any input in [0, 1] (provably, not by weights)
+#   conv1 channel 6: red detector, bias -0.8    -> silent on dark images, fires on bright red ones
+def make_net(seed=0):
+    r = np.random.default_rng(seed)
+    w1 = (r.standard_normal((WIDTH, 3, 3, 3)) * 0.3).astype(np.float32)
+    w1 -= w1.mean(axis=(1, 2, 3), keepdims=True)
+    b1 = np.full(WIDTH, 0.2, np.float32)
+    w1[2], b1[2] = 0, -1.0
+    w1[5], b1[5] = 1e-3, -10.0
+    w1[6] = 0
+    w1[6, 0] = 1.0 / 9  # the mean red value over its 3x3 window
+    b1[6] = -0.8
+    w2 = (r.standard_normal((4, WIDTH, 1, 1)) * 0.5).astype(np.float32)
+    w2[:, 6] = 3.0  # channel 6 matters downstream
+    b2 = np.zeros(4, np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2")]
+    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    graph = helper.make_graph(nodes, "net", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def write_images(folder, count, seed, bright=False):
+    """``count`` PNGs of SIZE x SIZE: dark noise (every value < 0.5 after /255), or bright red."""
+    os.makedirs(folder, exist_ok=True)
+    r = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        pixels = r.integers(0, 120, (SIZE, SIZE, 3), dtype=np.uint8)
+        if bright:
+            pixels[..., 0] = r.integers(240, 256, (SIZE, SIZE), dtype=np.uint8)
+        path = os.path.join(folder, f"{'b' if bright else 'd'}{i:02d}.png")
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def as_input(paths):
+    """The 'raw' preprocessing, by hand: RGB / 255, NCHW."""
+    return np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255 for p in paths])
+
+
+def independent_change(model_path, judged, held, channels):
+    """Replace r1's ``channels`` by their mean over ``judged`` (a graph edit here), and return the largest
+    output change on ``held`` over the output's range there."""
+    m = onnx.load(model_path)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    probe.graph.output.append(helper.make_empty_tensor_value_info("r1"))
+    plain = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    r1 = plain.run(["r1"], {"x": as_input(judged)})[0].astype(np.float64)
+    means = r1.mean(axis=(0, 2, 3))
+    keep = np.ones(WIDTH, np.float32)
+    fill = np.zeros(WIDTH, np.float32)
+    keep[channels] = 0
+    fill[channels] = means[channels]
+    for node in m.graph.node:
+        node.input[:] = ["r1_ablated" if name == "r1" else name for name in node.input]
+    m.graph.initializer.extend([numpy_helper.from_array(keep.reshape(1, WIDTH, 1, 1), "keep"),
+                                numpy_helper.from_array(fill.reshape(1, WIDTH, 1, 1), "fill")])
+    m.graph.node.extend([helper.make_node("Mul", ["r1", "keep"], ["r1_kept"]),
+                         helper.make_node("Add", ["r1_kept", "fill"], ["r1_ablated"])])
+    edited = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = as_input(held)
+    reference = plain.run(["y"], {"x": x})[0].astype(np.float64)
+    ablated = edited.run(["y"], {"x": x})[0].astype(np.float64)
+    return float(np.abs(ablated - reference).max() / (reference.max() - reference.min()))
+
+
+@pytest.fixture
+def net(save):
+    return save(make_net())
+
+
+def schema():
+    with open(SCHEMA_PATH) as handle:
+        return json.load(handle)
+
+
+def test_fire_rate_bound_is_the_exact_binomial_bound():
+    for n in (1, 8, 11, 100, 10_000):
+        bound = fire_rate_bound(n)
+        # P(no firing in n images | rate = bound) = 5%
+        assert (1 - bound) ** n == pytest.approx(0.05, rel=1e-9)
+        if n >= 8:  # "about 3/N"
+            assert bound == pytest.approx(3 / n, rel=0.2 if n < 20 else 0.02)
+    assert fire_rate_bound(0) is None
+
+
+def test_the_default_split_is_deterministic_and_keeps_enough_to_judge():
+    files = [f"{i:02d}.png" for i in range(11)]
+    judged, held = split(files, 8)
+    assert (len(judged), len(held)) == (8, 3) and split(files, 8) == (judged, held)
+    assert set(judged).isdisjoint(held) and sorted(judged + held) == files
+    assert split(files[:9], 8) == (files[:9], [])  # one to spare: nothing held out
+    judged, held = split([f"{i:03d}" for i in range(1000)], 8)
+    assert len(held) == 64 and len(judged) == 936
+
+
+def test_a_channel_that_answers_held_out_images_is_not_confirmed(net, tmp_path):
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    result = audit(inspector.load(net), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    conv1 = result.layers[0]
+    assert conv1.dead_channels == [2, 5, 6]  # all three silent on the dark images
+    assert conv1.refused == {6}  # ...but 6 answers the bright ones
+    assert conv1.dead_units() == [2, 5]
+    check = result.verification
+    assert check.status == "partly confirmed" and check.images == 3 and check.source == "--confirm"
+    assert check.units_all == 3 and check.units_confirmed == 2 and check.refused == {"conv1": [6]}
+    # Its own figures against an independent ablation (graph edit + onnxruntime on the unmodified model).
+    everything = independent_change(net, judged, held, [2, 5, 6])
+    counted = independent_change(net, judged, held, [2, 5])
+    assert everything > 0.05
+    assert everything / 2 <= check.change_all <= everything * 2
+    assert counted <= 0.01 and check.change_kept <= 0.01
+    assert counted == pytest.approx(check.change_kept, abs=1e-6)
+    data = result.to_dict()
+    jsonschema.validate(data, schema())
+    assert data["layers"][0]["not_confirmed_channels"] == [6]
+    assert data["summary"]["dead_units"] == 2 and data["summary"]["verified_dead_units"] == 2
+    assert data["summary"]["not_confirmed_channels"] == 1
+    assert data["summary"]["gate_left_out"]["not_confirmed"] == 1
+    assert "6" not in str(data["layers"][0]["dead_filters"])
+    assert "nc" in result.table() and "not confirmed" in result.table()
+
+
+def test_truly_removable_units_keep_their_count(net, tmp_path):
+    # Judged and held out on bright images alike: channel 6 fires everywhere, 2 and 5 never.
+    images = write_images(tmp_path / "judge", 8, seed=1) + write_images(tmp_path / "bright", 4, seed=3, bright=True)
+    result = audit(inspector.load(net), images, preprocess="raw", device="cpu", quiet=True)
+    check = result.verification
+    assert result.images == 9 and check.images == 3 and check.source.startswith("held out 3 of 12")
+    assert result.layers[0].dead_channels == [2, 5]
+    assert check.status == "confirmed" and result.layers[0].refused == set()
+    assert result.dead_unit_count == result.verified_dead_unit_count == 2
+    # Provably silent channels replaced by their (zero) mean: the outputs do not move at all.
+    assert check.change_all == 0.0
+    judged, held = split(images, 8)
+    assert independent_change(net, judged, held, [2, 5]) == 0.0
+
+
+def test_a_dormant_channel_is_checked_and_the_figure_agrees_with_an_independent_ablation(save, tmp_path):
+    # conv1 without its Relu; channel 3's filter scaled by 0.02 (dormant: its mean |a| is under 1% of the
+    # layer's, and every channel is read with the same weight), small but not removable without a change.
+    m = make_net(seed=4)
+    nodes = [n for n in m.graph.node if n.op_type != "Relu"]
+    nodes[0].output[0] = "r1"
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    for tensor in m.graph.initializer:
+        if tensor.name == "w1":
+            w = numpy_helper.to_array(tensor).copy()
+            w[3] *= 2e-2
+            tensor.CopyFrom(numpy_helper.from_array(w, "w1"))
+        if tensor.name == "w2":
+            w = numpy_helper.to_array(tensor).copy()
+            w[:] = 0.5
+            tensor.CopyFrom(numpy_helper.from_array(w, "w2"))
+        if tensor.name == "b1":
+            b = numpy_helper.to_array(tensor).copy()
+            b[3] = 0.0
+            tensor.CopyFrom(numpy_helper.from_array(b, "b1"))
+    path = save(m, "linear.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=5)
+    held = write_images(tmp_path / "held", 3, seed=6)
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    conv1 = result.layers[0]
+    assert 3 in conv1.channel_masks()["dormant"].nonzero()[0] and result.dormant_check["not_dormant"] == 0
+    dead = sorted(set(conv1.dead_channels) | set(conv1.weights.dead_filters))
+    independent = independent_change(path, judged, held, dead)
+    assert 1e-4 < independent < 0.01 and result.verification.status == "confirmed"
+    assert independent / 2 <= result.verification.change_all <= independent * 2
+    # A tolerance this tight: removing channel 3 moves the judged outputs, so it is not dormant at all (an
+    # answer, however small); the filter dead by its weights stays dead (provable).
+    tight = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held,
+                  tolerance=1e-9)
+    conv1 = tight.layers[0]
+    assert conv1.not_dormant == {3} and 3 not in conv1.dead_channels and tight.dormant_check["not_dormant"] == 1
+    assert tight.to_dict()["layers"][0]["not_dormant_channels"] == [3]
+    assert "1 channel(s) small enough to be dormant by score are answers" in tight.table()
+    assert 2 in conv1.dead_units() and tight.verification.change_all == 0.0
+
+
+def test_too_few_images_to_hold_out_says_so_and_the_gate_leaves_the_channels_out(net, tmp_path):
+    images = write_images(tmp_path / "judge", 9, seed=1)
+    result = audit(inspector.load(net), images, preprocess="raw", device="cpu", quiet=True)
+    assert result.verification.status == "not run" and "--confirm" in result.verification.reason
+    assert result.images == 9 and result.layers[0].dead_channels == [2, 5, 6]
+    assert result.dead_unit_count == 3  # judged, as before
+    assert result.verified_dead_unit_count == 1  # the filter dead by its weights alone
+    left = result.left_out()
+    assert left["not_verified"] == 2 and "not verified" in left["reasons"][0]
+    assert "verdicts not verified" in result.table()
+    evidence = result.to_dict()["layers"][0]["evidence"]
+    assert evidence == {"images": 9, "fire_rate_upper_95": pytest.approx(1 - 0.05 ** (1 / 9)),
+                        "preprocess_source": "flag", "verification": "not verified"}
+
+
+def test_cli_gate_counts_verified_verdicts_and_says_what_it_left_out(net, tmp_path):
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    target = tmp_path / "audit.json"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "inspector", "audit", net, *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    # 12 filters: 2 counted (the filter dead by its weights and channel 5), channel 6 left out.
+    done = cli(tmp_path / "judge", "--confirm", tmp_path / "bright", "--preprocess", "raw", "-q",
+               "--fail-on-dead", "0.15", "--json", target)
+    assert done.returncode == 1, done.stderr
+    assert "left out: 1 silent channel(s) not confirmed" in done.stderr
+    assert "dead fraction 0.1667 (2 of 12 filters dead)" in done.stderr
+    data = json.loads(target.read_text())
+    jsonschema.validate(data, schema())
+    assert data["verification"]["units_not_confirmed"] == 1 and data["images"]["held_out"] == 3
+    assert cli(tmp_path / "judge", "--confirm", tmp_path / "bright", "--preprocess", "raw", "-q",
+               "--fail-on-dead", "0.17").returncode == 0
+    # Without held-out images the two unverified channel verdicts are left out, and it says so.
+    alone = cli(tmp_path / "judge", "--preprocess", "raw", "-q", "--fail-on-dead", "0.05")
+    assert alone.returncode == 1 and "2 channel verdict(s) not verified" in alone.stderr
+    assert "(1 of 12 filters dead)" in alone.stderr
+    bad = cli("--confirm", tmp_path / "bright", "-q")
+    assert bad.returncode == 2 and "give the images to judge on" in bad.stderr
+    assert len(judged) == 8 and len(held) == 3
+
+
+def test_prune_channels_takes_the_confirmed_set_and_reports_the_figure(net, tmp_path):
+    write_images(tmp_path / "judge", 8, seed=1)
+    write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    audit_json = tmp_path / "audit.json"
+    subprocess.run([sys.executable, "-m", "inspector", "audit", net, tmp_path / "judge", "--confirm",
+                    tmp_path / "bright", "--preprocess", "raw", "-q", "--json", audit_json], check=True,
+                   capture_output=True, timeout=300)
+    from inspector.prune.audit_input import dead_by_layer, verification_line
+
+    data = json.loads(audit_json.read_text())
+    told = []
+    dead = dead_by_layer(data, warn=told.append)
+    assert dead["conv1"]["channels"] == [2, 5]
+    assert any("not confirmed" in line for line in told)
+    line = verification_line(data)
+    assert "verified by the audit" in line and "3 held-out image(s)" in line
+    done = subprocess.run([sys.executable, "-m", "inspector", "prune", net, "--from-audit", audit_json, "--channels",
+                           "--check", tmp_path / "bright", "--preprocess", "raw", "--dry-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "verified by the audit" in done.stdout and "kept 1 channel(s)" in done.stderr
+
+
+def test_bisection_finds_the_one_responsive_channel_among_layers_of_silent_ones(save, tmp_path):
+    # conv1 as in make_net (2, 5 silent for good, 6 silent on dark images only), then conv2 (3x3, Relu) with
+    # channels 0, 3 and 7 silent for good (tiny weights, bias -10), then the linear 1x1 head.
+    m = make_net()
+    r = np.random.default_rng(7)
+    w = (r.standard_normal((WIDTH, WIDTH, 3, 3)) * 0.2).astype(np.float32)
+    b = np.full(WIDTH, 0.1, np.float32)
+    for c in (0, 3, 7):
+        w[c], b[c] = 1e-4, -10.0
+    w[:, 6] = np.abs(w[:, 6]) + 0.2  # what channel 6 says reaches the head
+    nodes = list(m.graph.node)
+    nodes[2].input[0] = "r2"
+    nodes[2:2] = [helper.make_node("Conv", ["r1", "w1b", "b1b"], ["c2"], pads=[1, 1, 1, 1], name="conv1b"),
+                  helper.make_node("Relu", ["c2"], ["r2"], name="relu1b")]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend([numpy_helper.from_array(w, "w1b"), numpy_helper.from_array(b, "b1b")])
+    path = save(m, "deeper.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    check = result.verification
+    assert [layer.dead_channels for layer in result.layers[:2]] == [[2, 5, 6], [0, 3, 7]]
+    assert check.refused == {"conv1": [6]} and check.units_confirmed == 5 and check.not_localised == 0
+    assert check.change_all > 0.01 >= check.change_kept
+    assert check.trials <= 8  # reference, all, base, then a bisection over 5 candidates in 2 layers
+
+
+def test_the_command_line_default_tolerance_is_the_library_one():
+    from inspector.audit import DEFAULT_TOLERANCE
+    from inspector.commands import audit as command
+
+    assert command.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.01
