@@ -12,7 +12,7 @@ and every command. Two figures per side: ``-X importtime``'s wall seconds (faste
 median), and the importing process's CPU seconds (user + system, median; interpreter start-up
 cancels in the difference). The goals use CPU: an import is a fixed amount of work, and on this
 shared 2-core machine another job stretches the wall figures of the same runs by 2x or more,
-while CPU time hardly moves.
+the CPU figures by about a quarter.
 
 Budgets (the goal lines):
 - each hot command (layers, filters, maps, cam, audit, diff, prune) at most 0.20 s of CPU over the floor.
@@ -171,6 +171,7 @@ def measure(runs: int) -> dict:
                     cpu.setdefault(name, []).append(times["cpu"])
                     differences.setdefault(name, []).append(times[""] - base)
     median = statistics.median
+    load = os.getloadavg()[0]  # after the rounds: what the machine was doing meanwhile
     rows = {}
     for name in commands:
         rows[name] = {"import_s": round(min(totals[name]), 3),
@@ -185,6 +186,7 @@ def measure(runs: int) -> dict:
     worst = max(HOT, key=lambda n: rows[n]["cpu_over_floor_s"])
     return {
         "runs": runs,
+        "load_average_1min": round(load, 1),
         "floor": FLOOR,
         "floor_import_s": round(min(floor), 3),
         "floor_median_import_s": round(median(floor), 3),

@@ -671,11 +671,12 @@ def render(results: dict) -> str:
 def _imports_section(data: dict | None) -> list[str]:
     if not data or "not_run" in data:
         return [f"Not run{': ' + data['not_run'] if data else ''}."]
-    lines = [f"`bench/bench_imports.py`, measured {data.get('measured_at', '')}, {data['runs']} interleaved rounds: "
+    lines = [f"`bench/bench_imports.py`, measured {data.get('measured_at', '')}, {data['runs']} interleaved rounds "
+             f"(load average {_num(data.get('load_average_1min'), 1)} on {data['machine']['cores']} cores): "
              "each command runs once on a tiny model and lists the modules it loaded; a fresh interpreter then "
              "imports exactly those under `python -X importtime`: its wall seconds (fastest round, and median) "
              "and the importing process's CPU seconds (median, start-up included; the goal uses CPU, which "
-             f"another job on the machine hardly moves). The floor: `{data['floor']}`, "
+             f"another job on the machine moves far less). The floor: `{data['floor']}`, "
              f"{_num(data['floor_import_s'], 3)} s (median {_num(data.get('floor_median_import_s'), 3)} s), "
              f"{_num(data.get('floor_cpu_s'), 3)} s CPU; `import onnx` adds {_num(data['onnx_over_floor_s'], 3)} s "
              "to it.", ""]
