@@ -16,11 +16,13 @@ TORCHVISION ?= 0.29.1
 
 # The lock is passed as constraints: pip installs what pyproject.toml asks for, at exactly the
 # locked versions (torch and torchvision among them, as a matching pair), whatever the index
-# serves today. A package the lock lacks fails the install: run `make lock`.
+# serves today. Constraints hold only what they list, so --verify then fails the build when
+# anything installed is missing from the lock or at another version: run `make lock`.
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c $(LOCK) pip
 	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(ORT),keras,torch,test]'
+	$(BIN)/python requirements/lock.py --verify $(LOCK)
 	touch $(STAMP)
 
 # Re-resolve both locks from pyproject.toml's ranges (no install; about a minute). Run it after

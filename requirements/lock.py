@@ -9,7 +9,11 @@ a line, which ``make .venv`` passes to pip as constraints (``-c``). So the GPU v
 resolved without onnxruntime-gpu ever being installed, let alone beside onnxruntime.
 
 Usage: python requirements/lock.py [--variant cpu|gpu ...] [--check] [--torch V --torchvision V]
+       VENV/bin/python requirements/lock.py --verify requirements/lock-cpu.txt
   --check   resolve again and compare with the committed files; exit 1 when they differ
+  --verify  in a built venv: exit 1 when a distribution installed there is missing from the lock or
+            at another version (pip constraints only hold the packages they list: a dependency
+            added to pyproject.toml without `make lock` would otherwise float)
 """
 
 from __future__ import annotations
@@ -68,6 +72,28 @@ def render(variant: str, pins: dict[str, str], pip_version: str, python_version:
     return "\n".join(lines) + "\n"
 
 
+def verify(lock: str) -> int:
+    """Every distribution of this interpreter's environment is in ``lock`` at the locked version."""
+    from importlib.metadata import distributions
+
+    pins = {}
+    with open(lock, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                name, version = line.strip().split("==", 1)
+                pins[canonical(name)] = version
+    wrong = []
+    for dist in distributions():
+        name = canonical(dist.metadata["Name"])
+        if name != PROJECT and pins.get(name) != dist.version:
+            wrong.append(f"{name} {dist.version} (lock: {pins.get(name, 'absent')})")
+    if wrong:
+        print(f"installed but not as {os.path.relpath(lock, ROOT)} pins them: {', '.join(sorted(wrong))}; "
+              "run `make lock`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", choices=VARIANTS, help="default: both")
@@ -75,7 +101,10 @@ def main(argv=None) -> int:
     parser.add_argument("--torch", default="2.14.1")
     parser.add_argument("--torchvision", default="0.29.1")
     parser.add_argument("--python", default=sys.executable, help="interpreter the venvs are built with")
+    parser.add_argument("--verify", metavar="LOCK", help="check this environment against LOCK and exit")
     args = parser.parse_args(argv)
+    if args.verify:
+        return verify(args.verify)
     variants = args.variant or list(VARIANTS)
     with tempfile.TemporaryDirectory(prefix="inspector-lock-venv-") as venv:
         subprocess.run([args.python, "-m", "venv", venv], check=True)
