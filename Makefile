@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 ORT    ?= cpu
 # Every distribution pinned, one lock per onnxruntime flavour: `make lock` re-resolves them.
 LOCK   := requirements/lock-$(ORT).txt
+# torch and torchvision as a matching pair (an unmatched pair fails with 'torchvision::nms does not
+# exist'); `make lock` resolves with them. PyPI's pair is a CUDA build; it runs on the CPU here.
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 

@@ -89,7 +89,8 @@ def verify(lock: str) -> int:
             wrong.append(f"{name} {dist.version} (lock: {pins.get(name, 'absent')})")
     if wrong:
         print(f"installed but not as {os.path.relpath(lock, ROOT)} pins them: {', '.join(sorted(wrong))}; "
-              "run `make lock`", file=sys.stderr)
+              "run `make lock` if pyproject.toml changed, or rebuild the venv if they were installed by hand",
+              file=sys.stderr)
         return 1
     return 0
 
