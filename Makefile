@@ -5,22 +5,33 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU onnxruntime by default; `make .venv ORT=gpu` installs onnxruntime-gpu instead (never both).
 ORT    ?= cpu
+# Every distribution pinned, one lock per onnxruntime flavour: `make lock` re-resolves them.
+LOCK   := requirements/lock-$(ORT).txt
+# torch and torchvision as a matching pair (an unmatched pair fails with 'torchvision::nms does not
+# exist'); `make lock` resolves with them. PyPI's pair is a CUDA build; it runs on the CPU here.
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 
-.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench zoo clean
+.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench zoo clean lock
 
 .venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# The lock is passed as constraints: pip installs what pyproject.toml asks for, at exactly the
+# locked versions (torch and torchvision among them, as a matching pair), whatever the index
+# serves today. Constraints hold only what they list, so --verify then fails the build when
+# anything installed is missing from the lock or at another version: run `make lock`.
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch and torchvision first, pinned as a matching pair: an unpinned extra could pair
-	# a torchvision with a torch whose C++ operators it cannot load ('torchvision::nms
-	# does not exist'). PyPI's pair is a CUDA build; it runs on the CPU here.
-	$(BIN)/python -m pip install -q 'torch==$(TORCH)' 'torchvision==$(TORCHVISION)'
-	$(BIN)/python -m pip install -q -e '.[$(ORT),keras,torch,test]'
+	$(BIN)/python -m pip install -q -c $(LOCK) pip
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(ORT),keras,torch,test]'
+	$(BIN)/python requirements/lock.py --verify $(LOCK)
 	touch $(STAMP)
+
+# Re-resolve both locks from pyproject.toml's ranges (no install; about a minute). Run it after
+# changing a dependency, or to take new releases on purpose; then review the diff, rebuild
+# (rm -r .venv && make .venv), run `make test` and the `imports` and `maps` sections of `make bench`.
+lock:
+	$(PYTHON) requirements/lock.py --torch $(TORCH) --torchvision $(TORCHVISION)
 
 # Converts VGG16 (ImageNet weights when Keras can download or find them, random
 # weights otherwise, and then every picture says so) and draws its filters and

@@ -13,6 +13,7 @@ there into bench/results.json and renders bench/results.md. Sections:
   prune     item 7: bench/bench_prune.py --json bench/out/prune_raw.json: VGG16 with 30% dead filters pruned
   cam       item 8: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
   diff      item 9: bench/bench_diff.py --json bench/out/diff_raw.json (float vs int8 QDQ vgg16_tumor)
+  imports   item 10: bench/bench_imports.py --json bench/out/imports_raw.json: each command's imports vs the bare floor's
 
 Examples:
   bench/run.py                         # everything, 3 interleaved rounds (~15 minutes on 2 cores)
@@ -36,7 +37,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff", "imports")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -115,7 +116,7 @@ def choose_model(args) -> dict:
 # ---------------------------------------------------------------------------------- helpers
 
 HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "audit24": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
-           "diff": "bench_diff.py"}
+           "diff": "bench_diff.py", "imports": "bench_imports.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -165,6 +166,8 @@ def run_helper(section: str, args, model: dict | None) -> dict:
         command += ["--quick"] if args.quick else ["--runs", str(args.runs)]
         if args.device == "cuda":  # every attribution method on the GPU, beside grad-cam's on torch cuda
             command += ["--device", "cuda", "--methods", "scorecam,ablationcam,eigencam"]
+    if section == "imports":
+        command += ["--runs", str(max(args.runs, 5))]
     if section == "diff":
         if "--device" in usage:
             command += ["--device", args.device]
@@ -246,9 +249,11 @@ def main(argv=None) -> int:
     if "convert" in args.sections and args.device == "cpu":
         data = run_helper("convert", args, None)
         write_json(os.path.join(SECTIONS_DIR, "convert.json"), stamp(data, args, None, machine))
-    model = choose_model(args)
-    model_path = os.path.join(ROOT, model["path"])
-    echo(f"model: {model['path']} ({model['size_mb']} MB, {model['weights']} weights; {model['how']})")
+    model, model_path = None, None
+    if set(args.sections) & {"maps", "overhead", "filters", "audit", "prune"}:  # the others need no VGG16
+        model = choose_model(args)
+        model_path = os.path.join(ROOT, model["path"])
+        echo(f"model: {model['path']} ({model['size_mb']} MB, {model['weights']} weights; {model['how']})")
     photo = common.sample_photo()
     keras = "keras" in args.sections and "maps" in args.sections
     if keras and not common.has_module("tensorflow"):
@@ -295,6 +300,9 @@ def main(argv=None) -> int:
     if "diff" in args.sections:
         data = run_helper("diff", args, None)
         write_json(os.path.join(SECTIONS_DIR, f"diff{suffix}.json"), stamp(data, args, None, machine))
+    if "imports" in args.sections and args.device == "cpu":
+        data = run_helper("imports", args, None)
+        write_json(os.path.join(SECTIONS_DIR, "imports.json"), stamp(data, args, None, machine))
     write_results()
     echo(f"bench finished in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
@@ -313,7 +321,7 @@ def write_results() -> None:
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
                  "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda",
-                 "audit24", "audit24_cuda")
+                 "audit24", "audit24_cuda", "imports")
 
 
 def collect(folder: str) -> dict:
@@ -655,7 +663,37 @@ def render(results: dict) -> str:
     out += _helper_section(results.get("cam"), "bench_cam.py")
     out += ["", "## 9. `inspector diff`: float against int8 over N images, against two plain inference runs", ""]
     out += _helper_section(results.get("diff"), "bench_diff.py")
+    out += ["", "## 10. Start-up: what each command imports, against the bare floor", ""]
+    out += _imports_section(results.get("imports"))
     return "\n".join(out) + "\n"
+
+
+def _imports_section(data: dict | None) -> list[str]:
+    if not data or "not_run" in data:
+        return [f"Not run{': ' + data['not_run'] if data else ''}."]
+    lines = [f"`bench/bench_imports.py`, measured {data.get('measured_at', '')}, {data['runs']} interleaved rounds "
+             f"(load average {_num(data.get('load_average_1min'), 1)} on {data['machine']['cores']} cores): "
+             "each command runs once on a tiny model and lists the modules it loaded; a fresh interpreter then "
+             "imports exactly those under `python -X importtime`: its wall seconds (fastest round, and median) "
+             "and the importing process's CPU seconds (median, start-up included; the goal uses CPU, which "
+             f"another job on the machine moves far less). The floor: `{data['floor']}`, "
+             f"{_num(data['floor_import_s'], 3)} s (median {_num(data.get('floor_median_import_s'), 3)} s), "
+             f"{_num(data.get('floor_cpu_s'), 3)} s CPU; `import onnx` adds {_num(data['onnx_over_floor_s'], 3)} s "
+             "to it.", ""]
+    lines += _table(["command", "imports s", "over the floor s", "/ floor", "median s", "CPU s",
+                     "CPU over the floor s", "modules", "third-party packages"],
+                    [[f"`{name}`", _num(r["import_s"], 3), _num(r["over_floor_s"], 3),
+                      _num(r["ratio_to_floor"], 2, "x"), _num(r.get("median_import_s"), 3), _num(r.get("cpu_s"), 3),
+                      _num(r.get("cpu_over_floor_s"), 3), r["modules"], r["third_party"]]
+                     for name, r in data["commands"].items()])
+    goals = data["goals"]
+    lines += ["", f"- Goal: every command but `report` at most {data['budget_over_floor_s']} s of CPU over the "
+              f"floor (`report` draws its charts with matplotlib): worst `{goals['worst_command']}` "
+              f"{_num(goals.get('worst_cpu_over_floor_s'), 3)} s, {_verdict(goals['hot_commands_within_budget'])}.",
+              f"- Goal: `import ml_dtypes` (onnx imports it) at most {data['ml_dtypes_budget_s']} s after NumPy: "
+              f"{_num(data['ml_dtypes_import_s'], 3)} s, {_verdict(goals['ml_dtypes_within_budget'])} "
+              "(0.7.0 took 0.5 s; pyproject.toml excludes it)."]
+    return lines
 
 
 if __name__ == "__main__":
