@@ -158,7 +158,7 @@ def reference_maps(model_path: str, image: str, npz_path: str) -> dict:
     options.intra_op_num_threads = 1
     folder = os.path.dirname(os.path.abspath(model_path))
     # External data stays next to the model: write the extended graph there, then remove it.
-    temp = os.path.join(folder, ".wild_reference.onnx")
+    temp = os.path.join(folder, f".wild_reference_{os.getpid()}.onnx")
     onnx.save(proto, temp)
     try:
         session = ort.InferenceSession(temp, options, providers=["CPUExecutionProvider"])
