@@ -154,18 +154,22 @@ def reference_maps(model_path: str, image: str, npz_path: str) -> dict:
         if layer.output not in known:
             proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer.output))
             known.add(layer.output)
+    ort.set_default_logger_severity(3)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     folder = os.path.dirname(os.path.abspath(model_path))
+    if {node.domain for node in proto.graph.node} & QONNX_DOMAINS:
+        _lower_quant_for_reference(proto)  # onnxruntime has no kernel for QONNX's Quant
     # External data stays next to the model: write the extended graph there, then remove it.
     temp = os.path.join(folder, f".wild_reference_{os.getpid()}.onnx")
     onnx.save(proto, temp)
     try:
         session = ort.InferenceSession(temp, options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
     finally:
         os.remove(temp)
-    feeds = batch if isinstance(batch, dict) else {session.get_inputs()[0].name: batch}
-    feeds = {name: value for name, value in feeds.items() if name in {i.name for i in session.get_inputs()}}
+    feeds = batch if isinstance(batch, dict) else {names[0]: batch}
+    feeds = {name: value for name, value in feeds.items() if name in names}
     outputs = session.run([layer.output for layer in chosen], feeds)
     rows, ok = [], True
     for layer, value in zip(chosen, outputs):
@@ -183,6 +187,46 @@ def reference_maps(model_path: str, image: str, npz_path: str) -> dict:
         ok &= equal
         rows.append({"layer": layer.name, "equal": equal, "max_rel": worst})
     return {"ok": ok, "compared": rows}
+
+
+QONNX_DOMAINS = {"onnx.brevitas", "qonnx.custom_op.general", "finn.custom_op.general"}
+
+
+def _lower_quant_for_reference(proto) -> None:
+    """QONNX's Quant as standard ops, written from the QONNX spec apart from inspector's own lowering
+    (inspector/customquant.py), so that onnxruntime can be the reference. (onnx's ReferenceEvaluator
+    cannot be: its BatchNormalization at opset 11 differs from the spec on these very models.)"""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    nodes = []
+    for number, node in enumerate(proto.graph.node):
+        if node.domain not in QONNX_DOMAINS or node.op_type != "Quant":
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        signed, narrow = attrs.get("signed", 1), attrs.get("narrow", 0)
+        mode = attrs.get("rounding_mode", b"ROUND")
+        mode = (mode.decode() if isinstance(mode, bytes) else mode).upper()
+        bits = float(consts[node.input[3]].reshape(()))
+        low = -(2 ** (bits - 1)) + narrow if signed else 0
+        high = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1 - narrow
+        x, scale, zero = node.input[:3]
+        tag = f"wild_ref_{number}_"
+        proto.graph.initializer.extend([numpy_helper.from_array(np.array(low, np.float32), tag + "low"),
+                                        numpy_helper.from_array(np.array(high, np.float32), tag + "high")])
+        rounding = {"ROUND": "Round", "HALF_EVEN": "Round", "FLOOR": "Floor", "CEIL": "Ceil"}[mode]
+        nodes += [helper.make_node("Div", [x, scale], [tag + "a"]), helper.make_node("Add", [tag + "a", zero], [tag + "b"]),
+                  helper.make_node("Clip", [tag + "b", tag + "low", tag + "high"], [tag + "c"]),
+                  helper.make_node(rounding, [tag + "c"], [tag + "d"]),
+                  helper.make_node("Sub", [tag + "d", zero], [tag + "e"]),
+                  helper.make_node("Mul", [tag + "e", scale], [node.output[0]])]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [o for o in proto.opset_import if o.domain not in QONNX_DOMAINS]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
 
 
 def check_diff(path: str) -> tuple[bool, str]:
