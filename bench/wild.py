@@ -174,6 +174,12 @@ def reference_maps(model_path: str, image: str, npz_path: str) -> dict:
         os.remove(temp)
     feeds = batch if isinstance(batch, dict) else {names[0]: batch}
     feeds = {name: value for name, value in feeds.items() if name in names}
+    # A batch dimension fixed above 1 (CenterFace: 10) takes copies of the image; map 0 is compared.
+    for declared in session.get_inputs():
+        value = feeds.get(declared.name)
+        wanted = declared.shape[0] if declared.shape else None
+        if value is not None and isinstance(wanted, int) and wanted > value.shape[0] == 1:
+            feeds[declared.name] = np.repeat(value, wanted, axis=0)
     outputs = session.run([layer.output for layer in chosen], feeds)
     rows, ok = [], True
     for layer, value in zip(chosen, outputs):
