@@ -659,7 +659,7 @@ def make_photos(folder: str) -> None:
                         _write(os.path.join(folder, photo), archive.read(f"skimage/data/{photo}"))
     font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 30)
     plate = os.path.join(folder, "plate.png")
-    if not os.path.exists(plate):
+    if not os.path.exists(plate) and os.path.exists(os.path.join(folder, "coffee.png")):  # offline: no coffee
         with Image.open(os.path.join(folder, "coffee.png")) as source:
             image = source.convert("RGB").resize((400, 300))
         draw = ImageDraw.Draw(image)
