@@ -289,6 +289,11 @@ def resolve_preprocessing(model, override=None, images: Sequence | None = None) 
     spec = from_exporter(model.metadata, model.file.model)
     if spec is not None:
         return spec, "exporter"
+    if model.input.dtype.kind in "ui":
+        # Integer pixels in: the preprocessing is inside the graph. A normalised guess cast to uint8 would
+        # reach it as a handful of values (an onnxruntime-quantized SSCD saw 4), so the pixels go as they are.
+        return Preprocess("pixels", "RGB", 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None,
+                          f"it takes {model.input.dtype} pixels: fed as they are, RGB 0..255"), "inferred"
     spec = _inferred(model, images)
     if spec is not None:
         return spec, "inferred"

@@ -377,3 +377,31 @@ def test_trained_models_diff_themselves_with_no_flags(tmp_path, capsys):
         data = json.loads(out)
         assert data["images"]["preprocess_source"] == [source, source]
         assert data["summary"]["exact"] == data["summary"]["compared"] == len(inspector.load(path).layers)
+
+
+# x uint8 (N, H, W, 3) -> Cast float -> Transpose NCHW -> Conv -> Relu -> y     (preprocessing inside the graph)
+def test_integer_pixels_are_fed_as_they_are(save, photo, tmp_path, capsys):
+    """A model that takes uint8 pixels normalises them itself: a normalised guess cast to uint8 would reach it
+    as a few values. No flags: the pixels go in unchanged, and the maps equal onnxruntime's on Pillow's pixels."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = b.rng(3).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    path = save(b.model(nodes, [b.image_input(shape=("N", 24, 32, 3), elem=TensorProto.UINT8)], [b.out("y")],
+                        [numpy_helper.from_array(w, "w")]))
+    npz = tmp_path / "maps.npz"
+    code, out, err = run(capsys, "maps", path, photo, "--no-png", "--npz", npz, "-o", tmp_path / "o", "--json")
+    assert code == 0, err
+    assert "guessed" not in err and "uint8 pixels" in err
+    assert json.loads(out)["preprocess_source"] == "inferred"
+    with Image.open(photo) as img:
+        pixels = np.asarray(img.convert("RGB").resize((32, 24), Image.Resampling.BILINEAR), np.uint8)[None]
+    proto = onnx.load(path)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(["y"], {"x": pixels})[0][0]
+    np.testing.assert_allclose(np.load(npz)["conv"], expected, rtol=1e-5, atol=1e-4)
