@@ -395,3 +395,56 @@ def test_trained_ppocrv5_channels_accounted(tmp_path):
     assert result.audit["removed"] > 500 and result.removed_filters > 500
     out = result.write(str(tmp_path / "pruned.onnx"))
     onnx.checker.check_model(out, full_check=True)
+
+
+def test_noise_floor_is_the_model_against_itself(tmp_path):
+    """noise_floor: the original run by two onnxruntime sessions with other conv kernels; on a tiny model it is
+    float32 rounding (well under the 1e-5 exact tolerance), and the same figure as comparing two such sessions
+    by hand."""
+    import onnxruntime as ort
+
+    from inspector.prune.check import noise_floor
+
+    m, _ = pb.conv_chain()
+    source = _save(m, tmp_path)
+    model = load(source)
+    photo = random_photo(str(tmp_path / "p.png"), 20, 20)
+    batch = model.image_batch([photo], "raw")
+    floor = noise_floor(model.file, iter(batch))
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: batch})[0].astype(np.float64))
+    by_hand = np.max(np.abs(outputs[0] - outputs[1])) / np.max(np.abs(outputs[0]))
+    assert 0 <= floor < 1e-5
+    assert floor == pytest.approx(by_hand, abs=1e-9)
+
+
+@pytest.mark.parametrize("noise, accepted", [(1e-5, True), (1e-7, False)])
+def test_exact_check_past_1e5_is_judged_against_the_models_own_noise(tmp_path, capsys, monkeypatch, noise, accepted):
+    """Exact pruning whose outputs move 2e-5: accepted where the original model's own float32 noise on the same
+    images is 1e-5 (within 4x), refused (exit 1, nothing written) where it is 1e-7; both said, both in the JSON."""
+    import inspector.prune.check as check
+
+    real_compare = check.compare
+
+    def moved(*args, **kwargs):
+        result = real_compare(*args, **kwargs)
+        result["max_rel_diff"] = 2e-5
+        return result
+
+    monkeypatch.setattr(check, "compare", moved)
+    monkeypatch.setattr(check, "noise_floor", lambda *args, **kwargs: noise)
+    m, _ = pb.flatten_gemm_nchw()
+    source = _save(m, tmp_path)
+    photo = random_photo(str(tmp_path / "p.png"), 20, 20)
+    out, report = tmp_path / "out.onnx", tmp_path / "prune.json"
+    code = _cli("prune", source, "-o", out, "--check", photo, "--preprocess", "raw", "--json", report)
+    captured = capsys.readouterr()
+    assert code == (0 if accepted else 1)
+    assert os.path.exists(out) == accepted
+    assert f"own float32 noise on those images (onnxruntime with other conv kernels) is {noise:.3g}" in captured.out
+    data = _valid(json.loads(report.read_text()))
+    assert data["check"]["noise_floor"] == noise and data["check"]["tolerance"] == pytest.approx(4 * noise if accepted else 1e-5)
