@@ -141,9 +141,8 @@ def reference_maps(model_path: str, image: str, npz_path: str) -> dict:
 
     model = load(model_path)
     layers = model.select(None, True)
-    spec = model.preprocessing(None)
-    size = model.input_size(None, spec, image=image)
-    batch = model.image_batch([image], spec, size)
+    feeding = model.feeding(None, None, [image], image)  # as `maps MODEL IMAGE` resolves it, inferred included
+    batch = model.image_batch([image], feeding.preprocess, feeding.size)
     saved = np.load(npz_path)
     if not layers:
         return {"ok": True, "compared": [], "note": "no conv layers"}

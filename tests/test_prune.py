@@ -448,3 +448,27 @@ def test_exact_check_past_1e5_is_judged_against_the_models_own_noise(tmp_path, c
     assert f"own float32 noise on those images (onnxruntime with other conv kernels) is {noise:.3g}" in captured.out
     data = _valid(json.loads(report.read_text()))
     assert data["check"]["noise_floor"] == noise and data["check"]["tolerance"] == pytest.approx(4 * noise if accepted else 1e-5)
+
+
+# x (1, 2, 50) -> Conv1d c1 (filter 1 all zero) -> Relu -> Conv1d c2 -> y      (an audio/sensor model)
+def test_one_d_convs_are_refused_as_such(tmp_path, capsys):
+    """prune follows 2-D maps: a model of 1-D convs is refused in one line that says so (exit 2), not with a
+    question whether onnxruntime runs it (it does: checked here)."""
+    from onnx import helper
+
+    import builders
+
+    w = builders.rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    w[1] = 0
+    w2 = builders.rng(1).standard_normal((3, 4, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="c1", pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="c2", pads=[1, 1])]
+    m = builders.model(nodes, [builders.image_input(shape=(1, 2, 50))], [builders.out("y")],
+                       [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")])
+    source = _save(m, tmp_path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.ones((1, 2, 50), np.float32)})[0].shape == (1, 3, 50)
+    assert _cli("prune", source, "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "1-D" in err and "'c1'" in err and "does onnxruntime run it" not in err and len(err.strip().splitlines()) == 1

@@ -273,8 +273,15 @@ def prune(model, dead: dict | None = None, channels: bool = False, size=None) ->
                         inferred_shapes(probe), overrides, _dead_by_weights(model)).run()
         plan = tracer.plan()
         surgery = apply(plan)
-    except (ValueError, IndexError) as exc:  # shapes that contradict each other: onnxruntime would refuse too
-        raise InspectorError(f"cannot prune {os.path.basename(model.path)}: its tensors' shapes do not fit "
+    except (ValueError, IndexError) as exc:
+        name = os.path.basename(model.path)
+        one_d = [layer.name for layer in model.layers if len(layer.weight_shape or ()) == 3]
+        if one_d:  # audio and sensor models: the tracer follows (N, C, H, W) maps
+            raise InspectorError(f"cannot prune {name}: prune follows 2-D convs over images, and its "
+                                 f"{len(one_d)} conv layer(s) are 1-D (e.g. '{one_d[0]}'); `inspector layers` and "
+                                 "`inspector filters` read them") from None
+        # Shapes that contradict each other: onnxruntime would refuse the model too.
+        raise InspectorError(f"cannot prune {name}: its tensors' shapes do not fit "
                              f"together ({exc}); does onnxruntime run it?") from None
     rows = _rows(model, tracer, surgery)
     kept_dead = _kept_dead(model, tracer, plan, dead, channels)
