@@ -53,9 +53,12 @@ class Model:
 
     def require_layers(self) -> list[Layer]:
         if not self.layers:
+            nested = _convs_in_subgraphs(self.file.model.graph)
+            where = (f"; its {nested} conv(s) sit inside If/Loop/Scan branches, which inspector does not enter"
+                     if nested else "")
             raise InspectorError(
                 f"no conv layers in {os.path.basename(self.path)} (looked for "
-                "Conv, ConvTranspose, QLinearConv and DequantizeLinear-fed Conv nodes)")
+                f"Conv, ConvTranspose, QLinearConv and DequantizeLinear-fed Conv nodes){where}")
         return self.layers
 
     def layer(self, selector: str | int) -> Layer:
@@ -222,3 +225,13 @@ class Model:
                 out[layer.name] = (scale, zero)
         return out
 
+
+def _convs_in_subgraphs(graph) -> int:
+    """Conv-like nodes inside the branches and bodies of control-flow nodes (silero-vad's exports)."""
+    count = 0
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                count += sum(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in sub.node)
+                count += _convs_in_subgraphs(sub)
+    return count

@@ -161,8 +161,9 @@ def model_input(model, layout_hint: str | None = None, layout_source: str | None
     first, dims, dtype = image
     if len(dims) != 4:
         raise InspectorError(
-            f"model input '{first.name}' is {len(dims)}-D {tuple(dims)}; an image model takes a "
-            "4-D input (N, C, H, W) or (N, H, W, C)")
+            f"model input '{first.name}' is {len(dims)}-D {tuple(dims)}; feature maps, audits and CAMs need a "
+            "4-D image input (N, C, H, W) or (N, H, W, C); `inspector layers` and `inspector filters` read any "
+            "model's convs")
     layout = (layout_hint or "").upper() or _guess_layout(dims, graph, first.name)
     if layout not in ("NCHW", "NHWC"):
         raise InspectorError(f"unknown layout '{layout_hint}': use nchw or nhwc")

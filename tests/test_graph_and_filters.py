@@ -584,3 +584,25 @@ def test_the_function_decides_the_name():
     for other in (lambda v: np.maximum(v, 0), lambda v: v / 2, lambda v: _swish(v, -1.0), lambda v: 0.999 * _gelu(v),
                   lambda v: _swish(v, 1.0) + 1e-3, lambda v: v * (1 + np.tanh(v / np.sqrt(2))) / 2 + v * 1e-4):
         assert name_of(other) is None
+
+
+# cond -> If(then: x -> Conv -> y, else: x -> Identity -> y) -> y        (silero-vad's exports keep their convs so)
+def test_convs_inside_control_flow_are_named_in_the_refusal(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from inspector.errors import InspectorError
+
+    w = numpy_helper.from_array(np.ones((2, 1, 3), np.float32), "w")
+    then_graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["t"], pads=[1, 1])], "then", [],
+                                   [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], [w])
+    else_graph = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                                   [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=then_graph, else_branch=else_graph)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8]),
+                                            helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "if.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(InspectorError, match="no conv layers in if.onnx .*its 1 conv.s. sit inside If/Loop/Scan"):
+        inspector.load(path).require_layers()
