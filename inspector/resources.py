@@ -72,6 +72,17 @@ def map_bytes(shape: tuple | None) -> int | None:
     return total
 
 
+def layer_map_bytes(model, layers, size: tuple[int, int]) -> dict[str, int]:
+    """{layer name: estimated bytes of its map for one image of ``size`` (H, W)}; 0 where shape inference
+    cannot tell (an estimate that is a floor)."""
+    model_input = model.input
+    channels = model_input.channels or 3
+    height, width = size
+    shape = (1, channels, height, width) if model_input.layout == "NCHW" else (1, height, width, channels)
+    shapes = layer_map_shapes(model.file.model, layers, model_input.name, shape)
+    return {name: map_bytes(shape) or 0 for name, shape in shapes.items()}
+
+
 def check_maps_memory(model, layers, size: tuple[int, int], limit: int = DEFAULT_MAX_MEMORY) -> int:
     """Estimated bytes of the selected layers' maps for one image of ``size`` (H, W).
 
@@ -80,12 +91,7 @@ def check_maps_memory(model, layers, size: tuple[int, int], limit: int = DEFAULT
     tell count as zero: the estimate is a floor, and onnxruntime's own
     working memory comes on top.
     """
-    model_input = model.input
-    channels = model_input.channels or 3
-    height, width = size
-    shape = (1, channels, height, width) if model_input.layout == "NCHW" else (1, height, width, channels)
-    shapes = layer_map_shapes(model.file.model, layers, model_input.name, shape)
-    sizes = {name: map_bytes(shape) or 0 for name, shape in shapes.items()}
+    sizes = layer_map_bytes(model, layers, size)
     total = sum(sizes.values())
     if total > limit:
         largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]

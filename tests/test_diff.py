@@ -489,3 +489,24 @@ def test_qdq_chain_through_quantized_batchnorm_and_weights_quantized_in_graph(sa
     assert layer.quantization == "qdq" and layer.affine == ("BatchNormalization",) and layer.output == "y"
     expected = np.clip(np.rint(w / w_scale[:, None, None, None]), -128, 127) * w_scale[:, None, None, None]
     np.testing.assert_allclose(model.filters(layer), expected, rtol=0, atol=1e-7)
+
+
+def test_memory_budget_shrinks_the_batch_and_refuses_what_cannot_fit(save, tmp_path, capsys):
+    """Both models' maps of one image, measured from onnxruntime's own tensors: a budget of 2.5 images runs
+    2 images a batch (8 by default), with the same SQNR (NumPy over onnxruntime's tensors); a budget under
+    one image is refused in one line before any run (exit 2)."""
+    m, w = float_model()
+    path_a = save(m, "a.onnx")
+    path_b = save(with_weights(m, "w2", w["w2"] * 1.01 + 0.01), "b.onnx")
+    images = photos(tmp_path, 5, (16, 16), seed=4)
+    inputs = raw_inputs(images, (16, 16))
+    maps_a, maps_b = ort_tensors(path_a, ["r1", "y"], inputs), ort_tensors(path_b, ["r1", "y"], inputs)
+    per_image = sum(maps[name][0].nbytes for maps in (maps_a, maps_b) for name in ("r1", "y"))
+    small = diff(path_a, path_b, images, preprocess="raw", devices=["cpu"], max_memory=int(2.5 * per_image))
+    assert small.batch == 2 and small.images == 5
+    expected = reference_sqnr(maps_a["y"], maps_b["y"])
+    assert {layer.pair.a.name: layer for layer in small.layers}["features.2"].sqnr() == pytest.approx(expected, abs=1e-3)
+    assert run_cli("diff", path_a, path_b, *images, "--preprocess", "raw", "--max-memory",
+                   f"{int(0.8 * per_image)}") == 2
+    err = capsys.readouterr().err
+    assert "would need about" in err and "--max-memory" in err and len(err.strip().splitlines()) == 1

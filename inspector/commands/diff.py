@@ -3,7 +3,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import Command, add_preprocessing, emit_json, positive_int
+from ..cli import Command, add_max_memory, add_preprocessing, emit_json, positive_int
 
 
 def decibels(text: str) -> float:
@@ -54,6 +54,7 @@ class Diff(Command):
                                  "into DIR (default: no pictures)")
         parser.add_argument("--pictures", type=positive_int, default=3, metavar="N",
                             help="how many of the worst layers to draw with -o (default 3)")
+        add_max_memory(parser, "both models' maps of the compared layers for one batch")
         parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or provider note")
 
     def run(self, args) -> int:
@@ -80,7 +81,8 @@ class Diff(Command):
         threshold = args.fail_under if args.fail_under is not None else DEFAULT_THRESHOLD_DB
         result = diff(model_a, model_b, args.images or None, layers=args.layers, batch=args.batch,
                       preprocess=args.preprocess, size=args.size, devices=devices, threshold_db=threshold,
-                      keep_first=bool(args.output), quiet=args.quiet, verbose=args.verbose)
+                      keep_first=bool(args.output), quiet=args.quiet, verbose=args.verbose,
+                      max_memory=args.max_memory)
         if result.providers and not args.quiet and ("auto" in devices or args.verbose):
             print(f"inspector: ran A on {result.providers[0]}, B on {result.providers[1]}", file=sys.stderr)
         out = sys.stderr if to_stdout else sys.stdout

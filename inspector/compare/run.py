@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InspectorError
 from ..execution import dequantize_into
+from ..resources import DEFAULT_MAX_MEMORY
 from .matching import MATCH_KINDS, Pair, pair_layers, require_pairs
 from .metrics import LayerStats, db_json
 from .weights import weight_change
@@ -284,11 +285,36 @@ def _batch_size(model_a, model_b, requested: int | None) -> int:
     return requested or DEFAULT_BATCH
 
 
+def _fitting_batch(model_a, model_b, compared, size, per_batch: int, open_choice: bool, keep_first: bool,
+                   limit: int) -> int:
+    """Images per run such that both models' maps of a batch (and the first image's copies kept for the
+    pictures) stay within ``limit``, estimated from the graph's shapes: an open default batch shrinks (a
+    1024x1024 U-Net's 95 maps are 840 MB an image and model: 8 a batch were killed at 10 GB); a batch that
+    cannot shrink, or one image over the limit, is refused before any run."""
+    from ..resources import human, layer_map_bytes
+
+    per_image = (sum(layer_map_bytes(model_a, [layer.pair.a for layer in compared], size).values())
+                 + sum(layer_map_bytes(model_b, [layer.pair.b for layer in compared], size).values()))
+    kept = 1 if keep_first else 0
+    can_shrink = open_choice and not model_a.input.batch and not model_b.input.batch
+    wanted = per_image * ((1 if can_shrink else per_batch) + kept)
+    if wanted > limit:
+        raise InspectorError(
+            f"the compared layers' maps of both models would need about {human(wanted)} of memory, over the "
+            f"--max-memory limit of {human(limit)}; compare fewer layers with --layer"
+            + ("" if can_shrink or model_a.input.batch or model_b.input.batch else ", a smaller --batch")
+            + ", or raise the limit, e.g. --max-memory "
+            f"{-(-wanted // 1024**3)}G")
+    if can_shrink and per_image:
+        return max(1, min(per_batch, limit // per_image - kept))
+    return per_batch
+
+
 def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
          layers: Sequence[str | int] | None = None, batch: int | None = None, preprocess=None,
          size: tuple[int, int] | None = None, devices: Sequence[str] = ("auto", "auto"),
          threshold_db: float = DEFAULT_THRESHOLD_DB, keep_first: bool = False, quiet: bool = False,
-         verbose: bool = False, on_notes=None) -> DiffResult:
+         verbose: bool = False, on_notes=None, max_memory: int | None = None) -> DiffResult:
     """Compare ``model_b`` against ``model_a`` (the reference): weights always, maps over ``images``.
 
     ``layers``: selectors of model A's layers to compare (default every matched layer).
@@ -352,6 +378,8 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
     for model, spec in ((model_a, spec_a), (model_b, spec_b)):  # wrong channel count or dtype: fail before work
         model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     compared = [layer for layer in result.layers if not layer.note]
+    per_batch = _fitting_batch(model_a, model_b, compared, input_size, per_batch, batch is None, keep_first,
+                               DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
     session_a = model_a.session([layer.pair.a for layer in compared], device=devices[0], verbose=verbose)
     session_b = model_b.session([layer.pair.b for layer in compared], device=devices[1], verbose=verbose)
     for layer in compared:
