@@ -472,3 +472,28 @@ def test_one_d_convs_are_refused_as_such(tmp_path, capsys):
     assert _cli("prune", source, "--dry-run") == 2
     err = capsys.readouterr().err
     assert "1-D" in err and "'c1'" in err and "does onnxruntime run it" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_channels_the_audit_did_not_confirm_are_listed_as_kept(tmp_path, capsys):
+    """An audit whose verification refused a silent channel (``not_confirmed_channels``): --channels removes
+    the confirmed one, lists the refused one as kept with the reason, and counts both as the audit's."""
+    m, _ = pb.conv_chain()
+    source = _save(m, tmp_path)
+    audit = {"layers": [{"name": "c1", "dead_filters": [], "dead_channels": [0, 1], "channels_judged": True,
+                         "not_confirmed_channels": [1]}]}
+    audit_json = tmp_path / "audit.json"
+    audit_json.write_text(json.dumps(audit))
+    photo = random_photo(str(tmp_path / "p.png"), 16, 16)
+    report = tmp_path / "r.json"
+    code = _cli("prune", source, "--dry-run", "--from-audit", audit_json, "--channels", "--check", photo,
+                "--preprocess", "raw", "--json", report)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = _valid(json.loads(report.read_text()))
+    removed = {(layer["name"], f) for layer in data["layers"] for f in layer["removed"]}
+    assert ("c1", 0) in removed and ("c1", 1) not in removed
+    kept = {(k["layer"], k["filter"]): k for k in data["dead_filters_kept"]}
+    assert "not confirmed" in kept[("c1", 1)]["reason"] and kept[("c1", 1)]["unit"] == "channel"
+    assert data["audit"]["listed"] == data["audit"]["removed"] + data["audit"]["kept"]
+    assert ("c1", 1) in {(k["layer"], k["filter"]) for k in data["dead_filters_kept"]}
+    assert "did not confirm" in captured.err

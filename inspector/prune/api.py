@@ -399,6 +399,12 @@ def _kept_dead(model, tracer, plan, dead, channels) -> list[dict]:
                 why = "not exactly zero (the audit's norm or image rule); --channels removes it, --check measures it"
             unit = "filter" if filter_index in found["filters"] else "channel"
             kept.append({"layer": name, "filter": int(filter_index), "reason": why, "unit": unit})
+        for channel in found.get("not_confirmed", []):
+            if (name, channel) not in seen and _fate(tracer, plan, layers[name], channel) is not None:
+                seen.add((name, channel))  # (one the exact rules remove anyway, constant or zero, is not kept)
+                kept.append({"layer": name, "filter": int(channel), "unit": "channel", "reason":
+                             "silent on the audit's images but not confirmed: removing it moved the outputs on "
+                             "its held-out images"})
     return kept
 
 
@@ -429,6 +435,7 @@ def audit_accounting(dead: dict | None, kept: list[dict]) -> dict | None:
     """{"listed", "removed", "kept"}: the audit's dead filters and channels, each removed or kept with a reason."""
     if dead is None:
         return None
-    listed = {(name, i) for name, found in dead.items() for i in set(found["filters"]) | set(found["channels"])}
+    listed = {(name, i) for name, found in dead.items()
+              for i in set(found["filters"]) | set(found["channels"]) | set(found.get("not_confirmed", []))}
     kept_units = {(k["layer"], k["filter"]) for k in kept} & listed
     return {"listed": len(listed), "removed": len(listed) - len(kept_units), "kept": len(kept_units)}

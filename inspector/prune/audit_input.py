@@ -54,13 +54,14 @@ def dead_by_layer(audit: dict, source: str = "the audit", warn=None) -> dict[str
             kept = set(i for i in not_confirmed if type(i) is int) & set(found["channels"])
             refused += len(kept)
             found["channels"] = [i for i in found["channels"] if i not in kept]
+            found["not_confirmed"] = sorted(kept - set(found["filters"]))  # listed by prune as kept, with why
         out[entry["name"]] = found
     if unjudged and warn is not None:
         warn(f"{len(unjudged)} layer(s) with channels silent on too few images to be judged "
              f"(e.g. {unjudged[0]}): their channels are kept; audit with more images to prune them")
     if refused and warn is not None:
-        warn(f"kept {refused} channel(s) the audit found silent but not confirmed (removing them moved the "
-             "outputs on its held-out images)")
+        warn(f"{refused} channel(s) the audit found silent but did not confirm (removing them moved the outputs "
+             "on its held-out images) are not removed as silent; only the exact rules remove those that are constant")
     return out
 
 
