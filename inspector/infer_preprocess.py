@@ -285,15 +285,6 @@ def _alive(evidence) -> list[str]:
     return [n for n in CANDIDATES if figures[n]["silent_channels"] - least < margin]
 
 
-def _classifier_output(model) -> str | None:
-    """The name of a (N, K) output with K >= 2 classes, or None."""
-    for output in model.file.model.graph.output:
-        dims = output.type.tensor_type.shape.dim
-        if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value >= 2:
-            return output.name
-    return None
-
-
 def _as_probabilities(values: np.ndarray) -> np.ndarray:
     if np.all(values >= 0) and np.allclose(values.sum(axis=1), 1, atol=1e-3):
         return values
