@@ -163,7 +163,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._array(state.layer_maps(int(query["layer"]), explorer.image(query["image"])))
             elif route == "cam":
                 result = state.cam(explorer.image(query["image"]))
-                if query.get("format") == "png":
+                if query.get("format") == "raw":  # (H, W) in [0, 1] at the input size, as `cam --npz` saves it
+                    self._array(result.cam)
+                elif query.get("format") == "png":
                     from ..cam.picture import png_bytes
 
                     self._send(200, png_bytes(result.to_image()), "image/png")
@@ -175,7 +177,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json({"images": data["images"]["count"],
                             "layers": [{"index": layer["index"], "name": layer["name"], "verdict": verdict(layer),
                                         "dead_filters": layer["dead_filters"],
-                                        "dead_channels": layer["dead_channels"]} for layer in data["layers"]]})
+                                        "dead_channels": layer["dead_channels"],
+                                        "channels_judged": layer["channels_judged"]} for layer in data["layers"]]})
             else:
                 self._error(404, "not found")
         except (KeyError, ValueError, IndexError):

@@ -131,10 +131,11 @@ class ModelState:
 
 
 def verdict(layer_dict: dict) -> str:
-    """The colour of a layer in the list: dead (filters or channels that do nothing), warn (near-duplicate or
+    """The colour of a layer in the list: dead (dead filters, or dead channels the audit judged), warn (near-duplicate or
     weak filters, channels not confirmed), ok."""
-    dead = set(layer_dict.get("dead_filters") or []) | set(layer_dict.get("dead_channels") or [])
-    dead -= set(layer_dict.get("not_confirmed_channels") or [])
+    dead = set(layer_dict.get("dead_filters") or [])
+    if layer_dict.get("channels_judged"):  # as the audit counts them: judged channels, less those not confirmed
+        dead |= set(layer_dict.get("dead_channels") or []) - set(layer_dict.get("not_confirmed_channels") or [])
     if dead:
         return "dead"
     if (layer_dict.get("near_duplicates") or {}).get("pairs") or layer_dict.get("weak_filters") \
