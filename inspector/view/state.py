@@ -42,7 +42,10 @@ class ModelState:
         self.model = load(path)
         self.layers = self.model.require_layers()
         self.device = device
+        # One lock per kind of work: a long CAM or audit never holds up a layer click.
         self._lock = threading.Lock()
+        self._cam_lock = threading.Lock()
+        self._audit_lock = threading.Lock()
         self._session = None
         self._maps: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self._filters_png: dict[int, bytes] = {}
@@ -108,7 +111,7 @@ class ModelState:
         from ..cam import compute
         from ..preprocess import load_image
 
-        with self._lock:
+        with self._cam_lock:
             if image.id not in self._cams:
                 if image.path is not None:
                     source = image.path
@@ -124,7 +127,7 @@ class ModelState:
         """The audit of the command-line photos (weights alone where there are none), computed once."""
         from ..audit import audit
 
-        with self._lock:
+        with self._audit_lock:
             if self._audit is None:
                 self._audit = audit(self.model, paths or None, device=self.device, quiet=True)
             return self._audit
