@@ -265,3 +265,19 @@ def test_command_prints_the_address_and_serves(env, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_maps_past_the_budget_come_one_layer_at_a_time(env, tmp_path, monkeypatch):
+    from inspector.view import state
+
+    monkeypatch.setattr(state, "ALL_MAPS_BUDGET", 1)  # every layer at once is "too large"
+    server = start([env["model"]], [env["photos"][0]])
+    try:
+        expected = b.maps_through_cli(env["model"], env["photos"][0], tmp_path)
+        client = Client(server)
+        for index, name in enumerate(expected):
+            np.testing.assert_array_equal(client.array(f"/api/maps?model=0&layer={index}&image=0"), expected[name])
+        assert server.explorer.models[0]._maps == {} and len(server.explorer.models[0]._single) == 2
+    finally:
+        server.shutdown()
+        server.server_close()

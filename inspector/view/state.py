@@ -19,6 +19,8 @@ from ..errors import InspectorError
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # one photo; larger uploads are refused with 413
 MAX_UPLOADS = 16  # the oldest upload is forgotten beyond this
 MAPS_CACHED = 3  # images whose maps (every layer) stay in memory per model
+ALL_MAPS_BUDGET = 1024**3  # one image's maps of every layer, at most (estimated from the graph's shapes)
+SINGLE_MAPS_CACHED = 8  # layers' maps kept where all of them would not fit the budget
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ModelState:
         self._audit_lock = threading.Lock()
         self._session = None
         self._maps: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._single: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._filters_png: dict[int, bytes] = {}
         self._cams: dict[str, object] = {}
         self._audit = None
@@ -85,15 +88,22 @@ class ModelState:
             return self.model.feeding(None, None, [image.path], image.path)
         return self.model.feeding(None, None, None, None)
 
-    def maps(self, image: Image) -> dict[str, np.ndarray]:
-        """Every layer's (C, H, W) maps of one image, from one run of the warm session (cached)."""
+    def maps(self, image: Image) -> dict[str, np.ndarray] | None:
+        """Every layer's (C, H, W) maps of one image, from one run of the warm session (cached); None where
+        they would need more than ``ALL_MAPS_BUDGET`` (then ``layer_maps`` runs the one layer asked for)."""
+        from ..resources import check_maps_memory
+
         with self._lock:
             if image.id in self._maps:
                 self._maps.move_to_end(image.id)
                 return self._maps[image.id]
+            feeding = self._feeding(image)
+            try:
+                check_maps_memory(self.model, self.layers, feeding.size, ALL_MAPS_BUDGET)
+            except InspectorError:
+                return None
             if self._session is None:
                 self._session = self.model.session(self.layers, device=self.device)
-            feeding = self._feeding(image)
             batch = self.model.image_batch([image.source()], feeding.preprocess, feeding.size)
             maps = {name: value[0] for name, value in self._session.run(batch).items()}
             self._maps[image.id] = maps
@@ -102,7 +112,23 @@ class ModelState:
             return maps
 
     def layer_maps(self, index: int, image: Image) -> np.ndarray:
-        return np.ascontiguousarray(self.maps(image)[self.layer(index).name], dtype=np.float32)
+        layer = self.layer(index)
+        maps = self.maps(image)
+        if maps is None:  # a large model at a large size: this layer alone, from a session of its own
+            from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
+
+            with self._lock:
+                key = (image.id, index)
+                if key not in self._single:
+                    feeding = self._feeding(image)
+                    check_maps_memory(self.model, [layer], feeding.size, DEFAULT_MAX_MEMORY)
+                    batch = self.model.image_batch([image.source()], feeding.preprocess, feeding.size)
+                    session = self.model.session([layer], device=self.device)
+                    self._single[key] = session.run(batch)[layer.name][0]
+                    while len(self._single) > SINGLE_MAPS_CACHED:
+                        self._single.popitem(last=False)
+                maps = {layer.name: self._single[key]}
+        return np.ascontiguousarray(maps[layer.name], dtype=np.float32)
 
     # --------------------------------------------------------------- CAM
 
