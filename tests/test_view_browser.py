@@ -118,6 +118,15 @@ def test_page_lists_layers_as_text_and_shows_maps_equal_to_the_api(browser, serv
             "([y, x]) => Array.from(document.querySelector('#maps canvas[data-channel=\"5\"]')"
             ".getContext('2d').getImageData(x, y, 1, 1).data)", [int(peak[0]), int(peak[1])])
         assert rgba == [253, 231, 37, 255]
+        # A click on a channel: its larger view and statistics, against NumPy on the API's values.
+        canvas.click()
+        stats = page.locator("#channel-stats")
+        assert page.locator("#channel").is_visible()
+        assert stats.get_attribute("data-channel") == "5"
+        assert float(stats.get_attribute("data-mean")) == pytest.approx(float(maps[5].astype(np.float64).mean()),
+                                                                        rel=1e-6, abs=1e-9)
+        assert float(stats.get_attribute("data-zeros")) == pytest.approx(float(np.mean(maps[5] == 0)))
+        assert float(stats.get_attribute("data-max")) == float(maps[5].max())
         # The search box hides what does not match.
         page.fill("#search", "features.2")
         assert [items.nth(i).is_hidden() for i in range(len(layers))] == [True, False]

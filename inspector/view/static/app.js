@@ -135,6 +135,7 @@ function drawMaps(values, shape) {
   const [channels, height, width] = shape.length === 3 ? shape : [1, shape[0], shape[1]];
   const box = $("maps");
   box.replaceChildren();
+  $("channel").hidden = true;
   let min = Infinity, max = -Infinity;
   for (const v of values) { if (v < min) min = v; if (v > max) max = v; }
   const info = $("maps-info");
@@ -160,8 +161,24 @@ function drawMaps(values, shape) {
     context.putImageData(pixels, 0, 0);
     canvas.title = "channel " + c;
     canvas.addEventListener("mousemove", (event) => readout(event, canvas, c, height, width));
+    canvas.addEventListener("click", () => showChannel(canvas, c, height, width));
     box.appendChild(canvas);
   }
+}
+
+function showChannel(canvas, channel, height, width) {  // a larger view of one channel, and its statistics
+  const view = $("channel-view");
+  view.width = width; view.height = height;
+  view.getContext("2d").drawImage(canvas, 0, 0);
+  const values = state.maps.subarray(channel * height * width, (channel + 1) * height * width);
+  let min = Infinity, max = -Infinity, sum = 0, zeros = 0;
+  for (const v of values) { if (v < min) min = v; if (v > max) max = v; sum += v; if (v === 0) zeros++; }
+  const mean = sum / values.length, stats = $("channel-stats");
+  stats.textContent = "channel " + channel + ": min " + min.toPrecision(4) + ", max " + max.toPrecision(4) +
+    ", mean " + mean.toPrecision(4) + ", zeros " + (100 * zeros / values.length).toFixed(1) + "%";
+  Object.assign(stats.dataset, { channel, min, max, mean, zeros: zeros / values.length });
+  view.onmousemove = (event) => readout(event, view, channel, height, width);
+  $("channel").hidden = false;
 }
 
 function readout(event, canvas, channel, height, width) {
