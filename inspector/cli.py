@@ -16,7 +16,7 @@ import sys
 from .errors import CheckFailed, InspectorError
 
 # name -> module in inspector.commands; each module defines COMMAND (a Command).
-COMMANDS = ("layers", "filters", "maps", "cam", "audit", "diff", "prune", "report", "convert")
+COMMANDS = ("layers", "filters", "maps", "cam", "audit", "diff", "prune", "report", "view", "convert")
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 

@@ -7,6 +7,7 @@ stamps into the model, are data rather than code paths.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -269,16 +270,19 @@ def _open(path: str | os.PathLike) -> "PILImage.Image":
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InspectorError(f"image not found: {path}")
-    if os.path.isdir(path):
-        raise InspectorError(f"image path is a directory, not an image: {path}")
+    if isinstance(path, io.BytesIO):  # an image held in memory (the explorer's uploads): no file to check
+        source, path = path, "uploaded image"
+    else:
+        source = path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InspectorError(f"image not found: {path}")
+        if os.path.isdir(path):
+            raise InspectorError(f"image path is a directory, not an image: {path}")
     try:
         with warnings.catch_warnings():
             # At or above the limit Pillow only warns; make it the refusal it should be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             img.size  # noqa: B018  (header parsed: size known before any decode)
     except Image.DecompressionBombError as exc:
         raise InspectorError(f"image refused as a possible decompression bomb: {path} ({exc})") from None
@@ -303,8 +307,13 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return height, width
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3) -> np.ndarray:
-    """Decode ``path`` to a (H, W, channels) uint8 array of the given (H, W) size.
+def _label(path) -> str:
+    return "uploaded image" if isinstance(path, io.BytesIO) else os.fspath(path)
+
+
+def load_image(path: "str | os.PathLike | io.BytesIO", size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """Decode ``path`` (or an image held in an ``io.BytesIO``) to a (H, W, channels) uint8 array of the given
+    (H, W) size, under the same decompression-bomb limits.
 
     Grayscale, 16-bit, palette, RGBA, CMYK, EXIF-rotated and animated images
     all work (first frame, rotation applied). A huge photo never sits in
@@ -341,10 +350,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int = 3
             img = img.transpose(_exif_transpose(orientation))
         arr = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
-        raise InspectorError(f"image refused as a possible decompression bomb: {path} ({exc})") from None
+        raise InspectorError(f"image refused as a possible decompression bomb: {_label(path)} ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InspectorError(
-            f"image could not be decoded (truncated or corrupt?): {os.fspath(path)} ({exc})"
+            f"image could not be decoded (truncated or corrupt?): {_label(path)} ({exc})"
         ) from None
     finally:
         img.close()
