@@ -590,3 +590,26 @@ def test_statistics_on_all_cores_equal_the_sequential_ones(save, images, monkeyp
     parallel = audit(model, [images], batch=4, preprocess="tf", device="cpu", quiet=True).to_dict()
     assert calls  # the pool really ran
     assert_same_audit(sequential, parallel)
+
+
+def test_default_batch_shrinks_to_the_memory_budget(tmp_path):
+    """The default batch of 16 holds 16 images' maps: under a budget of 2.5 images (each layer's map measured
+    from onnxruntime's own tensors) it runs 2 a batch, and the verdicts are those of the default batch."""
+    import onnxruntime as ort
+
+    m, _ = b.conv_relu_nchw(seed=0, size=16)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    path = str(tmp_path / "m.onnx")
+    onnx.save(m, path)
+    photos = [b.random_photo(str(tmp_path / f"p{i}.png"), 16, 16, seed=i) for i in range(6)]
+    model = inspector.load(path)
+    outputs = [layer.output for layer in model.layers]
+    proto = onnx.load(path)
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs
+                              if name not in {o.name for o in proto.graph.output})
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    per_image = sum(t[0].nbytes for t in session.run(outputs, {"x": np.zeros((1, 3, 16, 16), np.float32)}))
+    small = audit(model, photos, preprocess="raw", quiet=True, max_memory=int(2.5 * per_image))
+    default = audit(inspector.load(path), photos, preprocess="raw", quiet=True)
+    assert small.batch == 2 and default.batch == 16
+    assert [layer.dead_channels for layer in small.layers] == [layer.dead_channels for layer in default.layers]

@@ -106,7 +106,12 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     per_batch = batch_size(model, batch)
     spec, preprocess_source, input_size = feeding.preprocess, feeding.preprocess_source, feeding.size
     # Before any batch is allocated: a size from hostile metadata must not reach onnxruntime's allocator.
-    check_maps_memory(model, layers, input_size, DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
+    limit = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    per_image = check_maps_memory(model, layers, input_size, limit)
+    if batch is None and model.input.batch is None and per_image:
+        # The default batch shrinks to what fits: a 1024x1024 U-Net's maps are 840 MB an image, and 16 of
+        # them were killed by the kernel at 10 GB.
+        per_batch = max(1, min(per_batch, limit // per_image))
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     signed = {layer.name for layer, _, _, rectifier in read if not non_negative(rectifier, layer.activation)}
