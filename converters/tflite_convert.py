@@ -115,6 +115,11 @@ def tflite_to_onnx(path: str, opset: int = 17) -> TFLiteConversion:
             text = " ".join(str(exc).split())
             ops = _ops_in_logs(records) or re.findall(r"(?:custom op|Unsupported ops?)[:\s]+'?([A-Za-z_][\w.]*)", text)
             _refuse_ops(ops, path)
+            if "DENSIFY" in _builtin_ops(path):
+                # Sparse weights (MediaPipe's *_sparse models, pose_detection): tf2onnx reads the stored
+                # values as if they were dense and fails reshaping them.
+                raise InspectorError(f"{os.path.basename(path)} uses the op DENSIFY (sparse weights), which tf2onnx "
+                                     "cannot convert to ONNX; the model cannot be converted") from None
             raise InspectorError(f"tf2onnx could not convert {os.path.basename(path)} "
                                  f"({exc.__class__.__name__}: {text[:200]})") from None
     _refuse_ops(_ops_in_logs(records), path)
@@ -138,6 +143,16 @@ def _ops_in_logs(records) -> list[str]:
         if match and "Counter" not in text:
             ops.append(match.group(1))
     return [op[4:] if op.startswith("TFL_") else op for op in ops]
+
+
+def _builtin_ops(path: str) -> set[str]:
+    """The op names TFLite's interpreter lists for the file (empty when it cannot read it)."""
+    import tensorflow as tf
+
+    try:
+        return {op["op_name"] for op in _quiet_interpreter(tf, path)._get_ops_details()}
+    except (ValueError, RuntimeError, AttributeError):
+        return set()
 
 
 def _tflite_precision(path: str) -> str | None:
@@ -392,17 +407,28 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
     interpreter = _interpreter(tf, tflite_path)
     details = interpreter.get_input_details()[0]
     shape = [int(d) for d in details["shape"]]
-    if len(shape) != 4:
-        raise InspectorError(f"--check takes models with one image input (N, H, W, C); this one takes {shape}")
-    batch = pixel_batch((shape[1], shape[2]), shape[3], preprocess, image=image)
+    if len(shape) == 4:
+        batch = pixel_batch((shape[1], shape[2]), shape[3], preprocess, image=image)
+    elif np.dtype(details["dtype"]).kind == "f" or details["quantization"][0]:
+        # Not an image (basic-pitch's audio, (1, samples, 1)): a signal in [-1, 1] exercises every layer.
+        batch = np.random.default_rng(0).uniform(-1, 1, (2, *shape[1:])).astype(np.float32)
+    else:
+        raise InspectorError(f"--check feeds images or float signals; this model's input is {shape} of "
+                             f"{np.dtype(details['dtype']).name}")
     by_tensor = {t["name"]: t for t in interpreter.get_tensor_details()}
     model = inspector.load(onnx_path)
     chosen = [layer for layer in model.layers if layer.node_name in conversion.tflite_tensors]
-    onnx_maps = model.run(batch, chosen) if chosen else {}
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    onnx_finals = session.run(None, {session.get_inputs()[0].name: batch})
+    # TFLite files fix the batch at 1 (MediaPipe's all do), and so does their ONNX: one image per run then.
+    fixed = session.get_inputs()[0].shape[0] == 1
+    runs = [batch[i:i + 1] for i in range(len(batch))] if fixed else [batch]
+    run_maps = model.run if len(shape) == 4 else lambda part, layers: _signal_maps(onnx_path, part, layers)
+    parts = [run_maps(part, chosen) if chosen else {} for part in runs]
+    onnx_maps = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    final_parts = [session.run(None, {session.get_inputs()[0].name: part}) for part in runs]
+    onnx_finals = [np.concatenate([part[k] for part in final_parts]) for k in range(len(final_parts[0]))]
     references: dict[str, list] = {}
     finals: list[list] = [[] for _ in interpreter.get_output_details()]
     for image_index in range(len(batch)):
@@ -442,6 +468,23 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
                           f"(first {worst['name']}: SQNR {worst['sqnr_db']:.1f} dB, relative {worst['relative']:.3g}); "
                           "nothing was written, rerun without --check to keep the file anyway")
     return rows
+
+
+def _signal_maps(onnx_path: str, batch: np.ndarray, layers) -> dict:
+    """Conv maps (channel-first) of a model whose input is no image (``Model.run`` feeds images only):
+    onnxruntime on the file with the shown tensors added as outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    from inspector.execution import to_channel_first
+
+    proto = onnx.load(onnx_path)
+    present = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(layer.output) for layer in layers
+                              if layer.output not in present)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = session.run([layer.output for layer in layers], {session.get_inputs()[0].name: batch})
+    return {layer.name: to_channel_first(value, layer.output_perm) for layer, value in zip(layers, values)}
 
 
 def _interpreter(tf, path: str):

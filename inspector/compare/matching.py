@@ -189,7 +189,9 @@ def pair_layers(model_a, model_b) -> Matching:
                 continue
             found = index_b.get(getattr(layer, key), [])
             free = [other for other in found if other.index not in taken_b]
-            if len(found) == 1 and free:
+            # One name on two convs of other shapes is not one layer (an exporter named a conv after a
+            # tensor its weights came through: basic-pitch's CQT conv called conv2d_5 by tf2onnx).
+            if len(found) == 1 and free and _same_signature(side_a, side_b, layer, free[0]):
                 chosen[layer.index] = (free[0], kind, None)
                 taken_b.add(free[0].index)
 
@@ -220,6 +222,11 @@ def pair_layers(model_a, model_b) -> Matching:
     paired_a, paired_b = set(mapping), set(mapping.values())
     return Matching(pairs, _leftovers(side_a, side_b, paired_a, paired_b, "B"),
                     _leftovers(side_b, side_a, paired_b, paired_a, "A"))
+
+
+def _same_signature(side_a: _Side, side_b: _Side, a, b) -> bool:
+    signature_a, signature_b = side_a.signature(a), side_b.signature(b)
+    return signature_a is None or signature_b is None or signature_a == signature_b
 
 
 def _pair_by_weights(side_a: _Side, side_b: _Side, chosen: dict, taken_b: set) -> None:
