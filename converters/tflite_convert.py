@@ -416,6 +416,7 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
         raise InspectorError(f"--check feeds images or float signals; this model's input is {shape} of "
                              f"{np.dtype(details['dtype']).name}")
     by_tensor = {t["name"]: t for t in interpreter.get_tensor_details()}
+    activated = _activation_outputs(interpreter)
     model = inspector.load(onnx_path)
     chosen = [layer for layer in model.layers if layer.node_name in conversion.tflite_tensors]
     import onnxruntime as ort
@@ -435,7 +436,7 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
         interpreter.set_tensor(details["index"], _quantize(batch[image_index:image_index + 1], details))
         interpreter.invoke()
         for layer in chosen:
-            tensor = _tensor_for(layer, conversion.tflite_tensors[layer.node_name], by_tensor)
+            tensor = _tensor_for(layer, conversion.tflite_tensors[layer.node_name], by_tensor, activated)
             if tensor is not None:
                 value = _dequantized(interpreter.get_tensor(tensor["index"]), tensor)
                 references.setdefault(layer.name, []).append(value.transpose(0, 3, 1, 2) if value.ndim == 4 else value)
@@ -526,14 +527,43 @@ def _dequantized(value: np.ndarray, details: dict) -> np.ndarray:
     return (value.astype(np.float64) - zero) * scale
 
 
-def _tensor_for(layer, conv_tensor: str, by_tensor: dict):
+def _tensor_for(layer, conv_tensor: str, by_tensor: dict, activated: dict | None = None):
     """The TFLite tensor holding what inspector shows for ``layer``: the conv op's output (TFLite fuses the
     activation into it), or the separate activation op's output when inspector followed one."""
     for candidate in (layer.output.split(":")[0], _strip(layer.output.split(":")[0]),
                       re.sub(r"(_dequant|_dequantized)$", "", layer.output.split(":")[0])):
         if candidate in by_tensor and candidate != conv_tensor:
             return by_tensor[candidate]
+    if layer.activation and conv_tensor in (activated or {}):
+        # An activation TFLite keeps as its own op (LOGISTIC after a conv whose output is the model's):
+        # the ONNX tensor shown is after it, renamed to the graph output, so follow the op instead.
+        return by_tensor.get(activated[conv_tensor], by_tensor.get(conv_tensor))
     return by_tensor.get(conv_tensor)
+
+
+# TFLite ops that are one elementwise activation (what inspector follows after a conv).
+_ACTIVATION_OPS = {"LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "HARD_SWISH", "LEAKY_RELU",
+                   "ELU", "GELU", "PRELU"}
+
+
+def _activation_outputs(interpreter) -> dict[str, str]:
+    """Tensor name -> the output of the single activation op that reads it."""
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    readers: dict[int, list] = {}
+    try:
+        ops = interpreter._get_ops_details()
+    except AttributeError:
+        return {}
+    for op in ops:
+        if op["op_name"] == "DELEGATE":  # XNNPACK's stand-in for the ops it took over, listed after them
+            continue
+        for index in op["inputs"]:
+            readers.setdefault(int(index), []).append(op)
+    found = {}
+    for index, users in readers.items():
+        if len(users) == 1 and users[0]["op_name"] in _ACTIVATION_OPS and len(users[0]["outputs"]) == 1:
+            found[names.get(index)] = names.get(int(users[0]["outputs"][0]))
+    return found
 
 
 def _compare(name: str, reference: np.ndarray, got: np.ndarray) -> dict:

@@ -119,3 +119,16 @@ def test_torch2_export_pairs_with_the_folded_one_and_its_sqnr_matches_numpy(save
     folded = b.relu(b.conv2d(x, fold_w, (w["b1"] - w["mean"]) * scale + w["beta"], pad=1))
     expected = 10 * np.log10(np.sum(unfolded ** 2) / np.sum((unfolded - folded) ** 2))
     assert expected > 90 and first["sqnr_db"] > 90
+
+
+def test_one_name_on_convs_of_other_shapes_is_not_a_pair(save):
+    """basic-pitch's tf2onnx file names a CQT conv conv2d_5 while the TFLite build's conv2d_5 is the last
+    conv: a shared name never pairs two convs whose signatures differ; their weights pair them instead."""
+    w = weights()
+    swapped = folded_network(w)
+    first, second = (node for node in swapped.graph.node if node.op_type == "Conv")
+    first.name, second.name = second.name, first.name
+    matching = pair_layers(inspector.load(save(folded_network(w), "a.onnx")), inspector.load(save(swapped, "b.onnx")))
+    assert [(p.a.name, p.b.name, p.match) for p in matching.pairs] == \
+        [("Conv__1", "Conv__2", "structure"), ("Conv__2", "Conv__1", "structure")]
+    assert all(p.same_shape for p in matching.pairs)
