@@ -389,6 +389,10 @@ def metadata_extra(conversion: TFLiteConversion) -> dict:
 
 # Float models: the conv maps and outputs agree with TFLite's to float rounding (the keras check's 1e-4).
 FLOAT_TOLERANCE = 1e-4
+# ... or, in a deep float network (MediaPipe's pose_landmark_full: 100 convs), the rounding of two runtimes
+# that sum in other orders grows to a few 1e-4 of the largest value: still this far above the error (an
+# error a thousandth of the signal's amplitude), where a wrong op or layout sits below 20 dB.
+FLOAT_MIN_SQNR_DB = 60.0
 # int8 models: onnxruntime and TFLite round some products differently by one step, and a step moves
 # what follows; measured as the maps' SQNR against TFLite's (dB), a healthy conversion stays far above.
 INT8_MIN_SQNR_DB = 30.0
@@ -454,8 +458,10 @@ def check_tflite(tflite_path: str, onnx_path: str, conversion: TFLiteConversion,
     echo(f"  {'layer':<{width}}  {'max abs':>10}  {'relative':>10}  {'SQNR dB':>8}")
     failed = []
     for row in rows:
-        ok = row["sqnr_db"] >= INT8_MIN_SQNR_DB if quantized else row["relative"] <= FLOAT_TOLERANCE
-        verdict = "ok" if ok else (f"FAIL (< {INT8_MIN_SQNR_DB:g} dB)" if quantized else f"FAIL (> {FLOAT_TOLERANCE:g})")
+        ok = row["sqnr_db"] >= INT8_MIN_SQNR_DB if quantized else \
+            row["relative"] <= FLOAT_TOLERANCE or row["sqnr_db"] >= FLOAT_MIN_SQNR_DB
+        verdict = "ok" if ok else (f"FAIL (< {INT8_MIN_SQNR_DB:g} dB)" if quantized else
+                                   f"FAIL (> {FLOAT_TOLERANCE:g} and < {FLOAT_MIN_SQNR_DB:g} dB)")
         echo(f"  {row['name']:<{width}}  {row['max_abs']:10.3g}  {row['relative']:10.3g}  "
              f"{row['sqnr_db']:8.1f}  {verdict}")
         if not ok:
