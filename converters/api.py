@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ def convert_keras_app(name: str, out: str, *, weights: str = "imagenet", include
 
 
 def load_keras_file(path: str, unsafe: bool = False, custom_objects: dict | None = None):
+    """A Keras model from a .keras archive, a Keras 2 or 3 .h5 file, or a Keras 2 JSON architecture with
+    its .h5 weights beside it (see ``keras_legacy``: Keras 2 files through tf_keras, Lambda layers refused
+    before anything is deserialized unless ``unsafe``)."""
+    from . import keras_legacy
     from .keras_convert import import_tensorflow
 
     _, keras = import_tensorflow()
@@ -129,12 +134,31 @@ def load_keras_file(path: str, unsafe: bool = False, custom_objects: dict | None
         raise InspectorError(f"model file not found: {path}")
     if os.path.isdir(path):
         raise InspectorError(f"{path} is a directory; give a .keras or .h5 file (SavedModel folders are not Keras 3 models)")
-    if not path.endswith((".keras", ".h5", ".hdf5")):
-        raise InspectorError(f"{path}: expected a .keras or .h5 Keras model file")
+    if path.endswith(".json"):
+        return keras_legacy.load_json_architecture(path, unsafe, custom_objects)
+    if not path.endswith((".keras",) + keras_legacy.H5_SUFFIXES):
+        raise InspectorError(f"{path}: expected a .keras, .h5 or .json (architecture) Keras model file")
+    legacy = False
+    if path.endswith(keras_legacy.H5_SUFFIXES):
+        attributes = keras_legacy.h5_attributes(path)
+        if "model_config" not in attributes:
+            architecture = keras_legacy.architecture_beside(path)
+            hint = f"convert {architecture} instead (its weights are read from this file)" if architecture else \
+                "give the model's JSON architecture (saved beside it as the same name .json)"
+            raise InspectorError(f"{path} holds only weights, no model; {hint}")
+        try:
+            config = json.loads(attributes["model_config"])
+        except (TypeError, json.JSONDecodeError):
+            raise InspectorError(f"{path}: its model_config attribute is not JSON; not a Keras model file") from None
+        if not unsafe:
+            keras_legacy.refuse_lambdas(config, path)
+        legacy = (keras_legacy.keras_major(attributes.get("keras_version", "")) or 3) < 3
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe, custom_objects=custom_objects)
     except Exception as exc:
         text = " ".join(str(exc).split())
+        if legacy:  # a Keras 2 file Keras 3 refuses: tf_keras reads it (its Lambdas were checked above)
+            return keras_legacy.load_legacy_h5(path, unsafe, custom_objects, f"{exc.__class__.__name__}: {text}")
         if "lambda" in text.lower() and "safe" in text.lower():
             raise InspectorError(f"{path} contains a Lambda layer, which runs arbitrary code when loaded; "
                                  "pass --unsafe only if you trust the file") from None

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--no-top", action="store_true", help="without the classifier (include_top=False)")
     _common(app, preprocess=False)
 
-    keras_file = sub.add_parser("keras", help="a saved .keras or .h5 model")
-    keras_file.add_argument("model", metavar="MODEL.keras|MODEL.h5")
+    keras_file = sub.add_parser("keras", help="a saved .keras or .h5 model (Keras 2 files through tf_keras), or a "
+                                "Keras 2 JSON architecture with its .h5 weights beside it")
+    keras_file.add_argument("model", metavar="MODEL.keras|MODEL.h5|ARCH.json")
     keras_file.add_argument("--unsafe", action="store_true",
                             help="allow Lambda layers (their code runs when loading: only for files you trust)")
     keras_file.add_argument("--custom-objects", metavar="FILE.py|MODULE",

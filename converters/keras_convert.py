@@ -108,7 +108,8 @@ def _input_spec(model, tf):
             f"model '{model.name}' has {len(model.inputs)} inputs; the inspector needs a model with one image input")
     tensor = model.inputs[0]
     shape = (None,) + tuple(tensor.shape[1:])
-    input_layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    history = getattr(tensor, "_keras_history", None)
+    input_layer = getattr(history, "operation", None) or getattr(history, "layer", None)  # Keras 3, tf_keras
     name = onnx_passes.clean_name(getattr(input_layer, "name", None) or "input")
     return tf.TensorSpec(shape, tf.as_dtype(tensor.dtype or "float32"), name=name), name
 
@@ -116,7 +117,8 @@ def _input_spec(model, tf):
 def _output_names(model) -> list[str]:
     names = []
     for k, tensor in enumerate(model.outputs):
-        layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        history = getattr(tensor, "_keras_history", None)
+        layer = getattr(history, "operation", None) or getattr(history, "layer", None)
         names.append(onnx_passes.clean_name(getattr(layer, "name", None) or f"output_{k}"))
     return names
 
@@ -182,6 +184,8 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, stages=None) -> KerasConver
         handle_to_variable = {}
         for variable in model.weights:
             tf_variable = getattr(variable, "value", variable)
+            if callable(tf_variable) and not hasattr(tf_variable, "handle"):
+                tf_variable = variable  # a tf_keras (Keras 2) weight is the tf.Variable itself
             handle_to_variable[id(getattr(tf_variable, "handle", tf_variable))] = variable
         captures = {}
         for external, internal in concrete.graph.captures:

@@ -93,7 +93,10 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE, tensor_layers: dict | None = None) -> list[Difference]:
     """Each conv layer as the inspector shows it against the Keras layer whose output that tensor is."""
-    import keras
+    if type(keras_model).__module__.startswith("tf_keras"):  # a legacy Keras 2 file loaded by tf_keras
+        import tf_keras as keras
+    else:
+        import keras
 
     shape = tuple(keras_model.inputs[0].shape[1:])
     size = (shape[0] or (preprocess.input_size or (224, 224))[0], shape[1] or (preprocess.input_size or (224, 224))[1])
@@ -145,6 +148,17 @@ def check_keras(keras_model, path: str, conv_layers: Sequence[str], preprocess, 
             expected[k] = np.asarray(keras.ops.depthwise_conv(
                 expected[k], layer.depthwise_kernel, strides=layer.strides, padding=layer.padding,
                 data_format=layer.data_format, dilation_rate=layer.dilation_rate))
+    for k, name in enumerate(compared):
+        layer = keras_model.get_layer(sources[name]) if sources[name] == name and name in top_level else None
+        if getattr(getattr(layer, "activation", None), "__name__", "") == "softmax":
+            # Softmax over channels is not elementwise: the map shown is the conv before it (WPOD-NET's
+            # conv2d_25), so the reference is the layer run on its input without its activation.
+            inputs = keras.Model(keras_model.inputs[0], layer.input)(batch_nhwc, training=False)
+            own, layer.activation = layer.activation, keras.activations.linear
+            try:
+                expected[k] = np.asarray(layer(inputs, training=False))
+            finally:
+                layer.activation = own
     maps, finals = onnx_outputs(path, batch_onnx, compared)
 
     differences = []

@@ -30,6 +30,9 @@ GATES = {"Sigmoid", "HardSigmoid"}
 # activation (Paddle, torch in training mode, tf2onnx without its optimizers):
 # followed, so that every exporter of one model shows the same tensor.
 AFFINE = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
+# TensorProto element types of float tensors (FLOAT, FLOAT16, DOUBLE, BFLOAT16): a Cast between them
+# changes the precision, not the quantity.
+FLOAT_TYPES = {1, 10, 11, 16}
 # Ops folded over constants (a bias reshaped to (1, C, 1, 1), a scale times a constant...), so that
 # constants an exporter computes in the graph count as constants. Only results of at most
 # FOLD_LIMIT elements are folded: never a model's large weights.
@@ -257,7 +260,7 @@ class Graph:
         quantized = False
         settled = (conv_output, None)  # (tensor, perm) to show when no activation follows
         channels = max(weight_shape[:2]) if len(weight_shape) >= 2 else 0
-        for _ in range(8):
+        for _ in range(16):
             users = [self.nodes[i] for i in self.consumers.get(tensor, [])]
             if tensor in self.graph_outputs or not users:
                 break
@@ -283,6 +286,13 @@ class Graph:
                 continue
             if user.op_type in ACTIVATIONS and user.input[0] == tensor:
                 return self._through_qdq(user.output[0]), user.op_type, perm, tuple(affine)
+            if user.op_type == "Cast" and _cast_to(user) in FLOAT_TYPES:
+                # torch 2.x exports wrap each step in Cast-to-float (Conv -> Transpose -> Cast -> Add ->
+                # Cast -> Relu): a cast between float types holds the same quantity, so walk through it.
+                tensor = user.output[0]
+                if affine or quantized:
+                    settled = (tensor, perm)
+                continue
             if self._is_affine_step(user, tensor, channels):
                 affine.append(user.op_type)
                 tensor = user.output[0]
@@ -718,3 +728,8 @@ def quantize(x: np.ndarray, scale, zero, axis: int) -> np.ndarray:
         raise InspectorError(f"QuantizeLinear to {dtype} weights is not supported; only integer types")
     info = np.iinfo(dtype)
     return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _cast_to(node) -> int | None:
+    """The element type a Cast node converts to."""
+    return next((a.i for a in node.attribute if a.name == "to"), None)

@@ -47,6 +47,8 @@ HIGH_CORRELATION = 0.9
 # Weights compared when scoring candidates: a fixed subset of this many values (the same positions on
 # both sides), enough to tell related from unrelated and cheap for hundreds of candidates.
 SAMPLE = 4096
+# Steps after a conv that scale each channel (and may flip its sign).
+_SCALING = ("BatchNormalization", "Mul", "Div")
 # Nodes walked back from a conv to find the convs that feed it.
 _UPSTREAM_LIMIT = 5000
 
@@ -187,7 +189,9 @@ def pair_layers(model_a, model_b) -> Matching:
                 continue
             found = index_b.get(getattr(layer, key), [])
             free = [other for other in found if other.index not in taken_b]
-            if len(found) == 1 and free:
+            # One name on two convs of other shapes is not one layer (an exporter named a conv after a
+            # tensor its weights came through: basic-pitch's CQT conv called conv2d_5 by tf2onnx).
+            if len(found) == 1 and free and _same_signature(side_a, side_b, layer, free[0]):
                 chosen[layer.index] = (free[0], kind, None)
                 taken_b.add(free[0].index)
 
@@ -211,13 +215,18 @@ def pair_layers(model_a, model_b) -> Matching:
         a = layers_a[i]
         b, kind, correlation = chosen[i]
         if correlation is None:
-            correlation = _correlation(side_a.weights(a), side_b.weights(b))
+            correlation = _correlation(side_a.weights(a), side_b.weights(b), _signed(a, b))
         agree = _inputs_agree(side_a, side_b, a, b, mapping)
         pairs.append(Pair(a, b, kind, _confidence(kind, correlation, agree), correlation, agree,
                           _not_comparable(a, b)))
     paired_a, paired_b = set(mapping), set(mapping.values())
     return Matching(pairs, _leftovers(side_a, side_b, paired_a, paired_b, "B"),
                     _leftovers(side_b, side_a, paired_b, paired_a, "A"))
+
+
+def _same_signature(side_a: _Side, side_b: _Side, a, b) -> bool:
+    signature_a, signature_b = side_a.signature(a), side_b.signature(b)
+    return signature_a is None or signature_b is None or signature_a == signature_b
 
 
 def _pair_by_weights(side_a: _Side, side_b: _Side, chosen: dict, taken_b: set) -> None:
@@ -247,14 +256,14 @@ def _pair_by_weights(side_a: _Side, side_b: _Side, chosen: dict, taken_b: set) -
                 wb = side_b.sampled(b, rows, cols)
                 if wb is None:
                     continue
-                r = _correlation(wa, wb)
+                r = _correlation(wa, wb, _signed(a, b))
                 if r is not None and r >= _threshold(sampled):
                     scored.append((-round(r, 3), abs(a.index / count_a - b.index / count_b), a.index, b.index, a, b))
         scored.sort(key=lambda s: s[:4])
         for *_, a, b in scored:
             if a.index in chosen or b.index in taken_b:
                 continue
-            r = _correlation(side_a.weights(a), side_b.weights(b))
+            r = _correlation(side_a.weights(a), side_b.weights(b), _signed(a, b))
             if r is None or r < _threshold(signature[0][0] * max(size // signature[0][0] - 1, 1)):
                 continue
             chosen[a.index] = (b, "structure", r)
@@ -277,10 +286,17 @@ def _threshold(values: int) -> float:
     return min(MAX_THRESHOLD, max(CONFIRM_CORRELATION, CHANCE_SIGMAS / math.sqrt(max(values, 1))))
 
 
-def _correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+def _signed(a, b) -> bool:
+    """Whether a filter's sign must agree: not when one side scales its conv's output per channel after
+    the conv (an unfolded BatchNorm, torch's Sub -> Mul -> Add): folding a negative scale into the other
+    side's weights flips those filters."""
+    return not any(step in _SCALING for layer in (a, b) for step in (getattr(layer, "affine", None) or ()))
+
+
+def _correlation(a: np.ndarray | None, b: np.ndarray | None, signed: bool = True) -> float | None:
     """The mean over filters of each filter's Pearson correlation (a BatchNorm folded into one side scales
-    each filter: this leaves the figure unchanged); one correlation over the whole tensor when filters hold
-    a single value or none varies."""
+    each filter: this leaves the figure unchanged; unsigned, the magnitude of each, for a scale that may be
+    negative); one correlation over the whole tensor when filters hold a single value or none varies."""
     if a is None or b is None or a.shape != b.shape or a.size < 2:
         return None
     if a.shape[1] > 1:
@@ -294,6 +310,8 @@ def _correlation(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
             varied = norms > 0
             per_filter.append(np.einsum("ij,ij->i", ca[varied], cb[varied]) / norms[varied])
         values = np.concatenate(per_filter)
+        if not signed:
+            values = np.abs(values)
         if values.size:
             return float(np.mean(values))
     a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)

@@ -423,6 +423,13 @@ def diff(model_a, model_b, images: Sequence[str | os.PathLike] | None = None, *,
 
 
 def _weights(model_a, model_b, pair: Pair) -> dict | None:
+    scaled_a, scaled_b = (_scaling_steps(layer) for layer in (pair.a, pair.b))
+    if scaled_a != scaled_b and not (scaled_a and scaled_b):
+        # One side scales each channel after the conv (BatchNorm not folded), the other has it folded in:
+        # the weights differ by that scale, which is no drift (the maps after both are still compared).
+        side, steps = ("A", scaled_a) if scaled_a else ("B", scaled_b)
+        return {"comparable": False, "reason": f"{side} scales each channel after the conv "
+                f"({', '.join(steps)} not folded into its weights), the other side has it folded"}
     try:
         wa, ba = model_a.filters_and_bias(pair.a)
         wb, bb = model_b.filters_and_bias(pair.b)
@@ -482,3 +489,9 @@ def _accumulate(work) -> None:
     # onnxruntime idles between runs and numpy's reductions release the GIL: one layer per core.
     for future in [_POOL.submit(stats.add, a, b, dequantize) for stats, a, b, dequantize in work]:
         future.result()
+
+
+def _scaling_steps(layer) -> tuple[str, ...]:
+    """The per-channel steps after a conv that scale its output (an unfolded BatchNorm's Mul...)."""
+    steps = getattr(layer, "affine", None) or ()
+    return tuple(step for step in steps if step in ("BatchNormalization", "Mul", "Div"))
