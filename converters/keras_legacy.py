@@ -94,7 +94,8 @@ def import_tf_keras():
         import tf_keras
     except ImportError:
         raise InspectorError("this is a Keras 2 file that Keras 3 cannot load; reading it needs tf_keras: "
-                             "pip install 'inspector-cnn[keras]'") from None
+                             "pip install --no-deps tf_keras==VERSION, VERSION that of your TensorFlow (plain "
+                             "'pip install tf_keras' would add a second TensorFlow)") from None
     return tf_keras
 
 

@@ -51,6 +51,9 @@ def resolve(python: str, variant: str, torch: str, torchvision: str) -> dict[str
         name, version = item["metadata"]["name"], item["metadata"]["version"]
         if canonical(name) != PROJECT:
             pins[canonical(name)] = version
+    # tf_keras (the legacy-keras extra) is installed with --no-deps: its `tensorflow` requirement would put
+    # a second TensorFlow over tensorflow-cpu. Its releases follow TensorFlow's.
+    pins["tf-keras"] = pins["tensorflow-cpu"]
     return pins
 
 
