@@ -13,7 +13,8 @@ from ..errors import InspectorError
 from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 from . import ingraph, routing
 from .activations import non_negative
-from .images import batch_size, batches, collect_images, prefetched
+from .images import batch_size, batches, collect_images, keyed_batches, prefetched
+from .partials import Merger, batch_key, batch_partial
 from .result import AuditResult, LayerAudit
 from .verify import DEFAULT_TOLERANCE
 from .weights import dead_filter_masks, weight_stats
@@ -117,11 +118,13 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     def warn(message: str) -> None:
         print(message, file=sys.stderr)
 
-    stream = batches(model, files, spec, input_size, per_batch, skipped, warn)
+    stream = keyed_batches(model, files, spec, input_size, per_batch, skipped, warn)
     if PREFETCH if PREFETCH is not None else session.provider == "CUDAExecutionProvider":
         stream = prefetched(stream)
-    for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
-                                 unit="batch", quiet=quiet):
+    # Each batch becomes a partial (partials.py) merged once by its key: the path a distributed audit takes.
+    merger, keys_run = Merger(), []
+    for inputs, real, image_keys in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
+                                             unit="batch", quiet=quiet):
         try:
             figures, maps = session.run(inputs)
         except InspectorError as exc:
@@ -130,10 +133,13 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
                                      "try --batch 1") from None
             raise
         result = weighed.result()  # the first batch waits for the weight statistics
-        result.add_figures(figures, real)
-        result.add_maps(maps, real)
+        key = batch_key(image_keys)
+        keys_run.append(key)
+        merger.add(batch_partial(result.layers, figures, maps, real, key))
         del figures, maps  # else a batch of maps (map-path layers) stays alive through the next run
         counted += real
+    if counted:
+        weighed.result().set_activations(merger.finish(keys_run, counted))
     if not counted:
         raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
     result = weighed.result()
