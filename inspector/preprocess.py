@@ -264,21 +264,39 @@ def from_metadata(props: dict[str, str]) -> Preprocess | None:
 
 # --------------------------------------------------------------------------- images
 
+class EncodedImage(str):
+    """An image that is not a file of its own (a tar shard's member): its label, and ``read()`` its bytes.
+
+    A ``str`` (its label) so that lists of images, skip reports and JSON take it as they take a path;
+    only ``_open`` reads it, through ``read()``: it is never opened, joined or extracted as a path.
+    """
+
+    def read(self) -> bytes:
+        raise NotImplementedError
+
+
 def _open(path: str | os.PathLike) -> "PILImage.Image":
     from PIL import Image, ImageFile
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InspectorError(f"image not found: {path}")
-    if os.path.isdir(path):
-        raise InspectorError(f"image path is a directory, not an image: {path}")
+    encoded = isinstance(path, EncodedImage)
+    if not encoded:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InspectorError(f"image not found: {path}")
+        if os.path.isdir(path):
+            raise InspectorError(f"image path is a directory, not an image: {path}")
     try:
         with warnings.catch_warnings():
             # At or above the limit Pillow only warns; make it the refusal it should be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            if encoded:
+                import io
+
+                img = Image.open(io.BytesIO(path.read()))
+            else:
+                img = Image.open(path)
             img.size  # noqa: B018  (header parsed: size known before any decode)
     except Image.DecompressionBombError as exc:
         raise InspectorError(f"image refused as a possible decompression bomb: {path} ({exc})") from None

@@ -7,33 +7,18 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..datasets import IMAGE_EXTENSIONS  # noqa: F401 - re-exported (inspector.audit)
 from ..errors import InspectorError
 
 DEFAULT_BATCH = 16
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def collect_images(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files as given; directories expanded to their image files (sorted, not recursive)."""
-    found: list[str] = []
-    for path in paths:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            try:
-                names = sorted(entry.name for entry in os.scandir(path)
-                               if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
-            except OSError as exc:
-                raise InspectorError(f"cannot list image directory {path} ({exc.strerror or exc})") from None
-            if not names:
-                raise InspectorError(
-                    f"no images in directory {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
-                    "pass image files or another directory")
-            found.extend(os.path.join(path, name) for name in names)
-        elif os.path.exists(path):
-            found.append(path)
-        else:
-            raise InspectorError(f"image not found: {path}")
-    return found
+def collect_images(paths: Iterable[str | os.PathLike], recursive: bool = False) -> list[str]:
+    """The images ``paths`` name: files as given, directories expanded to their image files (sorted;
+    ``recursive``: their subfolders too), globs, lists of paths and tar shards (inspector.datasets)."""
+    from ..datasets import collect
+
+    return collect(paths, recursive)
 
 
 def batch_size(model, requested: int | None) -> int:
