@@ -163,3 +163,11 @@ def test_cli_limit_sample_and_refusals(save, tmp_path, capsys):
     code = main(["audit", path, str(tmp_path / "set"), "--preprocess", "tf", "--device", "cpu", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "--recursive" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is not None, reason="Ray is installed here")
+def test_ray_flag_without_ray_says_how_to_install_it(save, tmp_path, capsys):
+    paths = write_images(str(tmp_path), [f"img{i}.png" for i in range(3)])
+    code = main(["audit", save(small_net()[0]), *paths, "--ray", "--preprocess", "tf", "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'inspector-cnn[ray]'" in err and "Traceback" not in err

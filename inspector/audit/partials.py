@@ -34,7 +34,7 @@ class AuditPartial:
 
     images: int = 0
     layers: dict[str, ActivationStats] = field(default_factory=dict)
-    keys: frozenset[str] = frozenset()  # the batch keys merged into it
+    keys: set[str] | frozenset[str] = frozenset()  # the batch keys merged into it
 
     def merge_in(self, other: AuditPartial) -> None:
         overlap = self.keys & other.keys
@@ -46,12 +46,14 @@ class AuditPartial:
             else:
                 self.layers[name] = stats.copy()
         self.images += other.images
-        self.keys = self.keys | other.keys
+        if not isinstance(self.keys, set):
+            self.keys = set(self.keys)
+        self.keys |= other.keys  # in place: a merger of n batches stays O(n)
 
 
 def merge(a: AuditPartial, b: AuditPartial) -> AuditPartial:
     """``a`` and ``b`` together, neither changed (associative; see ``activations.merge``)."""
-    merged = AuditPartial(a.images, {name: stats.copy() for name, stats in a.layers.items()}, a.keys)
+    merged = AuditPartial(a.images, {name: stats.copy() for name, stats in a.layers.items()}, set(a.keys))
     merged.merge_in(b)
     return merged
 

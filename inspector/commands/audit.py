@@ -42,6 +42,11 @@ class Audit(Command):
         parser.add_argument("--sample", type=positive_int, metavar="N",
                             help="audit N images drawn at random (with --seed), kept in the dataset's order")
         parser.add_argument("--seed", type=int, default=0, metavar="S", help="the seed of --sample (default 0)")
+        parser.add_argument("--ray", nargs="?", const="local", metavar="local[:CPUS]|auto|ADDRESS",
+                            help="run the batches on a Ray cluster (pip install 'inspector-cnn[ray]'): 'local' "
+                                 "starts one here (local:4 with 4 CPUs), 'auto' joins the one this machine "
+                                 "belongs to, or give its address; images must be at paths every node can read. "
+                                 "The same statistics, verdicts and JSON as without it")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
                             help="exit 1 when the verified dead fraction (dead filters, plus the dead channels "
@@ -92,7 +97,7 @@ class Audit(Command):
         result = audit(model, images, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
                        max_memory=args.max_memory, statistics=args.statistics, confirm=args.confirm,
-                       tolerance=args.tolerance)
+                       tolerance=args.tolerance, ray=args.ray)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.

@@ -1,0 +1,139 @@
+"""The audit on Ray (``--ray``), on a real local cluster (a head and one added node, 1 CPU each).
+
+Skipped where Ray is not installed (it is an optional extra: pip install 'inspector-cnn[ray]').
+The Ray audit must equal the single-process audit: counts, minimum, maximum and verdicts exactly, float
+sums to 1e-12 relative; an actor killed mid-batch must still count every image exactly once."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from inspector.audit import audit, distributed  # noqa: E402
+from inspector.errors import InspectorError  # noqa: E402
+from test_audit import small_net  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    kwargs = {"include_dashboard": False}
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, **kwargs})
+    made.add_node(num_cpus=1)
+    ray.init(address=made.address, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's actor, shipped by value
+    yield made
+    ray.shutdown()
+    made.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray_images")
+    r = np.random.default_rng(7)
+    for i in range(44):
+        Image.fromarray(r.integers(0, 256, (14 + i % 5, 16, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.png")
+    return [str(folder / name) for name in sorted(os.listdir(folder))]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    import onnx
+
+    path = tmp_path_factory.mktemp("ray_model") / "small.onnx"
+    onnx.save(small_net(dead={"conv2": [3, 5]})[0], path)
+    return str(path)
+
+
+KWARGS = dict(batch=4, preprocess="tf", device="cpu", quiet=True)
+
+
+def assert_same_statistics(on_ray, here):
+    assert on_ray.images == here.images
+    for a, b in zip(on_ray.layers, here.layers):
+        x, y = a.activations, b.activations
+        assert (x.images, x.elements_per_map) == (y.images, y.elements_per_map)
+        for name in ("zeros", "silent", "maximum", "minimum"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+        for name in ("total", "abs_total", "squares", "image_means_squared"):
+            np.testing.assert_allclose(getattr(x, name), getattr(y, name), rtol=1e-12, atol=0, err_msg=name)
+    a, b = on_ray.to_dict(), here.to_dict()
+    assert a["images"].pop("provider") == "ray"
+    b["images"].pop("provider")
+    assert a == b  # verdicts, evidence, verification: the JSON is the single-process audit's
+
+
+def test_ray_audit_equals_the_single_process_audit(cluster, dataset, model_path):
+    here = audit(model_path, dataset, **KWARGS)
+    on_ray = audit(model_path, dataset, ray=cluster.address, **KWARGS)
+    assert_same_statistics(on_ray, here)
+    assert any(layer.dead_channels for layer in here.layers)  # the verdicts compared are not all empty
+
+
+class _DiesOnce(distributed._AuditActor):
+    """Kills its own process in the middle of the first batch it is given (once per marker file)."""
+
+    marker = None  # set by the test; the class travels to the workers by value, with it
+
+    def __call__(self, rows):
+        marker = self.marker
+        if marker and not os.path.exists(marker):
+            with open(marker, "w") as handle:
+                handle.write(str(os.getpid()))
+            os._exit(1)
+        return super().__call__(rows)
+
+
+def test_an_actor_killed_mid_batch_still_counts_every_image_once(cluster, dataset, model_path, tmp_path,
+                                                                  monkeypatch):
+    here = audit(model_path, dataset, **KWARGS)
+    marker = tmp_path / "killed"
+    monkeypatch.setattr(_DiesOnce, "marker", str(marker))
+    monkeypatch.setattr(distributed, "_AuditActor", _DiesOnce)
+    on_ray = audit(model_path, dataset, ray=cluster.address, **KWARGS)
+    assert marker.exists()  # an actor did die
+    assert_same_statistics(on_ray, here)
+
+
+class _LosesOne(distributed._AuditActor):
+    """Returns nothing for one batch, as a lost result would."""
+
+    lost = None  # the batch key to drop, set by the test
+
+    def __call__(self, rows):
+        kept = [i for i, key in enumerate(rows["key"]) if str(key) != self.lost]
+        return super().__call__({name: np.asarray(values)[kept] for name, values in rows.items()})
+
+
+def test_a_lost_batch_fails_loudly(cluster, dataset, model_path, monkeypatch):
+    monkeypatch.setattr(_LosesOne, "lost", distributed.plan(dataset, 4)[1][0])
+    monkeypatch.setattr(distributed, "_AuditActor", _LosesOne)
+    with pytest.raises(InspectorError, match=r"1 of \d+ batches were never counted"):
+        audit(model_path, dataset, ray=cluster.address, hold_out=False, **KWARGS)
+
+
+def test_an_image_a_worker_cannot_read_is_skipped_with_one_line(cluster, dataset, model_path, tmp_path, capfd):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    on_ray = audit(model_path, [*dataset[:12], str(broken)], ray=cluster.address, **{**KWARGS, "quiet": True})
+    assert on_ray.images + on_ray.verification.images == 12
+    assert [item["path"] for item in on_ray.skipped] == [str(broken)]
+    assert "skipped " + str(broken) in capfd.readouterr().err
+
+
+def test_without_ray_flag_ray_is_never_imported(dataset, model_path):
+    import subprocess
+
+    code = ("import sys; from inspector.cli import main; "
+            f"code = main(['audit', {model_path!r}, {dataset[0]!r}, '--preprocess', 'tf', '--device', 'cpu', '-q']); "
+            "assert code == 0, code; assert not any(m == 'ray' or m.startswith('ray.') for m in sys.modules), 'ray'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
