@@ -14,7 +14,6 @@ dropped by key) and fails when a batch never came back, so every image counts ex
 from __future__ import annotations
 
 import pickle
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -133,13 +132,13 @@ def partials_on_ray(target: str, job: Job, files, per_batch: int, skipped: list[
 
     import ray.data
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver prints its own count of batches
+    context.enable_progress_bars = False  # the driver shows its own count of batches
     if hasattr(context, "execution_no_progress_timeout_s"):
         context.execution_no_progress_timeout_s = NO_PROGRESS_S
     if hasattr(context, "wait_for_min_actors_s"):
         context.wait_for_min_actors_s = NO_PROGRESS_S
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     chunks = plan(files, per_batch)
     rows = [{"key": key, "images": pickle.dumps(images, protocol=pickle.HIGHEST_PROTOCOL)} for key, images in chunks]
@@ -154,7 +153,10 @@ def partials_on_ray(target: str, job: Job, files, per_batch: int, skipped: list[
     expected = [key for key, _ in chunks]
     seen: set[str] = set()
     try:
-        for row in results.iter_rows():  # streamed: one partial in memory at a time, merged as it comes
+        from ..progress import progress
+
+        # Streamed: one partial in memory at a time, merged as it comes.
+        for row in progress(results.iter_rows(), total=len(chunks), desc="audit on Ray", unit="batch", quiet=quiet):
             key = str(row["key"])
             if key in seen:
                 merger.duplicates += 1
@@ -165,14 +167,10 @@ def partials_on_ray(target: str, job: Job, files, per_batch: int, skipped: list[
                 skipped.append(item)
                 warn(f"inspector: warning: skipped {item['path']}: {item['reason']}")
             merger.add(partial if partial is not None else AuditPartial(0, {}, frozenset({key})))
-            if not quiet:
-                print(f"\raudit on Ray: {len(seen)}/{len(chunks)} batches", end="", file=sys.stderr)
     except InspectorError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray's errors (a task's, a timeout) become one line
         raise InspectorError(f"the audit on Ray failed: {_one_line(exc)}") from None
-    if not quiet:
-        print(file=sys.stderr)
     expected_images = sum(len(images) for _, images in chunks) - len(skipped)
     return merger.finish(expected, expected_images)
 
