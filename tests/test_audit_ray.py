@@ -155,3 +155,11 @@ def test_without_ray_flag_ray_is_never_imported(dataset, model_path):
             "assert code == 0, code; assert not any(m == 'ray' or m.startswith('ray.') for m in sys.modules), 'ray'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_relative_paths_reach_the_workers(cluster, dataset, model_path, monkeypatch):
+    folder = os.path.dirname(dataset[0])
+    monkeypatch.chdir(folder)
+    relative = [os.path.basename(path) for path in dataset[:12]]
+    on_ray = audit(os.path.relpath(model_path), relative, ray=cluster.address, **KWARGS)
+    assert_same_statistics(on_ray, audit(model_path, dataset[:12], **KWARGS))

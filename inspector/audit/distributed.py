@@ -5,8 +5,7 @@ Only imported with ``--ray``; Ray is an optional extra (``pip install 'inspector
 The driver cuts the image list into the batches the single-process audit would make (same images, same
 order, same keys), and hands Ray Data one row per batch: its key and its images (paths, or tar members
 by shard and offset). ``map_batches`` runs them on a pool of actors (``ActorPoolStrategy``), each actor
-holding one ``ingraph.StatisticsSession`` of the model (read from a path every node can see) with its
-own CPU threads; each batch gives one row back: its key and its ``partials.AuditPartial``, pickled. The
+holding one ``ingraph.StatisticsSession`` of the model (read from a path every node can see); each batch gives one row back: its key and its ``partials.AuditPartial``, pickled. The
 driver streams those rows, merges them through ``partials.Merger`` (a retried batch's second row is
 dropped by key) and fails when a batch never came back, so every image counts exactly once.
 """
@@ -44,7 +43,7 @@ class Job(NamedTuple):
     layers: tuple[LayerInfo, ...]
     device: str
     in_graph: bool | None
-    threads: int
+    threads: int  # CPUs an actor is counted for when sizing the pool (onnxruntime keeps its own default)
 
 
 def connect(target: str):
@@ -70,7 +69,8 @@ def connect(target: str):
 
 
 def plan(files, per_batch: int) -> list[tuple[str, list]]:
-    """(batch key, images) for each batch, as ``images.keyed_batches`` keys them when none is skipped."""
+    """(batch key, [(label, image)]) for each batch, keyed as ``images.keyed_batches`` keys them when none
+    is skipped; each image with an absolute path, its label as given (for the skip report)."""
     from .images import image_key
     from .partials import batch_key
 
@@ -78,20 +78,28 @@ def plan(files, per_batch: int) -> list[tuple[str, list]]:
     for start in range(0, len(files), per_batch):
         chunk = list(files[start:start + per_batch])
         keys = [f"{start + i}\t{image_key(image)}" for i, image in enumerate(chunk)]
-        chunks.append((batch_key(keys), chunk))
+        chunks.append((batch_key(keys), [(image_key(image), _absolute(image)) for image in chunk]))
     return chunks
+
+
+def _absolute(image):
+    """The image as a worker finds it: a worker's working directory is not the driver's."""
+    import os
+
+    from ..datasets import TarMember
+
+    if isinstance(image, TarMember):
+        return TarMember(os.path.abspath(image.shard), image.member, image.offset, image.size)
+    return os.path.abspath(os.fspath(image))
 
 
 class _AuditActor:
     """One onnxruntime session per actor; ``__call__`` turns rows of batches into rows of partials."""
 
     def __init__(self, job: Job):
-        import os
-
         from ..api import load
         from . import ingraph
 
-        os.environ.setdefault("OMP_NUM_THREADS", str(job.threads))
         self.job = job
         self.model = load(job.model_path, layout=job.layout)
         layers = self.model.require_layers()
@@ -105,11 +113,11 @@ class _AuditActor:
         for key, blob in zip(rows["key"], rows["images"]):
             images = pickle.loads(blob)
             pixels, skipped = [], []
-            for image in images:
+            for label, image in images:
                 try:
                     pixels.append(self.model.image_batch([image], self.job.spec, self.job.size))
                 except InspectorError as exc:
-                    skipped.append({"path": str(image), "reason": str(exc)})
+                    skipped.append({"path": label, "reason": str(exc)})
             partial = None
             if pixels:
                 real = len(pixels)

@@ -122,7 +122,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
         from . import distributed
 
         result = weighed.result()
-        job = distributed.Job(os.fspath(model.path), model._layout_hint, spec, tuple(input_size),
+        job = distributed.Job(os.path.abspath(os.fspath(model.path)), model._layout_hint, spec, tuple(input_size),
                               tuple(distributed.LayerInfo(layer.name, layer.signed, layer.filters)
                                     for layer in result.layers), device, in_graph, 1)
         merged = distributed.partials_on_ray(ray, job, files, per_batch, skipped, warn, quiet)
