@@ -163,3 +163,58 @@ def test_relative_paths_reach_the_workers(cluster, dataset, model_path, monkeypa
     relative = [os.path.basename(path) for path in dataset[:12]]
     on_ray = audit(os.path.relpath(model_path), relative, ray=cluster.address, **KWARGS)
     assert_same_statistics(on_ray, audit(model_path, dataset[:12], **KWARGS))
+
+
+class _StallsOffHead(distributed._AuditActor):
+    """On any node but the head, stalls in its first batch (after saying where) until that node is removed."""
+
+    marker = None
+    head = None
+
+    def __call__(self, rows):
+        node = ray.get_runtime_context().get_node_id()
+        if self.marker and node != self.head and not os.path.exists(self.marker):
+            with open(self.marker, "w") as handle:
+                handle.write(node)
+            import time
+
+            time.sleep(120)  # the test removes this node meanwhile
+        return super().__call__(rows)
+
+
+@pytest.mark.slow  # about 3 minutes on 2 loaded cores: Ray takes its time to declare the node dead
+def test_a_node_removed_mid_run_still_counts_every_image_once(cluster, dataset, model_path, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    here = audit(model_path, dataset, **KWARGS)
+    extra = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    marker = tmp_path / "stalled"
+    monkeypatch.setattr(_StallsOffHead, "marker", str(marker))
+    monkeypatch.setattr(_StallsOffHead, "head", cluster.head_node.node_id)
+    monkeypatch.setattr(distributed, "_AuditActor", _StallsOffHead)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = audit(model_path, dataset, ray=cluster.address, **KWARGS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 90
+    while not marker.exists() and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not marker.exists():
+        worker.join()
+        pytest.skip("no actor was placed off the head node; nothing to remove")
+    stalled_on = marker.read_text()
+    node = next(n for n in cluster.list_all_nodes() if n.node_id == stalled_on)
+    cluster.remove_node(node)
+    worker.join(timeout=300)
+    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
+    assert_same_statistics(outcome["result"], here)
+    if node is not extra:
+        cluster.remove_node(extra)

@@ -153,7 +153,8 @@ def partials_on_ray(target: str, job: Job, files, per_batch: int, skipped: list[
     cpus = ray.cluster_resources().get("CPU", 1)
     workers = max(1, int(cpus / max(1.0, job.threads * ACTOR_CPUS)) if cpus else 1)
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, workers * 4)))
-    compute = ray.data.ActorPoolStrategy(min_size=1, max_size=min(workers, len(rows)))
+    # A fixed pool, one actor per CPU of the cluster: spread over the nodes from the start.
+    compute = ray.data.ActorPoolStrategy(size=min(workers, len(rows)))
     gpus = 1 if job.device == "cuda" else 0
     results = dataset.map_batches(_AuditActor, fn_constructor_args=(job,), batch_size=1, compute=compute,
                                   num_cpus=ACTOR_CPUS, num_gpus=gpus, batch_format="numpy")
