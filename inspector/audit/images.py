@@ -1,4 +1,4 @@
-"""The images an audit streams: files and directories, batch sizes, preprocessed batches."""
+"""The images an audit streams: what the user names (inspector.datasets), batch sizes, keyed batches."""
 
 from __future__ import annotations
 
