@@ -265,13 +265,27 @@ def from_metadata(props: dict[str, str]) -> Preprocess | None:
 
 # --------------------------------------------------------------------------- images
 
+class EncodedImage(str):
+    """An image that is not a file of its own (a tar shard's member): its label, and ``read()`` its bytes.
+
+    A ``str`` (its label) so that lists of images, skip reports and JSON take it as they take a path;
+    only ``_open`` reads it, through ``read()``: it is never opened, joined or extracted as a path.
+    """
+
+    def read(self) -> bytes:
+        raise NotImplementedError
+
+
 def _open(path: str | os.PathLike) -> "PILImage.Image":
     from PIL import Image, ImageFile
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    if isinstance(path, io.BytesIO):  # an image held in memory (the explorer's uploads): no file to check
+    # Images held in memory (the explorer's uploads, a tar shard's members): no file to check.
+    if isinstance(path, io.BytesIO):
         source, path = path, "uploaded image"
+    elif isinstance(path, EncodedImage):
+        source = None  # its bytes are read inside the try below: a read error is the image's, said in one line
     else:
         source = path = os.fspath(path)
         if not os.path.exists(path):
@@ -282,7 +296,7 @@ def _open(path: str | os.PathLike) -> "PILImage.Image":
         with warnings.catch_warnings():
             # At or above the limit Pillow only warns; make it the refusal it should be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
+            img = Image.open(io.BytesIO(path.read()) if source is None else source)
             img.size  # noqa: B018  (header parsed: size known before any decode)
     except Image.DecompressionBombError as exc:
         raise InspectorError(f"image refused as a possible decompression bomb: {path} ({exc})") from None

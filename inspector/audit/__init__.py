@@ -1,8 +1,9 @@
 """Audit a CNN: dead and duplicate filters from the weights, dead channels and collapse from activations.
 
 One module per job: ``weights`` (rules on the weights alone), ``activations`` (running per-channel
-statistics of the maps), ``verdicts`` (dead, constant and dormant channels, collapse: each unchanged by a
-function-preserving rescaling), ``routing`` (which convs read a layer's channels, from the graph),
+statistics of the maps), ``partials`` (those statistics as per-batch partials merged exactly once by
+key), ``distributed`` (the batches on a Ray cluster, ``--ray``), ``verdicts`` (dead, constant and
+dormant channels, collapse: each unchanged by a function-preserving rescaling), ``routing`` (which convs read a layer's channels, from the graph),
 ``result`` (per-layer findings, the JSON and the table), ``images`` (files and batches), ``ingraph``
 (the per-channel figures computed inside the ONNX graph), ``parallel`` (the map path's statistics on all
 cores), ``verify`` (the verdicts checked by mean ablation on images not judged on, and the dormant rule

@@ -72,26 +72,65 @@ class ActivationStats:
         self.add_figures(map_figures(maps, self.non_negative))
 
     def add_figures(self, figures: MapFigures) -> None:
-        """One batch of this layer's per-(image, channel) figures, from NumPy or from the graph (ingraph.py)."""
+        """One batch of this layer's per-(image, channel) figures, from NumPy or from the graph (ingraph.py).
+
+        The batch becomes a partial (``from_figures``) merged into these statistics: the single-process
+        audit and any distributed one (partials made on workers, merged by the driver) run the same code.
+        """
+        self.merge_in(ActivationStats.from_figures(figures, self.non_negative, self.channels))
+
+    @classmethod
+    def from_figures(cls, figures: MapFigures, non_negative: bool, channels: int | None = None) -> ActivationStats:
+        """The partial statistics of one batch: every figure a sum, a count, a minimum or a maximum over
+        its images, so that partials merge (``merge``) into the statistics of all their images."""
         n, c = figures.sums.shape
-        if c != self.channels:
-            raise InspectorError(f"a layer's output has {c} channels where its weights have {self.channels}")
+        if channels is not None and c != channels:
+            raise InspectorError(f"a layer's output has {c} channels where its weights have {channels}")
+        part = cls(c, non_negative)
+        if not n:
+            return part
         per_map = figures.per_map
-        if self.images and per_map != self.elements_per_map:
-            raise InspectorError("feature map sizes changed between batches; pass a fixed --size")
-        self.elements_per_map = per_map
-        np.maximum(self.maximum, figures.maximum.max(axis=0), out=self.maximum)
-        np.minimum(self.minimum, figures.minimum.min(axis=0), out=self.minimum)
-        # float32 per map, float64 across maps and batches.
+        part.images, part.elements_per_map = n, per_map
+        part.maximum = figures.maximum.max(axis=0).astype(np.float64)
+        part.minimum = figures.minimum.min(axis=0).astype(np.float64)
+        # float32 per map, float64 across maps, batches and partials.
         sums = figures.sums
-        self.image_means_squared += np.square(sums.astype(np.float64) / per_map).sum(axis=0)
-        self.total += sums.sum(axis=0, dtype=np.float64)
-        abs_sums = sums if self.non_negative else figures.abs_sums
-        self.abs_total += abs_sums.sum(axis=0, dtype=np.float64)
-        self.squares += figures.squares.sum(axis=0, dtype=np.float64)
-        self.zeros += figures.zeros.sum(axis=0, dtype=np.int64)
-        self.silent += np.count_nonzero(figures.zeros == per_map, axis=0)
-        self.images += n
+        # The between-image response's moments: per channel, the sum over images of (map mean)^2
+        # (with ``total``, the first moment): no list of every image's means is kept.
+        part.image_means_squared = np.square(sums.astype(np.float64) / per_map).sum(axis=0)
+        part.total = sums.sum(axis=0, dtype=np.float64)
+        abs_sums = sums if non_negative else figures.abs_sums
+        part.abs_total = abs_sums.sum(axis=0, dtype=np.float64)
+        part.squares = figures.squares.sum(axis=0, dtype=np.float64)
+        part.zeros = figures.zeros.sum(axis=0, dtype=np.int64)
+        part.silent = np.count_nonzero(figures.zeros == per_map, axis=0).astype(np.int64)
+        return part
+
+    def merge_in(self, other: ActivationStats) -> None:
+        """Add ``other``'s images to these statistics, in place (see ``merge``)."""
+        if other.channels != self.channels or other.non_negative != self.non_negative:
+            raise InspectorError(f"cannot merge statistics of {other.channels} channels into {self.channels}")
+        if not other.images:
+            return
+        if self.images and other.elements_per_map != self.elements_per_map:
+            raise InspectorError("feature map sizes changed between batches; pass a fixed --size")
+        self.elements_per_map = other.elements_per_map
+        np.maximum(self.maximum, other.maximum, out=self.maximum)
+        np.minimum(self.minimum, other.minimum, out=self.minimum)
+        self.total += other.total
+        self.abs_total += other.abs_total
+        self.squares += other.squares
+        self.image_means_squared += other.image_means_squared
+        self.zeros += other.zeros
+        self.silent += other.silent
+        self.images += other.images
+
+    def copy(self) -> ActivationStats:
+        twin = ActivationStats(self.channels, self.non_negative)
+        twin.images, twin.elements_per_map = self.images, self.elements_per_map
+        for name in _ARRAYS:
+            setattr(twin, name, getattr(self, name).copy())
+        return twin
 
     # Derived figures (None before any image).
     @property
@@ -160,6 +199,21 @@ class ActivationStats:
     def all_zero_channels(self) -> np.ndarray:
         """Channels exactly zero on every image and position."""
         return self.zeros == self.images * self.elements_per_map
+
+
+_ARRAYS = ("total", "abs_total", "squares", "zeros", "silent", "maximum", "minimum", "image_means_squared")
+
+
+def merge(a: ActivationStats, b: ActivationStats) -> ActivationStats:
+    """The statistics of ``a``'s images and ``b``'s together, neither changed.
+
+    Associative and commutative: exact for the counts (images, zeros, silent maps), the minimum and
+    the maximum; the float64 sums (total, absolute, squares, squared image means) to their summation
+    order's rounding. An empty partial (no image) is the identity.
+    """
+    merged = a.copy()
+    merged.merge_in(b)
+    return merged
 
 
 def _count_zeros(flat: np.ndarray) -> np.ndarray:

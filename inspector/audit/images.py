@@ -1,4 +1,4 @@
-"""The images an audit streams: files and directories, batch sizes, preprocessed batches."""
+"""The images an audit streams: what the user names (inspector.datasets), batch sizes, keyed batches."""
 
 from __future__ import annotations
 
@@ -7,33 +7,18 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..datasets import IMAGE_EXTENSIONS  # noqa: F401 - re-exported (inspector.audit)
 from ..errors import InspectorError
 
 DEFAULT_BATCH = 16
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def collect_images(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files as given; directories expanded to their image files (sorted, not recursive)."""
-    found: list[str] = []
-    for path in paths:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            try:
-                names = sorted(entry.name for entry in os.scandir(path)
-                               if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS))
-            except OSError as exc:
-                raise InspectorError(f"cannot list image directory {path} ({exc.strerror or exc})") from None
-            if not names:
-                raise InspectorError(
-                    f"no images in directory {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
-                    "pass image files or another directory")
-            found.extend(os.path.join(path, name) for name in names)
-        elif os.path.exists(path):
-            found.append(path)
-        else:
-            raise InspectorError(f"image not found: {path}")
-    return found
+def collect_images(paths: Iterable[str | os.PathLike], recursive: bool = False) -> list[str]:
+    """The images ``paths`` name: files as given, directories expanded to their image files (sorted;
+    ``recursive``: their subfolders too), globs, lists of paths and tar shards (inspector.datasets)."""
+    from ..datasets import collect
+
+    return collect(paths, recursive)
 
 
 def batch_size(model, requested: int | None) -> int:
@@ -49,25 +34,41 @@ def batch_size(model, requested: int | None) -> int:
 
 
 def batches(model, files: Sequence[str], spec, size, per_batch: int, skipped: list[dict],
-             warn) -> Iterator[tuple[np.ndarray, int]]:
+            warn) -> Iterator[tuple[np.ndarray, int]]:
     """(preprocessed batch, real images in it); unreadable images are reported and skipped."""
+    for inputs, real, _ in keyed_batches(model, files, spec, size, per_batch, skipped, warn):
+        yield inputs, real
+
+
+def keyed_batches(model, files: Sequence, spec, size, per_batch: int, skipped: list[dict],
+                  warn) -> Iterator[tuple[np.ndarray, int, list[str]]]:
+    """(preprocessed batch, real images in it, their keys); unreadable images are reported and skipped.
+
+    A key is the image's position in ``files`` and its ``image_key``: the same file listed twice is two
+    images, and a batch made again from the same files has the same keys (partials.batch_key)."""
     pending: list[np.ndarray] = []
-    for path in files:
+    keys: list[str] = []
+    for position, path in enumerate(files):
         try:
             pending.append(model.image_batch([path], spec, size))
         except InspectorError as exc:
-            skipped.append({"path": path, "reason": str(exc)})
-            warn(f"inspector: warning: skipped {path}: {exc}")
+            skipped.append({"path": image_key(path), "reason": str(exc)})
+            warn(f"inspector: warning: skipped {image_key(path)}: {exc}")
             continue
+        keys.append(f"{position}\t{image_key(path)}")
         if len(pending) == per_batch:
-            yield np.concatenate(pending), per_batch
-            pending = []
+            yield np.concatenate(pending), per_batch, keys
+            pending, keys = [], []
     if pending:
         real = len(pending)
         if model.input.batch is not None:  # a fixed batch dimension: pad, and ignore the padding
             pending += [pending[-1]] * (per_batch - real)
-        yield np.concatenate(pending), real
+        yield np.concatenate(pending), real, keys
 
+
+def image_key(image) -> str:
+    """An image's key: its path, or (a tar member) its shard and member name."""
+    return str(image) if not isinstance(image, (str, os.PathLike)) else os.fspath(image)
 
 
 def prefetched(stream: Iterator):

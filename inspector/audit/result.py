@@ -172,6 +172,12 @@ class AuditResult:
                 found = figures[layer_audit.name]
                 self._stats(layer_audit).add_figures(found if real is None else found.first(real))
 
+    def set_activations(self, partial) -> None:
+        """Each layer's activation statistics from a merged ``partials.AuditPartial`` (its images)."""
+        for layer_audit in self.layers:
+            if layer_audit.name in partial.layers:
+                layer_audit.activations = partial.layers[layer_audit.name]
+
     @staticmethod
     def _stats(layer_audit) -> ActivationStats:
         if layer_audit.activations is None:

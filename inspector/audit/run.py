@@ -13,7 +13,8 @@ from ..errors import InspectorError
 from ..resources import DEFAULT_MAX_MEMORY, check_maps_memory
 from . import ingraph, routing
 from .activations import non_negative
-from .images import batch_size, batches, collect_images, prefetched
+from .images import batch_size, batches, collect_images, keyed_batches, prefetched
+from .partials import Merger, batch_key, batch_partial
 from .result import AuditResult, LayerAudit
 from .verify import DEFAULT_TOLERANCE
 from .weights import dead_filter_masks, weight_stats
@@ -31,7 +32,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
           preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
           quiet: bool = False, verbose: bool = False, max_memory: int | None = None,
           statistics: str = "auto", confirm: Sequence[str | os.PathLike] | None = None,
-          hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE) -> AuditResult:
+          hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE, ray: str | None = None) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``.
 
     ``statistics``: ``graph`` reduces the maps inside the ONNX graph, ``maps`` with NumPy over the maps
@@ -40,6 +41,9 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     The verdicts are then checked on images not judged on (verify.py): ``confirm`` (files or folders),
     else a deterministic share of ``images`` when enough remain to judge (``hold_out=False``: none);
     units whose mean ablation moves the outputs there past ``tolerance`` of their range are not counted.
+
+    ``ray``: run the judged images' batches on a Ray cluster (``local``, ``local:CPUS``, ``auto`` or an
+    address; distributed.py); the merged statistics, verdicts and JSON are the single-process audit's.
     """
     if statistics not in STATISTICS:
         raise InspectorError(f"unknown statistics '{statistics}': use {', '.join(STATISTICS)}")
@@ -64,7 +68,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                            max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance))
+                            max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance), ray)
 
 
 def _weight_result(model, read, trained: bool | None) -> AuditResult:
@@ -85,10 +89,9 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
 
 
 def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                 max_memory=None, in_graph: bool | None = None, checking=(None, True, DEFAULT_TOLERANCE)
-                 ) -> AuditResult:
+                 max_memory=None, in_graph: bool | None = None, checking=(None, True, DEFAULT_TOLERANCE),
+                 ray: str | None = None) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
-    from ..progress import progress
     from . import verify
     from .verdicts import MIN_IMAGES
 
@@ -115,18 +118,56 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     # Fails now (wrong channel count, oversize input) rather than once per image.
     model.image_batch([np.zeros((*input_size, model.input.channels or 3), np.uint8)], spec, input_size)
     signed = {layer.name for layer, _, _, rectifier in read if not non_negative(rectifier, layer.activation)}
-    session = ingraph.statistics_session(model, layers, signed, device, verbose, in_graph=in_graph)
     skipped: list[dict] = []
-    counted = 0
 
     def warn(message: str) -> None:
         print(message, file=sys.stderr)
 
-    stream = batches(model, files, spec, input_size, per_batch, skipped, warn)
+    if ray:
+        from . import distributed
+
+        result = weighed.result()
+        job = distributed.Job(os.path.abspath(os.fspath(model.path)), model._layout_hint, spec, tuple(input_size),
+                              tuple(distributed.LayerInfo(layer.name, layer.signed, layer.filters)
+                                    for layer in result.layers), device, in_graph, 1)
+        merged = distributed.partials_on_ray(ray, job, files, per_batch, skipped, warn, quiet)
+        counted = merged.images
+        if counted:
+            result.set_activations(merged)
+        provider = "ray"
+    else:
+        counted, provider = _run_batches(model, weighed, files, spec, input_size, per_batch, skipped, warn, quiet,
+                                         device, verbose, layers, signed, in_graph)
+    if not counted:
+        raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
+    result = weighed.result()
+    result.preprocess_source = preprocess_source
+    result.images_requested = len(files) + (0 if confirm else len(held))
+    result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
+    result.provider = provider
+    result.skipped.extend(skipped)
+    result.images = counted
+    result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
+                                          tolerance, warn)
+    result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
+                                  tolerance, len(files) + len(held), warn)
+    return result
+
+
+def _run_batches(model, weighed, files, spec, input_size, per_batch, skipped, warn, quiet, device, verbose, layers,
+                 signed, in_graph) -> tuple[int, str]:
+    """The batches run here, one session: (images counted, the provider that ran them)."""
+    from ..progress import progress
+
+    session = ingraph.statistics_session(model, layers, signed, device, verbose, in_graph=in_graph)
+    counted = 0
+    stream = keyed_batches(model, files, spec, input_size, per_batch, skipped, warn)
     if PREFETCH if PREFETCH is not None else session.provider == "CUDAExecutionProvider":
         stream = prefetched(stream)
-    for inputs, real in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
-                                 unit="batch", quiet=quiet):
+    # Each batch becomes a partial (partials.py) merged once by its key: the path a distributed audit takes.
+    merger, keys_run = Merger(), []
+    for inputs, real, image_keys in progress(stream, total=math.ceil(len(files) / per_batch), desc="audit",
+                                             unit="batch", quiet=quiet):
         try:
             figures, maps = session.run(inputs)
         except InspectorError as exc:
@@ -135,25 +176,14 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
                                      "try --batch 1") from None
             raise
         result = weighed.result()  # the first batch waits for the weight statistics
-        result.add_figures(figures, real)
-        result.add_maps(maps, real)
+        key = batch_key(image_keys)
+        keys_run.append(key)
+        merger.add(batch_partial(result.layers, figures, maps, real, key))
         del figures, maps  # else a batch of maps (map-path layers) stays alive through the next run
         counted += real
-    if not counted:
-        raise InspectorError(f"none of the {len(files)} images could be read (see the warnings above)")
-    result = weighed.result()
-    result.preprocess_source = preprocess_source
-    result.images_requested = len(files) + (0 if confirm else len(held))
-    result.batch, result.input_size, result.preprocess = per_batch, tuple(input_size), spec.mode
-    result.provider = session.provider
-    result.skipped.extend(skipped)
-    result.images = counted
-    del session
-    result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
-                                          tolerance, warn)
-    result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
-                                  tolerance, len(files) + len(held), warn)
-    return result
+    if counted:
+        weighed.result().set_activations(merger.finish(keys_run, counted))
+    return counted, session.provider
 
 
 def _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose, tolerance, warn):

@@ -31,8 +31,22 @@ class Audit(Command):
 
     def add_arguments(self, parser):
         add_model(parser)
-        parser.add_argument("images", nargs="*", metavar="IMAGE|DIR",
-                            help="images, or directories of images (jpg, png, bmp, gif, tif, webp; not recursive)")
+        parser.add_argument("images", nargs="*", metavar="IMAGE|DIR|GLOB|LIST|SHARD",
+                            help="images (jpg, png, bmp, gif, tif, webp), directories of images, globs ('**' "
+                                 "crosses folders; quote them), lists of image paths (.txt one a line, .csv with a "
+                                 "'path' column) or WebDataset .tar shards (members read in place); streamed "
+                                 "in batches, memory bounded")
+        parser.add_argument("--recursive", "-r", action="store_true",
+                            help="directories: their subfolders' images too")
+        parser.add_argument("--limit", type=positive_int, metavar="N", help="audit the first N images only")
+        parser.add_argument("--sample", type=positive_int, metavar="N",
+                            help="audit N images drawn at random (with --seed), kept in the dataset's order")
+        parser.add_argument("--seed", type=int, default=0, metavar="S", help="the seed of --sample (default 0)")
+        parser.add_argument("--ray", nargs="?", const="local", metavar="local[:CPUS]|auto|ADDRESS",
+                            help="run the batches on a Ray cluster (pip install 'inspector-cnn[ray]'): 'local' "
+                                 "starts one here (local:4 with 4 CPUs), 'auto' joins the one this machine "
+                                 "belongs to, or give its address; images must be at paths every node can read. "
+                                 "The same statistics, verdicts and JSON as without it")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
                             help="exit 1 when the verified dead fraction (dead filters, plus the dead channels "
@@ -67,18 +81,23 @@ class Audit(Command):
         to_stdout = args.json == "-"
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
+        if (args.limit or args.sample or args.recursive) and not args.images:
+            raise InspectorError("--recursive, --limit and --sample choose among images: give images too")
         model = load(args.model, layout=args.layout)
+        images = None
         if args.images:  # a guessed preprocessing, a fixed batch filled, other inputs fed
             from ..audit import collect_images
+            from ..datasets import select
 
-            for line in model.feeding(args.preprocess, args.size, collect_images(args.images)).notes():
+            images = select(collect_images(args.images, args.recursive), args.limit, args.sample, args.seed)
+            for line in model.feeding(args.preprocess, args.size, images).notes():
                 print(line, file=sys.stderr)
         if args.confirm and not args.images:
             raise InspectorError("--confirm checks the verdicts judged on images: give the images to judge on too")
-        result = audit(model, args.images or None, batch=args.batch, preprocess=args.preprocess,
+        result = audit(model, images, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
                        max_memory=args.max_memory, statistics=args.statistics, confirm=args.confirm,
-                       tolerance=args.tolerance)
+                       tolerance=args.tolerance, ray=args.ray)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.
