@@ -29,6 +29,34 @@ TIMM = ["resnet18", "mobilenetv3_small_100", "efficientnet_b0"]
 MODELS = [("keras-app", n) for n in KERAS_APPS] + [("torchvision", n) for n in TORCHVISION] + \
     [("timm", n) for n in TIMM]
 
+SKIP_OVER = 300e6  # parameters: a conversion with --check needs several copies of the weights
+
+
+def torchvision_all() -> list[tuple[str, str, int]]:
+    """(kind, name, parameters) of every torchvision classification and segmentation model, smallest first.
+    Parameters are counted on the meta device (no memory), falling back to a real build where a builder
+    computes with tensors."""
+    import warnings
+
+    import torch
+    from torchvision import models
+
+    rows = []
+    for module, kind in ((models, "torchvision"), (models.segmentation, "torchvision")):
+        for name in models.list_models(module=module):
+            extra = {} if module is models else {"weights_backbone": None}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    with torch.device("meta"):
+                        built = models.get_model(name, weights=None, **extra)
+                except Exception:
+                    built = models.get_model(name, weights=None, **extra)
+            rows.append((kind, name, sum(p.numel() for p in built.parameters())))
+            del built
+    return sorted(rows, key=lambda r: r[2])
+
+
 _WROTE = re.compile(r"wrote .*?: (\d+) conv layers .*?, (\d+) nodes, (\d+) Transpose")
 _TOTAL = re.compile(r"total ([\d.]+) s, peak RSS (\d+) MB")
 _PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$")
@@ -49,6 +77,7 @@ def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
     row = {"kind": kind, "model": name, "exit": code, "seconds": round(seconds, 1), "peak_mb": None,
            "nodes": None, "transposes": None, "convs": None, "compared": 0, "worst": None, "worst_layer": None,
            "foreign_stderr": [line for line in stderr.splitlines() if line and not line.startswith(_OURS)][:3],
+           "stderr_tail": [line for line in stderr.splitlines() if line.strip()][-2:],
            "error": next((line for line in stderr.splitlines() if line.startswith(_OURS[1])), None)}
     wrote = _WROTE.search(stdout)
     if wrote:
@@ -94,18 +123,37 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated KIND:NAME, e.g. keras-app:VGG16,timm:resnet18")
+    parser.add_argument("--set", choices=["default", "torchvision"], default="default",
+                        help="torchvision: every classification and segmentation model, smallest first")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model (default 900)")
     args = parser.parse_args(argv)
     models = MODELS if not args.only else [tuple(item.split(":", 1)) for item in args.only.split(",")]
-    rows = []
+    rows, skipped = [], []
+    if args.set == "torchvision" and not args.only:
+        models = []
+        for kind, name, parameters in torchvision_all():
+            if parameters > SKIP_OVER:
+                skipped.append(f"{kind} {name}: skipped, {parameters / 1e6:.0f} M parameters > "
+                               f"{SKIP_OVER / 1e6:.0f} M (memory and time of --check on a shared machine)")
+                print(skipped[-1], file=sys.stderr, flush=True)
+            else:
+                models.append((kind, name))
     with tempfile.TemporaryDirectory(prefix="inspector-zoo-") as folder:
         for kind, name in models:
             row = run_one(kind, name, folder, args.timeout)
             rows.append(row)
-            print(f"{kind} {name}: exit {row['exit']}, {row['seconds']} s, worst {row['worst']}", file=sys.stderr,
-                  flush=True)
+            if args.json:  # after each model, so that a long run's rows survive an interruption
+                os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+                with open(args.json, "w") as handle:
+                    json.dump(rows, handle, indent=1)
+            print(f"{kind} {name}: exit {row['exit']}, {row['seconds']} s, worst {row['worst']}"
+                  f"{' ' + row['error'] if row['error'] else ''}"
+                  f"{' FOREIGN ' + ' | '.join(row['stderr_tail']) if row['foreign_stderr'] else ''}",
+                  file=sys.stderr, flush=True)
     print(markdown(rows))
+    for line in skipped:
+        print(f"- {line}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:

@@ -135,9 +135,16 @@ def _load_file(module, path: str) -> None:
 # ------------------------------------------------------------------ torchvision
 
 def torchvision_names() -> list[str]:
+    """Classification and semantic segmentation models (``deeplabv3_resnet50``): one image in, one map out."""
     from torchvision import models
 
-    return sorted(models.list_models(module=models))
+    return sorted(models.list_models(module=models) + models.list_models(module=models.segmentation))
+
+
+def _is_segmentation(name: str) -> bool:
+    from torchvision import models
+
+    return name in models.list_models(module=models.segmentation)
 
 
 def torchvision_model(name: str, weights: str = "default") -> ZooModel:
@@ -150,17 +157,25 @@ def torchvision_model(name: str, weights: str = "default") -> ZooModel:
     names = torchvision_names()
     real = {n.lower(): n for n in names}.get(name.lower())
     if real is None:
-        raise _unknown("torchvision classification", name, names,
-                       "python -c 'import torchvision; print(torchvision.models.list_models(torchvision.models))'")
+        raise _unknown("torchvision classification or segmentation", name, names,
+                       "python -c 'import torchvision as t; print(t.models.list_models(t.models), "
+                       "t.models.list_models(t.models.segmentation))'")
     builder = models.get_model_builder(real)
     enum = models.get_model_weights(real)
     default = enum.DEFAULT
     transforms = default.transforms()
-    crop = [int(v) for v in transforms.crop_size]
-    size = (crop[0], crop[-1])
     resize = [int(v) for v in transforms.resize_size] if transforms.resize_size else None
-    how = (f"torchvision {default}: resize to {resize[0] if resize else '?'}, centre crop {size[0]}x{size[1]}, "
-           f"/255, mean/std")
+    if _is_segmentation(real):  # resized (shorter side), no crop: traced square at that size
+        import functools
+
+        builder = functools.partial(builder, weights_backbone=None)
+        size = (resize[0], resize[0]) if resize else (520, 520)
+        how = f"torchvision {default}: resize to {size[0]}x{size[1]}, /255, mean/std"
+    else:
+        crop = [int(v) for v in transforms.crop_size]
+        size = (crop[0], crop[-1])
+        how = (f"torchvision {default}: resize to {resize[0] if resize else '?'}, centre crop {size[0]}x{size[1]}, "
+               f"/255, mean/std")
     spec = _preprocess("torch" if tuple(transforms.mean) == (0.485, 0.456, 0.406) and
                        tuple(transforms.std) == (0.229, 0.224, 0.225) else "torchvision",
                        transforms.mean, transforms.std, size, how)
