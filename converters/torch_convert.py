@@ -94,15 +94,66 @@ def load_state_dict(module, path: str) -> None:
     except Exception as exc:
         raise InspectorError(f"{path} is not a PyTorch state dict that loads with weights_only=True "
                              f"({exc.__class__.__name__}: {_first_line(exc)[:160]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise InspectorError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+    state = _unwrap_checkpoint(state, path)
+    expected = module.state_dict(keep_vars=True)
+    state = _strip_prefix(state, expected)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_names(unexpected)}")
+        raise InspectorError(f"{path} does not fit the factory's module: {'; '.join(parts)}")
+    fitted = {}
+    for key, tensor in state.items():  # fp16 (or bf16) checkpoints: the module's own dtype, as it computes in
+        target = expected[key]
+        if torch.is_tensor(tensor) and torch.is_tensor(target) and tensor.is_floating_point() and \
+                target.is_floating_point() and tensor.dtype != target.dtype:
+            tensor = tensor.to(target.dtype)
+        fitted[key] = tensor
     try:
-        module.load_state_dict(state, strict=True, assign=True)
+        module.load_state_dict(fitted, strict=True, assign=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise InspectorError(f"{path} does not fit the factory's module: {first}") from None
+
+
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state", "model_state",
+                   "ema", "model_ema")
+
+
+def _is_tensor_dict(value) -> bool:
+    torch = import_torch()
+    return isinstance(value, dict) and bool(value) and any(torch.is_tensor(v) for v in value.values())
+
+
+def _unwrap_checkpoint(state, path: str):
+    """A training checkpoint ({"epoch": .., "state_dict": {..}, "optimizer": ..}) -> its model's state dict."""
+    if _is_tensor_dict(state):
+        return state
+    if isinstance(state, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_tensor_dict(state.get(key)):
+                return state[key]
+        keys = ", ".join(sorted(str(k) for k in state)[:8])
+        raise InspectorError(f"{path} holds a dict without tensors (keys: {keys or 'none'}) and none of "
+                             f"{', '.join(CHECKPOINT_KEYS)}; save model.state_dict()")
+    raise InspectorError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+
+
+def _strip_prefix(state: dict, expected) -> dict:
+    """``module.`` (DataParallel, DistributedDataParallel) or ``_orig_mod.`` (torch.compile) on every key."""
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def export(module, input_shape, opset: int = 17, stages=None):
