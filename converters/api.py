@@ -293,6 +293,16 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     _check_out(out)
     shape = torch_convert.parse_input_shape(input_shape)
     stages = Stages(echo=echo) if measure else NoStages()
+    if isinstance(factory, str) and torch_convert.is_torchscript_spec(factory):
+        if weights:
+            raise InspectorError(f"{factory} is a TorchScript archive with its own weights; drop --weights")
+        name = model_name or os.path.splitext(os.path.basename(factory))[0]
+        with stages("build module"):
+            module = torch_convert.load_torchscript(factory)
+        spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+        return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
+                                    weights_trained=None, weights_source=os.path.basename(factory),
+                                    opset=opset, check=check, image=image, echo=echo, stages=stages)
     if isinstance(factory, str):
         name = model_name or factory.rsplit(":", 1)[-1]
         factory = torch_convert.resolve_factory(factory)

@@ -63,6 +63,35 @@ def resolve_factory(spec: str):
     return target
 
 
+def is_torchscript_spec(spec: str) -> bool:
+    """``model.pt`` (an existing file, no ``:FACTORY``): a TorchScript archive saved with torch.jit.save."""
+    return isinstance(spec, str) and os.path.isfile(spec) and not spec.endswith(".py")
+
+
+def load_torchscript(path: str):
+    """A ``torch.jit.save`` archive -> its ScriptModule, without the Python class that made it.
+
+    The archive holds TorchScript code (a restricted language the JIT interprets, not Python) and its
+    tensors; a plain ``torch.save`` file or a state dict is refused with what to give instead."""
+    torch = import_torch()
+    import zipfile
+
+    hint = ("a state dict or a pickled model is not a TorchScript archive: give the module's code as "
+            "FILE.py:FACTORY and the file as --weights")
+    if not zipfile.is_zipfile(path):
+        raise InspectorError(f"{path} is not a TorchScript archive (not a zip file); {hint}")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if not any(n.endswith("/constants.pkl") or n.split("/", 1)[-1].startswith("code/") for n in names):
+        raise InspectorError(f"{path} is not a TorchScript archive (no code/ in it); {hint}")
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:
+        raise InspectorError(f"{path} does not load as a TorchScript archive ({exc.__class__.__name__}: "
+                             f"{_first_line(exc)[:160]})") from None
+    return module.eval()
+
+
 def build_module(factory, weights: str | None = None):
     torch = import_torch()
     try:
@@ -190,9 +219,13 @@ def export(module, input_shape, opset: int = 17, stages=None):
         with stages("torch.onnx.export"):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
+                scripted = isinstance(module, torch.jit.ScriptModule)
                 with torch.no_grad(), warnings_quiet(), _state_as_inputs(module) as (names, tensors):
+                    # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
+                    # named by their state-dict keys, and then taken out of the file again (below)
                     torch.onnx.export(module, (dummy, *tensors), path, dynamo=False, opset_version=opset,
-                                      export_params=False, training=torch.onnx.TrainingMode.PRESERVE,
+                                      export_params=scripted, keep_initializers_as_inputs=scripted,
+                                      training=torch.onnx.TrainingMode.PRESERVE,
                                       do_constant_folding=True, input_names=["input", *names],
                                       output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
@@ -201,6 +234,8 @@ def export(module, input_shape, opset: int = 17, stages=None):
                                      f"{_first_line(exc)[:200]})") from None
             del dummy, tensors
             model = onnx.load(path)
+            if scripted:
+                del model.graph.initializer[:]
     with stages("attach weights"):
         state = {name: tensor for name, tensor in module.state_dict(keep_vars=False).items()}
         inputs = {i.name for i in model.graph.input}
@@ -248,6 +283,10 @@ def _state_as_inputs(module):
     exporter handles the parameters itself, as before.
     """
     slots, names, tensors, index = [], [], [], {}
+    torch = import_torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        yield [], []
+        return
     for key, tensor in module.state_dict(keep_vars=True).items():
         prefix, _, local = key.rpartition(".")
         try:

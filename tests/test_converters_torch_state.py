@@ -122,3 +122,36 @@ def test_checkpoint_without_a_state_dict_says_its_keys(tmp_path, capsys):
     with pytest.raises(Exception) as raised:
         converters.convert_torch(make, (1, 3, 16, 16), str(tmp_path / "x.onnx"), weights=str(weights))
     assert "keys: args, epoch" in str(raised.value)
+
+
+@pytest.mark.parametrize("how", ["trace", "script"])
+def test_torchscript_archive_converts_without_its_class(how, tmp_path, capsys):
+    trained = _trained()
+    x = torch.randn(1, 3, 16, 16)
+    archive = torch.jit.trace(trained, x) if how == "trace" else torch.jit.script(trained)
+    path = tmp_path / "model.pt"
+    torch.jit.save(archive, str(path))
+    out = tmp_path / "ts.onnx"
+    code = cli.main(["torch", str(path), "--input-shape", "1,3,16,16", "--check", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = trained(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    model = load(str(out))
+    assert [layer.name for layer in model.layers] == ["conv"]
+    # the file's conv holds the archive's conv with its BatchNorm folded in
+    scale = (trained.bn.weight / torch.sqrt(trained.bn.running_var + trained.bn.eps)).detach()
+    np.testing.assert_allclose(model.filters("conv"), (trained.conv.weight * scale[:, None, None, None]).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_state_dict_given_as_an_archive_says_what_to_do(tmp_path, capsys):
+    path = tmp_path / "weights.pt"
+    torch.save(_trained().state_dict(), path)
+    code = cli.main(["torch", str(path), "--input-shape", "1,3,16,16", "-o", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "FILE.py:FACTORY" in err and "--weights" in err and "Traceback" not in err
