@@ -21,12 +21,29 @@ from .user_code import import_user_module
 
 
 def import_torch():
+    _no_triton_after_tensorflow()
     try:
         import torch
     except ImportError:
         raise InspectorError("converting PyTorch models needs torch; install it with: "
                              "pip install 'inspector-cnn[torch]' (the CPU build is enough)") from None
     return torch
+
+
+def _no_triton_after_tensorflow() -> None:
+    """Keep triton out of a process that has loaded TensorFlow.
+
+    Loading triton's ``libtriton.so`` after TensorFlow's libraries kills the process with a segmentation
+    fault (both carry their own LLVM; ``python -c "import tensorflow; import triton"`` crashes, the other
+    order does not). torch.onnx.export imports ``torch._dynamo``, which imports triton when it is
+    installed, so a notebook that used TensorFlow and then converted a torch model crashed. With TensorFlow
+    loaded and triton not, ``import triton`` is made to fail (an ImportError, which torch takes as "no
+    triton"), for the rest of the process: loading it later would crash it. The CPU exporter does not use
+    triton."""
+    import sys
+
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None
 
 
 def parse_input_shape(text) -> tuple[int, ...]:
