@@ -212,6 +212,11 @@ def flat_outputs(result) -> list:
     return [result] if result is not None else []
 
 
+# activations applied functionally in a forward (F.relu, torch.tanh), which no hook sees: the reference applies
+# them itself. Sigmoid and HardSigmoid are left out: in a file they may be the gate of a Swish.
+_FUNCTIONAL = {"Relu": lambda t: t.clamp_min(0), "Tanh": lambda t: t.tanh()}
+
+
 def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE) -> list[Difference]:
@@ -262,13 +267,22 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
                 name, current, value = other, output_id, out
                 break
         if shown[layer].activation:
+            # an activation module: a leaf, elementwise (same shape), not a pooling that reads the tensor that an
+            # in-place functional relu (GoogLeNet's F.relu(x, inplace=True)) left under the same id
             follow = next(((o, oid, out) for o, iid, oid, out in calls
                            if iid == current and o != name and not list(modules[o].children())
+                           and tuple(out.shape) == tuple(value.shape)
                            and not isinstance(modules[o], (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Identity,
-                                                           torch.nn.modules.dropout._DropoutNd) + norms)), None)
-            if follow is None:
+                                                           torch.nn.modules.dropout._DropoutNd,
+                                                           torch.nn.modules.pooling._MaxPoolNd,
+                                                           torch.nn.modules.pooling._AvgPoolNd) + norms)), None)
+            if follow is not None:
+                name, current, value = follow
+            elif shown[layer].activation in _FUNCTIONAL:  # applied in forward (F.relu): applied here too
+                value = _FUNCTIONAL[shown[layer].activation](value)
+                name = f"{name}, then {shown[layer].activation} in forward"
+            else:
                 continue
-            name, current, value = follow
         reference = value.cpu().numpy()
         if isinstance(modules[layer], torch.nn.Linear) and reference.ndim == 4:
             # a Linear on a channels-last map, a 1x1 conv in the file; the activation that follows it (ConvNeXt's

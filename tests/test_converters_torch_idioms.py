@@ -210,3 +210,29 @@ def test_weight_pass_keeps_scalar_constants_scalar():
     onnx.checker.check_model(model, full_check=True)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.zeros((5, 3), np.float32)})[0].shape == ()
+
+
+class InPlaceFunctionalReluThenPool(nn.Module):
+    """GoogLeNet's BasicConv2d: conv, BatchNorm, ``F.relu(x, inplace=True)`` in forward, then a pool module that
+    reads the very tensor object the BatchNorm returned (stride 1 keeps its shape; stride 2 does not)."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.pool = nn.MaxPool2d(3, stride, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.pool(F.relu(self.bn(self.conv(x)), inplace=True)))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_functional_inplace_activation_is_compared_not_the_pool(stride, tmp_path):
+    torch.manual_seed(0)
+    module = InPlaceFunctionalReluThenPool(stride).eval()
+    with torch.no_grad():
+        module.bn.running_mean.uniform_(-0.5, 0.5)
+    result = api.convert_torch_module(module, (1, 3, 8, 8), str(tmp_path / "m.onnx"), model_name="m", check=True)
+    by_name = {d.name.split(" ")[0]: d for d in result.parity}
+    assert "conv" in by_name and "Relu in forward" in by_name["conv"].name  # compared, after the relu
+    assert all(d.ok() for d in result.parity), result.parity
