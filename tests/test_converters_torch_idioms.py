@@ -236,3 +236,31 @@ def test_functional_inplace_activation_is_compared_not_the_pool(stride, tmp_path
     by_name = {d.name.split(" ")[0]: d for d in result.parity}
     assert "conv" in by_name and "Relu in forward" in by_name["conv"].name  # compared, after the relu
     assert all(d.ok() for d in result.parity), result.parity
+
+
+class ClampMaxOfParameter(nn.Module):
+    """Swin V2's ``torch.clamp(self.logit_scale, max=log(100)).exp()``: Clip(x, "", max) on a weight, folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scale = nn.Parameter(torch.tensor([[[0.5]], [[1.0]], [[2.0]], [[3.0]]]))
+
+    def forward(self, x):
+        return self.conv(x) * torch.clamp(self.scale, max=1.5).exp() + torch.clamp(self.scale, min=1.2)
+
+
+def test_folded_clip_with_an_omitted_min_keeps_its_max(tmp_path):
+    torch.manual_seed(0)
+    module = ClampMaxOfParameter().eval()
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 6, 6), out, model_name="m", check=True)
+    assert result.parity and all(d.ok() for d in result.parity), result.parity
+    model = onnx.load(out)
+    assert not [n for n in model.graph.node if n.op_type == "Clip"]  # folded: the weights are constants
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).normal(size=(2, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
+                               rtol=1e-5, atol=1e-5)
