@@ -255,6 +255,10 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             handle.remove()
     del alive
     shown = {layer.name: layer for layer in inspector.load(path).layers}
+    import onnx
+
+    unfolded_norms = {n.input[0] for n in onnx.load(path, load_external_data=False).graph.node
+                      if n.op_type == "BatchNormalization"}
     norms = (torch.nn.modules.batchnorm._BatchNorm,)
     references, sources = {}, {}
     for layer in conv_layers:
@@ -262,8 +266,11 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
         if first is None or layer not in shown:
             continue
         name, _, current, value = first
+        # the BatchNorm that reads the conv, when the file folded it (or shows it on the way to an activation);
+        # one the file keeps (the conv's output also feeds a shortcut: MaxViT's pre_norm) is not in the map
+        follow_norm = shown[layer].conv_output not in unfolded_norms or bool(shown[layer].activation)
         for other, input_id, output_id, out in calls:
-            if input_id == current and isinstance(modules[other], norms):
+            if follow_norm and input_id == current and isinstance(modules[other], norms):
                 name, current, value = other, output_id, out
                 break
         if shown[layer].activation:

@@ -264,3 +264,30 @@ def test_folded_clip_with_an_omitted_min_keeps_its_max(tmp_path):
         expected = module(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
                                rtol=1e-5, atol=1e-5)
+
+
+class ConvFeedsNormAndShortcut(nn.Module):
+    """MaxViT's stem into MBConv: the conv's output goes to a BatchNorm (eps 1e-3) and to a shortcut, so the
+    BatchNorm cannot be folded into the conv: the conv's map is the conv's own output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pre_norm = nn.BatchNorm2d(4, eps=1e-3)
+        self.inner = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x + self.inner(self.pre_norm(x))
+
+
+def test_a_batchnorm_the_file_keeps_is_not_the_conv_reference(tmp_path):
+    torch.manual_seed(0)
+    module = ConvFeedsNormAndShortcut().eval()
+    with torch.no_grad():
+        module.pre_norm.running_var.uniform_(2.0, 3.0)  # far from identity: a wrong reference shows
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 6, 6), out, model_name="m", check=True)
+    assert [n.op_type for n in onnx.load(out).graph.node].count("BatchNormalization") == 1
+    labels = [d.name for d in result.parity]
+    assert "conv" in labels and all(d.ok() for d in result.parity), result.parity
