@@ -42,7 +42,8 @@ def torchvision_all() -> list[tuple[str, str, int]]:
     from torchvision import models
 
     rows = []
-    for module, kind in ((models, "torchvision"), (models.segmentation, "torchvision")):
+    for module, kind in ((models, "torchvision"), (models.segmentation, "torchvision"),
+                         (models.detection, "torchvision")):
         for name in models.list_models(module=module):
             extra = {} if module is models else {"weights_backbone": None}
             with warnings.catch_warnings():
@@ -63,7 +64,7 @@ _PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$")
 _OURS = ("inspector convert: warning:", "inspector convert: error:")
 
 
-def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
+def run_one(kind: str, name: str, folder: str, timeout: int, parameters: int | None = None) -> dict:
     out = os.path.join(folder, f"{kind}_{name}.onnx")
     argv = [sys.executable, "-m", "inspector", "convert", kind, name, "--weights", "none", "--check", "-v",
             "-o", out]
@@ -74,7 +75,8 @@ def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
     except subprocess.TimeoutExpired:
         code, stdout, stderr = "timeout", "", ""
     seconds = time.perf_counter() - started
-    row = {"kind": kind, "model": name, "exit": code, "seconds": round(seconds, 1), "peak_mb": None,
+    row = {"kind": kind, "model": name, "parameters": parameters, "features": "backbone+neck" in stderr,
+           "exit": code, "seconds": round(seconds, 1), "peak_mb": None,
            "nodes": None, "transposes": None, "convs": None, "compared": 0, "worst": None, "worst_layer": None,
            "foreign_stderr": [line for line in stderr.splitlines() if line and not line.startswith(_OURS)][:3],
            "stderr_tail": [line for line in stderr.splitlines() if line.strip()][-2:],
@@ -94,7 +96,7 @@ def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
             relative = float(match.group(3))
         except ValueError:
             continue
-        if match.group(1) != "output":
+        if not match.group(1).startswith("output"):
             row["compared"] += 1
         if worst is None or relative > worst[0]:
             worst = (relative, match.group(1))
@@ -105,18 +107,32 @@ def run_one(kind: str, name: str, folder: str, timeout: int) -> dict:
     return row
 
 
+def outcome(r: dict) -> str:
+    if r["exit"] == 0 and not r["foreign_stderr"]:
+        return "ok, backbone+neck" if r.get("features") else "ok"
+    if r["exit"] == "timeout":
+        return "FAIL: timeout"
+    text = "FAIL" + (" (traceback on stderr)" if r["foreign_stderr"] else "")
+    if r["error"]:
+        text += f": {r['error'][len(_OURS[1]):].strip()[:110]}"
+    elif r["foreign_stderr"]:
+        text += f": {(r.get('stderr_tail') or [''])[-1][:110]}"
+    return text.replace("|", "/")
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| source | model | exit | seconds | peak RSS MB | nodes | Transposes | convs compared | worst parity (relative) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| source | model | parameters (M) | seconds | peak RSS MB | nodes | Transposes | convs compared | "
+             "worst parity (relative) | outcome |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    dash = lambda v: "-" if v is None else v  # noqa: E731
     for r in rows:
         convs = f"{r['compared']}/{r['convs']}" if r["convs"] is not None else "-"
         worst = f"{r['worst']:.2g}" if r["worst"] is not None else "-"
-        exit_text = str(r["exit"]) + (" (traceback on stderr)" if r["foreign_stderr"] else "")
-        if r["error"]:
-            exit_text += f": {r['error'][len(_OURS[1]):].strip()[:90]}"
-        lines.append(f"| {r['kind']} | {r['model']} | {exit_text} | {r['seconds']:.0f} | "
-                     f"{r['peak_mb'] if r['peak_mb'] is not None else '-'} | {r['nodes'] if r['nodes'] is not None else '-'} | "
-                     f"{r['transposes'] if r['transposes'] is not None else '-'} | {convs} | {worst} |")
+        params = f"{r['parameters'] / 1e6:.1f}" if r.get("parameters") else "-"
+        lines.append(f"| {r['kind']} | {r['model']} | {params} | {r['seconds']:.0f} | {dash(r['peak_mb'])} | "
+                     f"{dash(r['nodes'])} | {dash(r['transposes'])} | {convs} | {worst} | {outcome(r)} |")
+    passed = sum(1 for r in rows if outcome(r).startswith("ok"))
+    lines.append(f"\n{passed} of {len(rows)} converted with --check")
     return "\n".join(lines)
 
 
@@ -124,15 +140,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated KIND:NAME, e.g. keras-app:VGG16,timm:resnet18")
     parser.add_argument("--set", choices=["default", "torchvision"], default="default",
-                        help="torchvision: every classification and segmentation model, smallest first")
+                        help="torchvision: every classification, segmentation and detection (backbone+neck) "
+                             "model, smallest first")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model (default 900)")
     args = parser.parse_args(argv)
     models = MODELS if not args.only else [tuple(item.split(":", 1)) for item in args.only.split(",")]
-    rows, skipped = [], []
+    rows, skipped, counts = [], [], {}
     if args.set == "torchvision" and not args.only:
         models = []
         for kind, name, parameters in torchvision_all():
+            counts[(kind, name)] = parameters
             if parameters > SKIP_OVER:
                 skipped.append(f"{kind} {name}: skipped, {parameters / 1e6:.0f} M parameters > "
                                f"{SKIP_OVER / 1e6:.0f} M (memory and time of --check on a shared machine)")
@@ -141,7 +159,7 @@ def main(argv=None) -> int:
                 models.append((kind, name))
     with tempfile.TemporaryDirectory(prefix="inspector-zoo-") as folder:
         for kind, name in models:
-            row = run_one(kind, name, folder, args.timeout)
+            row = run_one(kind, name, folder, args.timeout, counts.get((kind, name)))
             rows.append(row)
             if args.json:  # after each model, so that a long run's rows survive an interruption
                 os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -382,9 +382,14 @@ def _convert_zoo(library: str, name: str, out: str, *, weights: str, input_shape
     if not found.trained:
         warn(f"{library} {found.name} gets random weights (--weights none): its filters and maps show an "
              "untrained network, and the model's metadata says so")
+    model_name = f"{library}/{found.name}"
+    if library == "torchvision" and torch_zoo.is_detection(found.name):
+        model_name += " (backbone+neck)"
+        warn(f"torchvision {found.name} is a detection model: its backbone+neck is converted (the feature maps "
+             "its heads read: what maps and audits use), not its box heads, anchors and NMS")
     shape = _zoo_shape(found.preprocess, input_shape)
     spec = found.preprocess.with_size((shape[2], shape[3]))
-    return convert_torch_module(found.module, shape, out, model_name=f"{library}/{found.name}", preprocess=spec,
+    return convert_torch_module(found.module, shape, out, model_name=model_name, preprocess=spec,
                                 class_names=found.class_names, weights_trained=found.trained,
                                 weights_source=found.source, opset=opset, check=check, image=image, echo=echo,
                                 stages=stages, converter=library)

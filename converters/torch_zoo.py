@@ -138,7 +138,30 @@ def torchvision_names() -> list[str]:
     """Classification and semantic segmentation models (``deeplabv3_resnet50``): one image in, one map out."""
     from torchvision import models
 
-    return sorted(models.list_models(module=models) + models.list_models(module=models.segmentation))
+    return sorted(models.list_models(module=models) + models.list_models(module=models.segmentation) +
+                  models.list_models(module=models.detection))
+
+
+def is_detection(name: str) -> bool:
+    from torchvision import models
+
+    return name in models.list_models(module=models.detection)
+
+
+def _detection_features(real: str, builder, default) -> ZooModel:
+    """A detection model's backbone and neck (FPN, SSD's extra layers): the feature maps its heads read, which
+    the maps and audits need. The full graph (anchors, box decoding, NMS) is not converted. The model's own
+    transform (normalise, resize) comes before the backbone: its mean/std become the preprocessing, its
+    shorter side the traced size."""
+    model = builder(weights=None, weights_backbone=None).eval()
+    transform = model.transform
+    side = int(transform.min_size[0]) if hasattr(transform, "min_size") else 320
+    if "ssd" in real:  # SSD's transform resizes to a fixed square
+        side = int(getattr(transform, "fixed_size", None)[0]) if getattr(transform, "fixed_size", None) else side
+    how = (f"torchvision {default} backbone+neck: resize to {side}x{side}, /255, mean/std "
+           f"(the detection model's own transform)")
+    spec = _preprocess("torchvision", transform.image_mean, transform.image_std, (side, side), how)
+    return ZooModel(model.backbone.eval(), real, spec, None, False, "random")
 
 
 def _is_segmentation(name: str) -> bool:
@@ -163,6 +186,11 @@ def torchvision_model(name: str, weights: str = "default") -> ZooModel:
     builder = models.get_model_builder(real)
     enum = models.get_model_weights(real)
     default = enum.DEFAULT
+    if is_detection(real):
+        if weights.lower() != "none":
+            raise InspectorError(f"torchvision {real}: the detection models convert their backbone+neck with "
+                                 "--weights none only, for now")
+        return _detection_features(real, builder, default)
     transforms = default.transforms()
     resize = [int(v) for v in transforms.resize_size] if transforms.resize_size else None
     if _is_segmentation(real):  # resized (shorter side), no crop: traced square at that size
