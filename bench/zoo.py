@@ -58,6 +58,46 @@ def torchvision_all() -> list[tuple[str, str, int]]:
     return sorted(rows, key=lambda r: r[2])
 
 
+def timm_smallest(cache: str | None = None) -> list[tuple[str, str, int | None]]:
+    """(kind, name, parameters) of the smallest model of each timm architecture module (the module of each
+    model's entrypoint: resnet, efficientnet, vision_transformer...), smallest first; parameters counted on
+    the meta device. The listing takes minutes: kept in ``cache`` (JSON) when given."""
+    if cache and os.path.isfile(cache):
+        with open(cache) as handle:
+            found = json.load(handle)
+    else:
+        import warnings
+
+        import timm
+        import torch
+        from timm.models import _registry
+
+        modules: dict[str, list[str]] = {}
+        for name in timm.list_models():
+            modules.setdefault(_registry._model_to_module.get(name, "?"), []).append(name)
+        found = {}
+        for module, names in sorted(modules.items()):
+            best = None
+            for name in names:
+                try:
+                    with warnings.catch_warnings(), torch.device("meta"):
+                        warnings.simplefilter("ignore")
+                        built = timm.create_model(name, pretrained=False)
+                    parameters = sum(p.numel() for p in built.parameters())
+                except Exception:
+                    continue
+                if best is None or parameters < best[1]:
+                    best = (name, parameters)
+            found[module] = {"model": best[0] if best else names[0], "parameters": best[1] if best else None,
+                             "count": len(names)}
+        if cache:
+            os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+            with open(cache, "w") as handle:
+                json.dump(found, handle, indent=1)
+    rows = [("timm", entry["model"], entry["parameters"]) for entry in found.values()]
+    return sorted(rows, key=lambda r: r[2] if r[2] is not None else 0)
+
+
 _WROTE = re.compile(r"wrote .*?: (\d+) conv layers .*?, (\d+) nodes, (\d+) Transpose")
 _TOTAL = re.compile(r"total ([\d.]+) s, peak RSS (\d+) MB")
 _PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$")
@@ -139,7 +179,10 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated KIND:NAME, e.g. keras-app:VGG16,timm:resnet18")
-    parser.add_argument("--set", choices=["default", "torchvision"], default="default",
+    parser.add_argument("--timm-cache", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
+                                                             "timm_smallest.json"),
+                        help="where --set timm keeps its listing of each module's smallest model")
+    parser.add_argument("--set", choices=["default", "torchvision", "timm", "ci"], default="default",
                         help="torchvision: every classification, segmentation and detection (backbone+neck) "
                              "model, smallest first")
     parser.add_argument("--json", help="also write the rows here")
@@ -147,11 +190,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     models = MODELS if not args.only else [tuple(item.split(":", 1)) for item in args.only.split(",")]
     rows, skipped, counts = [], [], {}
-    if args.set == "torchvision" and not args.only:
+    if args.set in ("torchvision", "timm") and not args.only:
         models = []
-        for kind, name, parameters in torchvision_all():
+        listing = torchvision_all() if args.set == "torchvision" else timm_smallest(args.timm_cache)
+        for kind, name, parameters in listing:
             counts[(kind, name)] = parameters
-            if parameters > SKIP_OVER:
+            if parameters is not None and parameters > SKIP_OVER:
                 skipped.append(f"{kind} {name}: skipped, {parameters / 1e6:.0f} M parameters > "
                                f"{SKIP_OVER / 1e6:.0f} M (memory and time of --check on a shared machine)")
                 print(skipped[-1], file=sys.stderr, flush=True)
