@@ -6,7 +6,10 @@ share an interpreter), then exit code, wall seconds of the whole process, peak R
 own measure, `-v`), nodes, Transposes, conv layers compared, worst parity (relative) and whether
 anything but our own one-line messages reached stderr (a traceback).
 
-    python bench/zoo.py                          # every model, a Markdown table on stdout
+    python bench/zoo.py                          # every model (hours), a Markdown table on stdout
+    python bench/zoo.py --set torchvision        # all of torchvision, smallest first (> 300 M skipped, said)
+    python bench/zoo.py --set timm               # the smallest model of each timm architecture module
+    python bench/zoo.py --set ci                 # the fast subset
     python bench/zoo.py --only keras-app:VGG16,timm:resnet18 --json bench/out/zoo.json
 """
 
@@ -26,6 +29,9 @@ KERAS_APPS = ["VGG16", "VGG19", "ResNet50", "ResNet50V2", "ResNet101", "Inceptio
               "NASNetMobile", "EfficientNetB0", "EfficientNetV2B0", "ConvNeXtTiny"]
 TORCHVISION = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_x_400mf"]
 TIMM = ["resnet18", "mobilenetv3_small_100", "efficientnet_b0"]
+CI = [("keras-app", "MobileNet"), ("torchvision", "squeezenet1_1"), ("torchvision", "googlenet"),
+      ("torchvision", "lraspp_mobilenet_v3_large"), ("torchvision", "ssdlite320_mobilenet_v3_large"),
+      ("timm", "mobilenetv3_small_100")]  # one of each kind of capability, about two minutes in all
 MODELS = [("keras-app", n) for n in KERAS_APPS] + [("torchvision", n) for n in TORCHVISION] + \
     [("timm", n) for n in TIMM]
 
@@ -58,10 +64,20 @@ def torchvision_all() -> list[tuple[str, str, int]]:
     return sorted(rows, key=lambda r: r[2])
 
 
+CANDIDATES = 8  # per timm module, the names that sound smallest are built (all 1,371 take half an hour)
+_SIZES = ("test", "atto", "femto", "pico", "nano", "xxs", "tiny", "xs", "mini", "small", "lite", "_s", "050",
+          "075", "b0", "18", "100", "s_", "light", "base", "medium", "m_")
+
+
+def _size_rank(name: str) -> tuple:
+    hits = [k for k, token in enumerate(_SIZES) if token in name]
+    return (min(hits) if hits else len(_SIZES), len(name), name)
+
+
 def timm_smallest(cache: str | None = None) -> list[tuple[str, str, int | None]]:
     """(kind, name, parameters) of the smallest model of each timm architecture module (the module of each
     model's entrypoint: resnet, efficientnet, vision_transformer...), smallest first; parameters counted on
-    the meta device. The listing takes minutes: kept in ``cache`` (JSON) when given."""
+    the meta device, for the CANDIDATES names of each module that sound smallest (test, atto, nano, tiny...). The listing takes minutes: kept in ``cache`` (JSON) when given."""
     if cache and os.path.isfile(cache):
         with open(cache) as handle:
             found = json.load(handle)
@@ -78,7 +94,7 @@ def timm_smallest(cache: str | None = None) -> list[tuple[str, str, int | None]]
         found = {}
         for module, names in sorted(modules.items()):
             best = None
-            for name in names:
+            for name in sorted(names, key=_size_rank)[:CANDIDATES]:
                 try:
                     with warnings.catch_warnings(), torch.device("meta"):
                         warnings.simplefilter("ignore")
@@ -182,17 +198,28 @@ def main(argv=None) -> int:
     parser.add_argument("--timm-cache", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
                                                              "timm_smallest.json"),
                         help="where --set timm keeps its listing of each module's smallest model")
-    parser.add_argument("--set", choices=["default", "torchvision", "timm", "ci"], default="default",
-                        help="torchvision: every classification, segmentation and detection (backbone+neck) "
-                             "model, smallest first")
+    parser.add_argument("--set", choices=["all", "default", "torchvision", "timm", "ci"], default="all",
+                        help="all (default): the keras.applications set, every torchvision model, each timm "
+                             "module's smallest; torchvision: every classification, segmentation and detection "
+                             "(backbone+neck) model, smallest first; timm: each module's smallest; default: the "
+                             "17 keras.applications models and a few torch ones; ci: a fast subset")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per model (default 900)")
     args = parser.parse_args(argv)
     models = MODELS if not args.only else [tuple(item.split(":", 1)) for item in args.only.split(",")]
     rows, skipped, counts = [], [], {}
-    if args.set in ("torchvision", "timm") and not args.only:
+    if args.set == "ci" and not args.only:
+        models = CI
+    if args.set in ("torchvision", "timm", "all") and not args.only:
         models = []
-        listing = torchvision_all() if args.set == "torchvision" else timm_smallest(args.timm_cache)
+        listing = []
+        if args.set == "all":
+            listing += [("keras-app", n, None) for n in KERAS_APPS]
+        if args.set in ("torchvision", "all"):
+            listing += torchvision_all()
+        if args.set in ("timm", "all"):
+            listing += timm_smallest(args.timm_cache)
         for kind, name, parameters in listing:
             counts[(kind, name)] = parameters
             if parameters is not None and parameters > SKIP_OVER:
@@ -213,9 +240,12 @@ def main(argv=None) -> int:
                   f"{' ' + row['error'] if row['error'] else ''}"
                   f"{' FOREIGN ' + ' | '.join(row['stderr_tail']) if row['foreign_stderr'] else ''}",
                   file=sys.stderr, flush=True)
-    print(markdown(rows))
-    for line in skipped:
-        print(f"- {line}")
+    table = markdown(rows) + "".join(f"\n- {line}" for line in skipped)
+    print(table)
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        with open(args.markdown, "w") as handle:
+            handle.write(table + "\n")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:
