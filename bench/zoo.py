@@ -165,7 +165,10 @@ def run_one(kind: str, name: str, folder: str, timeout: int, parameters: int | N
 
 def outcome(r: dict) -> str:
     if r["exit"] == 0 and not r["foreign_stderr"]:
-        return "ok, backbone+neck" if r.get("features") else "ok"
+        text = "ok, backbone+neck" if r.get("features") else "ok"
+        if (r["transposes"] or 0) > 2:  # our passes remove layout Transposes around convs; a transformer's
+            text += f", {r['transposes']} Transposes left"  # own permutes (heads, windows) stay: said, not hidden
+        return text
     if r["exit"] == "timeout":
         return "FAIL: timeout"
     text = "FAIL" + (" (traceback on stderr)" if r["foreign_stderr"] else "")
