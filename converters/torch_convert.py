@@ -237,7 +237,8 @@ def export(module, input_shape, opset: int = 17, stages=None):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
-                with torch.no_grad(), warnings_quiet(), _state_as_inputs(module) as (names, tensors):
+                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), \
+                        _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
                     # named by their state-dict keys, and then taken out of the file again (below)
                     torch.onnx.export(module, (dummy, *tensors), path, dynamo=False, opset_version=opset,
@@ -350,6 +351,23 @@ def _state_as_inputs(module):
             del module.forward
         for table, local, tensor, _ in slots:
             table[local] = tensor
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath(torch):
+    """nn.MultiheadAttention in eval mode without grad takes a fused fast path
+    (``aten::_native_multi_head_attention``) that torch.onnx cannot export (torchvision's ViT): traced with
+    the plain path, which computes the same."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 @contextlib.contextmanager

@@ -291,3 +291,36 @@ def test_a_batchnorm_the_file_keeps_is_not_the_conv_reference(tmp_path):
     assert [n.op_type for n in onnx.load(out).graph.node].count("BatchNormalization") == 1
     labels = [d.name for d in result.parity]
     assert "conv" in labels and all(d.ok() for d in result.parity), result.parity
+
+
+class AttentionBlock(nn.Module):
+    """torchvision's ViT encoder block: nn.MultiheadAttention, whose eval-mode fast path
+    (aten::_native_multi_head_attention) torch.onnx cannot export, after a patchify conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, stride=2)
+        self.norm = nn.LayerNorm(8)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        y = self.norm(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return self.head(x.mean(1))
+
+
+def test_multihead_attention_exports_off_its_fast_path(tmp_path):
+    torch.manual_seed(0)
+    module = AttentionBlock().eval()
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 8, 8), out, model_name="m", check=True)
+    assert result.parity and all(d.ok() for d in result.parity), result.parity
+    assert torch.backends.mha.get_fastpath_enabled()  # the switch is put back
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
+                               rtol=1e-4, atol=1e-5)
