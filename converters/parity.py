@@ -245,10 +245,12 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             calls.append((_n, id(first) if first is not None else 0, id(out), out.detach().clone()))
 
     scripted = isinstance(module, torch.jit.ScriptModule)  # a TorchScript archive: no hooks, outputs only
-    # leaves only: the pairing reads convs, norms and activations, never a container's output, and a copy of
+    # leaves and norms only (timm's BatchNormAct2d holds its activation): the pairing reads convs, norms and
+    # activations, never another container's output, and a copy of
     # every block's output too doubled the memory (fcn_resnet101 at 520x520: 12 GB)
     hooks = [] if scripted else [m.register_forward_hook(lambda _m, i, o, _n=n: hook(_m, i, o, _n))
-                                 for n, m in modules.items() if n and not list(m.children())]
+                                 for n, m in modules.items()
+                                 if n and (not list(m.children()) or isinstance(m, torch.nn.modules.batchnorm._BatchNorm))]
     try:
         with torch.no_grad():
             result = module(torch.from_numpy(batch))

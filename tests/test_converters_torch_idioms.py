@@ -324,3 +324,38 @@ def test_multihead_attention_exports_off_its_fast_path(tmp_path):
         expected = module(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
                                rtol=1e-4, atol=1e-5)
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm that holds its activation as a child module."""
+
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+class ConvNormActBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), BatchNormAct(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 1, bias=False), BatchNormAct(4)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return x + self.bn2(self.conv2(x))
+
+
+def test_a_norm_holding_its_activation_is_the_conv_reference(tmp_path):
+    torch.manual_seed(0)
+    module = ConvNormActBlock().eval()
+    with torch.no_grad():
+        for bn in (module.bn, module.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.weight.uniform_(0.5, 1.5)
+    result = api.convert_torch_module(module, (1, 3, 6, 6), str(tmp_path / "m.onnx"), model_name="m", check=True)
+    labels = " ".join(d.name for d in result.parity)
+    assert "conv" in labels and "conv2" in labels
+    assert all(d.ok() for d in result.parity), result.parity
