@@ -121,11 +121,13 @@ fuzz: .venv
 bench: .venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# 17 of keras.applications' 40 models (one or two of each family), and torchvision and timm models by name, converted with
-# --check (random weights), one process each, sequentially: the table in docs/converters.md.
+# 17 of keras.applications' 40 models (one or two of each family), every torchvision model (detection: backbone+neck;
+# over 300 M parameters skipped, said) and the smallest model of each timm architecture module, converted with --check
+# (random weights), one process each, sequentially (hours): the table in docs/converters.md. ZOO_ARGS="--set ci": a
+# fast subset; "--set torchvision" or "--set timm": one library.
 zoo: .venv
 	mkdir -p bench/out
-	$(BIN)/python bench/zoo.py --json bench/out/zoo.json $(ZOO_ARGS)
+	$(BIN)/python bench/zoo.py --json bench/out/zoo.json --markdown bench/out/zoo.md $(ZOO_ARGS)
 
 clean:
 	rm -rf $(VENV) inspector-out demo/out demo/out-trained bench/out .pytest_cache

@@ -317,6 +317,16 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
     _check_out(out)
     shape = torch_convert.parse_input_shape(input_shape)
     stages = Stages(echo=echo) if measure else NoStages()
+    if isinstance(factory, str) and torch_convert.is_torchscript_spec(factory):
+        if weights:
+            raise InspectorError(f"{factory} is a TorchScript archive with its own weights; drop --weights")
+        name = model_name or os.path.splitext(os.path.basename(factory))[0]
+        with stages("build module"):
+            module = torch_convert.load_torchscript(factory)
+        spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+        return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
+                                    weights_trained=None, weights_source=os.path.basename(factory),
+                                    opset=opset, check=check, image=image, echo=echo, stages=stages)
     if isinstance(factory, str):
         name = model_name or factory.rsplit(":", 1)[-1]
         factory = torch_convert.resolve_factory(factory)
@@ -396,9 +406,14 @@ def _convert_zoo(library: str, name: str, out: str, *, weights: str, input_shape
     if not found.trained:
         warn(f"{library} {found.name} gets random weights (--weights none): its filters and maps show an "
              "untrained network, and the model's metadata says so")
+    model_name = f"{library}/{found.name}"
+    if library == "torchvision" and torch_zoo.is_detection(found.name):
+        model_name += " (backbone+neck)"
+        warn(f"torchvision {found.name} is a detection model: its backbone+neck is converted (the feature maps "
+             "its heads read: what maps and audits use), not its box heads, anchors and NMS")
     shape = _zoo_shape(found.preprocess, input_shape)
     spec = found.preprocess.with_size((shape[2], shape[3]))
-    return convert_torch_module(found.module, shape, out, model_name=f"{library}/{found.name}", preprocess=spec,
+    return convert_torch_module(found.module, shape, out, model_name=model_name, preprocess=spec,
                                 class_names=found.class_names, weights_trained=found.trained,
                                 weights_source=found.source, opset=opset, check=check, image=image, echo=echo,
                                 stages=stages, converter=library)

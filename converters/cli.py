@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     tf_cmd.add_argument("--signature", help="SavedModel signature (default: serving_default)")
     _common(tf_cmd, preprocess=True)
 
-    torch_cmd = sub.add_parser("torch", help="a PyTorch nn.Module from a factory")
-    torch_cmd.add_argument("factory", metavar="FILE.py:FACTORY|package.module:FACTORY",
-                           help="callable returning an nn.Module")
+    torch_cmd = sub.add_parser("torch", help="a PyTorch nn.Module from a factory, or a TorchScript archive")
+    torch_cmd.add_argument("factory", metavar="FILE.py:FACTORY|package.module:FACTORY|MODEL.pt",
+                           help="callable returning an nn.Module, or a torch.jit.save archive (no Python class needed)")
     torch_cmd.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="e.g. 1,3,224,224")
     torch_cmd.add_argument("--weights", metavar="STATE_DICT.pt", help="state dict, loaded with weights_only=True")
     _common(torch_cmd, preprocess=True)

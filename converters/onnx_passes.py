@@ -148,16 +148,18 @@ def _fold_reference(node, values, opset: int):
     import onnx
     from onnx.reference import ReferenceEvaluator
 
+    # an omitted optional input (None: Clip(x, "", max) from torch.clamp(x, max=...)) stays omitted in its
+    # place; dropping it would shift the next input into its slot (max read as min)
     inputs = [onnx.helper.make_tensor_value_info(f"i{k}", onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-              for k, v in enumerate(values)]
+              for k, v in enumerate(values) if v is not None]
     outputs = [onnx.helper.make_tensor_value_info(f"o{k}", onnx.TensorProto.UNDEFINED, None)
                for k in range(len(node.output))]
-    single = onnx.helper.make_node(node.op_type, [i.name for i in inputs], [o.name for o in outputs],
-                                   domain=node.domain)
+    single = onnx.helper.make_node(node.op_type, [f"i{k}" if v is not None else "" for k, v in enumerate(values)],
+                                   [o.name for o in outputs], domain=node.domain)
     single.attribute.extend(node.attribute)
     graph = onnx.helper.make_graph([single], "fold", inputs, outputs)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-    return list(ReferenceEvaluator(model).run(None, {f"i{k}": v for k, v in enumerate(values)}))
+    return list(ReferenceEvaluator(model).run(None, {f"i{k}": v for k, v in enumerate(values) if v is not None}))
 
 
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -189,7 +191,7 @@ def fold_constants(graph, consts: dict[str, np.ndarray], opset: int,
         result = _fold_numpy(node, values)
         if result is None and sum(v.size for v in values if v is not None) <= max_reference_elements:
             try:
-                result = _fold_reference(node, [v for v in values if v is not None], opset)
+                result = _fold_reference(node, values, opset)
             except Exception:  # an op the reference evaluator cannot run: keep the node
                 result = None
         if result is None:

@@ -226,6 +226,11 @@ def flat_outputs(result) -> list:
     return [result] if result is not None else []
 
 
+# activations applied functionally in a forward (F.relu, torch.tanh), which no hook sees: the reference applies
+# them itself. Sigmoid and HardSigmoid are left out: in a file they may be the gate of a Swish.
+_FUNCTIONAL = {"Relu": lambda t: t.clamp_min(0), "Tanh": lambda t: t.tanh()}
+
+
 def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input_shape: Sequence[int],
                 image: str | None = None, echo: Callable[[str], None] = print,
                 tolerance: float = TOLERANCE) -> list[Difference]:
@@ -253,7 +258,13 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             alive.extend([first, out])
             calls.append((_n, id(first) if first is not None else 0, id(out), out.detach().clone()))
 
-    hooks = [m.register_forward_hook(lambda _m, i, o, _n=n: hook(_m, i, o, _n)) for n, m in modules.items() if n]
+    scripted = isinstance(module, torch.jit.ScriptModule)  # a TorchScript archive: no hooks, outputs only
+    # leaves and norms only (timm's BatchNormAct2d holds its activation): the pairing reads convs, norms and
+    # activations, never another container's output, and a copy of
+    # every block's output too doubled the memory (fcn_resnet101 at 520x520: 12 GB)
+    hooks = [] if scripted else [m.register_forward_hook(lambda _m, i, o, _n=n: hook(_m, i, o, _n))
+                                 for n, m in modules.items()
+                                 if n and (not list(m.children()) or isinstance(m, torch.nn.modules.batchnorm._BatchNorm))]
     try:
         with torch.no_grad():
             result = module(torch.from_numpy(batch))
@@ -262,6 +273,10 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             handle.remove()
     del alive
     shown = {layer.name: layer for layer in inspector.load(path).layers}
+    import onnx
+
+    unfolded_norms = {n.input[0] for n in onnx.load(path, load_external_data=False).graph.node
+                      if n.op_type == "BatchNormalization"}
     norms = (torch.nn.modules.batchnorm._BatchNorm,)
     references, sources = {}, {}
     for layer in conv_layers:
@@ -269,18 +284,30 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
         if first is None or layer not in shown:
             continue
         name, _, current, value = first
+        # the BatchNorm that reads the conv, when the file folded it (or shows it on the way to an activation);
+        # one the file keeps (the conv's output also feeds a shortcut: MaxViT's pre_norm) is not in the map
+        follow_norm = shown[layer].conv_output not in unfolded_norms or bool(shown[layer].activation)
         for other, input_id, output_id, out in calls:
-            if input_id == current and isinstance(modules[other], norms):
+            if follow_norm and input_id == current and isinstance(modules[other], norms):
                 name, current, value = other, output_id, out
                 break
         if shown[layer].activation:
+            # an activation module: a leaf, elementwise (same shape), not a pooling that reads the tensor that an
+            # in-place functional relu (GoogLeNet's F.relu(x, inplace=True)) left under the same id
             follow = next(((o, oid, out) for o, iid, oid, out in calls
                            if iid == current and o != name and not list(modules[o].children())
+                           and tuple(out.shape) == tuple(value.shape)
                            and not isinstance(modules[o], (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Identity,
-                                                           torch.nn.modules.dropout._DropoutNd) + norms)), None)
-            if follow is None:
+                                                           torch.nn.modules.dropout._DropoutNd,
+                                                           torch.nn.modules.pooling._MaxPoolNd,
+                                                           torch.nn.modules.pooling._AvgPoolNd) + norms)), None)
+            if follow is not None:
+                name, current, value = follow
+            elif shown[layer].activation in _FUNCTIONAL:  # applied in forward (F.relu): applied here too
+                value = _FUNCTIONAL[shown[layer].activation](value)
+                name = f"{name}, then {shown[layer].activation} in forward"
+            else:
                 continue
-            name, current, value = follow
         reference = value.cpu().numpy()
         if isinstance(modules[layer], torch.nn.Linear) and reference.ndim == 4:
             # a Linear on a channels-last map, a 1x1 conv in the file; the activation that follows it (ConvNeXt's
@@ -306,7 +333,10 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
         differences.append(difference(f"output {k}" if len(finals) > 1 else "output",
                                       reference.detach().cpu().numpy(), got))
     skipped = [n for n in conv_layers if n not in references]
-    if skipped:
+    if skipped and scripted:
+        echo(f"  (TorchScript runs without Python hooks: the conv layers are not compared, the outputs are: "
+             f"{len(skipped)} conv layers)")
+    elif skipped:
         echo(f"  (not compared, activation applied inside a container's forward: {', '.join(skipped)})")
     report(differences, echo, tolerance)
     return differences

@@ -21,12 +21,29 @@ from .user_code import import_user_module
 
 
 def import_torch():
+    _no_triton_after_tensorflow()
     try:
         import torch
     except ImportError:
         raise InspectorError("converting PyTorch models needs torch; install it with: "
                              "pip install 'inspector-cnn[torch]' (the CPU build is enough)") from None
     return torch
+
+
+def _no_triton_after_tensorflow() -> None:
+    """Keep triton out of a process that has loaded TensorFlow.
+
+    Loading triton's ``libtriton.so`` after TensorFlow's libraries kills the process with a segmentation
+    fault (both carry their own LLVM; ``python -c "import tensorflow; import triton"`` crashes, the other
+    order does not). torch.onnx.export imports ``torch._dynamo``, which imports triton when it is
+    installed, so a notebook that used TensorFlow and then converted a torch model crashed. With TensorFlow
+    loaded and triton not, ``import triton`` is made to fail (an ImportError, which torch takes as "no
+    triton"), for the rest of the process: loading it later would crash it. The CPU exporter does not use
+    triton."""
+    import sys
+
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None
 
 
 def parse_input_shape(text) -> tuple[int, ...]:
@@ -63,6 +80,35 @@ def resolve_factory(spec: str):
     return target
 
 
+def is_torchscript_spec(spec: str) -> bool:
+    """``model.pt`` (an existing file, no ``:FACTORY``): a TorchScript archive saved with torch.jit.save."""
+    return isinstance(spec, str) and os.path.isfile(spec) and not spec.endswith(".py")
+
+
+def load_torchscript(path: str):
+    """A ``torch.jit.save`` archive -> its ScriptModule, without the Python class that made it.
+
+    The archive holds TorchScript code (a restricted language the JIT interprets, not Python) and its
+    tensors; a plain ``torch.save`` file or a state dict is refused with what to give instead."""
+    torch = import_torch()
+    import zipfile
+
+    hint = ("a state dict or a pickled model is not a TorchScript archive: give the module's code as "
+            "FILE.py:FACTORY and the file as --weights")
+    if not zipfile.is_zipfile(path):
+        raise InspectorError(f"{path} is not a TorchScript archive (not a zip file); {hint}")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if not any(n.endswith("/constants.pkl") or n.split("/", 1)[-1].startswith("code/") for n in names):
+        raise InspectorError(f"{path} is not a TorchScript archive (no code/ in it); {hint}")
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:
+        raise InspectorError(f"{path} does not load as a TorchScript archive ({exc.__class__.__name__}: "
+                             f"{_first_line(exc)[:160]})") from None
+    return module.eval()
+
+
 def build_module(factory, weights: str | None = None):
     torch = import_torch()
     try:
@@ -94,15 +140,66 @@ def load_state_dict(module, path: str) -> None:
     except Exception as exc:
         raise InspectorError(f"{path} is not a PyTorch state dict that loads with weights_only=True "
                              f"({exc.__class__.__name__}: {_first_line(exc)[:160]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise InspectorError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+    state = _unwrap_checkpoint(state, path)
+    expected = module.state_dict(keep_vars=True)
+    state = _strip_prefix(state, expected)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_names(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_names(unexpected)}")
+        raise InspectorError(f"{path} does not fit the factory's module: {'; '.join(parts)}")
+    fitted = {}
+    for key, tensor in state.items():  # fp16 (or bf16) checkpoints: the module's own dtype, as it computes in
+        target = expected[key]
+        if torch.is_tensor(tensor) and torch.is_tensor(target) and tensor.is_floating_point() and \
+                target.is_floating_point() and tensor.dtype != target.dtype:
+            tensor = tensor.to(target.dtype)
+        fitted[key] = tensor
     try:
-        module.load_state_dict(state, strict=True, assign=True)
+        module.load_state_dict(fitted, strict=True, assign=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise InspectorError(f"{path} does not fit the factory's module: {first}") from None
+
+
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state", "model_state",
+                   "ema", "model_ema")
+
+
+def _is_tensor_dict(value) -> bool:
+    torch = import_torch()
+    return isinstance(value, dict) and bool(value) and any(torch.is_tensor(v) for v in value.values())
+
+
+def _unwrap_checkpoint(state, path: str):
+    """A training checkpoint ({"epoch": .., "state_dict": {..}, "optimizer": ..}) -> its model's state dict."""
+    if _is_tensor_dict(state):
+        return state
+    if isinstance(state, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_tensor_dict(state.get(key)):
+                return state[key]
+        keys = ", ".join(sorted(str(k) for k in state)[:8])
+        raise InspectorError(f"{path} holds a dict without tensors (keys: {keys or 'none'}) and none of "
+                             f"{', '.join(CHECKPOINT_KEYS)}; save model.state_dict()")
+    raise InspectorError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+
+
+def _strip_prefix(state: dict, expected) -> dict:
+    """``module.`` (DataParallel, DistributedDataParallel) or ``_orig_mod.`` (torch.compile) on every key."""
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def export(module, input_shape, opset: int = 17, stages=None):
@@ -139,9 +236,14 @@ def export(module, input_shape, opset: int = 17, stages=None):
         with stages("torch.onnx.export"):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
-                with torch.no_grad(), warnings_quiet(), _state_as_inputs(module) as (names, tensors):
+                scripted = isinstance(module, torch.jit.ScriptModule)
+                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), \
+                        _state_as_inputs(module) as (names, tensors):
+                    # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
+                    # named by their state-dict keys, and then taken out of the file again (below)
                     torch.onnx.export(module, (dummy, *tensors), path, dynamo=False, opset_version=opset,
-                                      export_params=False, training=torch.onnx.TrainingMode.PRESERVE,
+                                      export_params=scripted, keep_initializers_as_inputs=scripted,
+                                      training=torch.onnx.TrainingMode.PRESERVE,
                                       do_constant_folding=True, input_names=["input", *names],
                                       output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
@@ -150,6 +252,8 @@ def export(module, input_shape, opset: int = 17, stages=None):
                                      f"{_first_line(exc)[:200]})") from None
             del dummy, tensors
             model = onnx.load(path)
+            if scripted:
+                del model.graph.initializer[:]
     with stages("attach weights"):
         state = {name: tensor for name, tensor in module.state_dict(keep_vars=False).items()}
         inputs = {i.name for i in model.graph.input}
@@ -197,6 +301,10 @@ def _state_as_inputs(module):
     exporter handles the parameters itself, as before.
     """
     slots, names, tensors, index = [], [], [], {}
+    torch = import_torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        yield [], []
+        return
     for key, tensor in module.state_dict(keep_vars=True).items():
         prefix, _, local = key.rpartition(".")
         try:
@@ -243,6 +351,23 @@ def _state_as_inputs(module):
             del module.forward
         for table, local, tensor, _ in slots:
             table[local] = tensor
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath(torch):
+    """nn.MultiheadAttention in eval mode without grad takes a fused fast path
+    (``aten::_native_multi_head_attention``) that torch.onnx cannot export (torchvision's ViT): traced with
+    the plain path, which computes the same."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 @contextlib.contextmanager

@@ -135,9 +135,39 @@ def _load_file(module, path: str) -> None:
 # ------------------------------------------------------------------ torchvision
 
 def torchvision_names() -> list[str]:
+    """Classification and semantic segmentation models (``deeplabv3_resnet50``): one image in, one map out."""
     from torchvision import models
 
-    return sorted(models.list_models(module=models))
+    return sorted(models.list_models(module=models) + models.list_models(module=models.segmentation) +
+                  models.list_models(module=models.detection))
+
+
+def is_detection(name: str) -> bool:
+    from torchvision import models
+
+    return name in models.list_models(module=models.detection)
+
+
+def _detection_features(real: str, builder, default) -> ZooModel:
+    """A detection model's backbone and neck (FPN, SSD's extra layers): the feature maps its heads read, which
+    the maps and audits need. The full graph (anchors, box decoding, NMS) is not converted. The model's own
+    transform (normalise, resize) comes before the backbone: its mean/std become the preprocessing, its
+    shorter side the traced size."""
+    model = builder(weights=None, weights_backbone=None).eval()
+    transform = model.transform
+    side = int(transform.min_size[0]) if hasattr(transform, "min_size") else 320
+    if "ssd" in real:  # SSD's transform resizes to a fixed square
+        side = int(getattr(transform, "fixed_size", None)[0]) if getattr(transform, "fixed_size", None) else side
+    how = (f"torchvision {default} backbone+neck: resize to {side}x{side}, /255, mean/std "
+           f"(the detection model's own transform)")
+    spec = _preprocess("torchvision", transform.image_mean, transform.image_std, (side, side), how)
+    return ZooModel(model.backbone.eval(), real, spec, None, False, "random")
+
+
+def _is_segmentation(name: str) -> bool:
+    from torchvision import models
+
+    return name in models.list_models(module=models.segmentation)
 
 
 def torchvision_model(name: str, weights: str = "default") -> ZooModel:
@@ -150,17 +180,30 @@ def torchvision_model(name: str, weights: str = "default") -> ZooModel:
     names = torchvision_names()
     real = {n.lower(): n for n in names}.get(name.lower())
     if real is None:
-        raise _unknown("torchvision classification", name, names,
-                       "python -c 'import torchvision; print(torchvision.models.list_models(torchvision.models))'")
+        raise _unknown("torchvision classification or segmentation", name, names,
+                       "python -c 'import torchvision as t; print(t.models.list_models(t.models), "
+                       "t.models.list_models(t.models.segmentation))'")
     builder = models.get_model_builder(real)
     enum = models.get_model_weights(real)
     default = enum.DEFAULT
+    if is_detection(real):
+        if weights.lower() != "none":
+            raise InspectorError(f"torchvision {real}: the detection models convert their backbone+neck with "
+                                 "--weights none only, for now")
+        return _detection_features(real, builder, default)
     transforms = default.transforms()
-    crop = [int(v) for v in transforms.crop_size]
-    size = (crop[0], crop[-1])
     resize = [int(v) for v in transforms.resize_size] if transforms.resize_size else None
-    how = (f"torchvision {default}: resize to {resize[0] if resize else '?'}, centre crop {size[0]}x{size[1]}, "
-           f"/255, mean/std")
+    if _is_segmentation(real):  # resized (shorter side), no crop: traced square at that size
+        import functools
+
+        builder = functools.partial(builder, weights_backbone=None)
+        size = (resize[0], resize[0]) if resize else (520, 520)
+        how = f"torchvision {default}: resize to {size[0]}x{size[1]}, /255, mean/std"
+    else:
+        crop = [int(v) for v in transforms.crop_size]
+        size = (crop[0], crop[-1])
+        how = (f"torchvision {default}: resize to {resize[0] if resize else '?'}, centre crop {size[0]}x{size[1]}, "
+               f"/255, mean/std")
     spec = _preprocess("torch" if tuple(transforms.mean) == (0.485, 0.456, 0.406) and
                        tuple(transforms.std) == (0.229, 0.224, 0.225) else "torchvision",
                        transforms.mean, transforms.std, size, how)

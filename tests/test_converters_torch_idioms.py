@@ -210,3 +210,152 @@ def test_weight_pass_keeps_scalar_constants_scalar():
     onnx.checker.check_model(model, full_check=True)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.zeros((5, 3), np.float32)})[0].shape == ()
+
+
+class InPlaceFunctionalReluThenPool(nn.Module):
+    """GoogLeNet's BasicConv2d: conv, BatchNorm, ``F.relu(x, inplace=True)`` in forward, then a pool module that
+    reads the very tensor object the BatchNorm returned (stride 1 keeps its shape; stride 2 does not)."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.pool = nn.MaxPool2d(3, stride, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.pool(F.relu(self.bn(self.conv(x)), inplace=True)))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_functional_inplace_activation_is_compared_not_the_pool(stride, tmp_path):
+    torch.manual_seed(0)
+    module = InPlaceFunctionalReluThenPool(stride).eval()
+    with torch.no_grad():
+        module.bn.running_mean.uniform_(-0.5, 0.5)
+    result = api.convert_torch_module(module, (1, 3, 8, 8), str(tmp_path / "m.onnx"), model_name="m", check=True)
+    by_name = {d.name.split(" ")[0]: d for d in result.parity}
+    assert "conv" in by_name and "Relu in forward" in by_name["conv"].name  # compared, after the relu
+    assert all(d.ok() for d in result.parity), result.parity
+
+
+class ClampMaxOfParameter(nn.Module):
+    """Swin V2's ``torch.clamp(self.logit_scale, max=log(100)).exp()``: Clip(x, "", max) on a weight, folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scale = nn.Parameter(torch.tensor([[[0.5]], [[1.0]], [[2.0]], [[3.0]]]))
+
+    def forward(self, x):
+        return self.conv(x) * torch.clamp(self.scale, max=1.5).exp() + torch.clamp(self.scale, min=1.2)
+
+
+def test_folded_clip_with_an_omitted_min_keeps_its_max(tmp_path):
+    torch.manual_seed(0)
+    module = ClampMaxOfParameter().eval()
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 6, 6), out, model_name="m", check=True)
+    assert result.parity and all(d.ok() for d in result.parity), result.parity
+    model = onnx.load(out)
+    assert not [n for n in model.graph.node if n.op_type == "Clip"]  # folded: the weights are constants
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).normal(size=(2, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+class ConvFeedsNormAndShortcut(nn.Module):
+    """MaxViT's stem into MBConv: the conv's output goes to a BatchNorm (eps 1e-3) and to a shortcut, so the
+    BatchNorm cannot be folded into the conv: the conv's map is the conv's own output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pre_norm = nn.BatchNorm2d(4, eps=1e-3)
+        self.inner = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x + self.inner(self.pre_norm(x))
+
+
+def test_a_batchnorm_the_file_keeps_is_not_the_conv_reference(tmp_path):
+    torch.manual_seed(0)
+    module = ConvFeedsNormAndShortcut().eval()
+    with torch.no_grad():
+        module.pre_norm.running_var.uniform_(2.0, 3.0)  # far from identity: a wrong reference shows
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 6, 6), out, model_name="m", check=True)
+    assert [n.op_type for n in onnx.load(out).graph.node].count("BatchNormalization") == 1
+    labels = [d.name for d in result.parity]
+    assert "conv" in labels and all(d.ok() for d in result.parity), result.parity
+
+
+class AttentionBlock(nn.Module):
+    """torchvision's ViT encoder block: nn.MultiheadAttention, whose eval-mode fast path
+    (aten::_native_multi_head_attention) torch.onnx cannot export, after a patchify conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, stride=2)
+        self.norm = nn.LayerNorm(8)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        y = self.norm(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return self.head(x.mean(1))
+
+
+def test_multihead_attention_exports_off_its_fast_path(tmp_path):
+    torch.manual_seed(0)
+    module = AttentionBlock().eval()
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, (1, 3, 8, 8), out, model_name="m", check=True)
+    assert result.parity and all(d.ok() for d in result.parity), result.parity
+    assert torch.backends.mha.get_fastpath_enabled()  # the switch is put back
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: batch})[0], expected,
+                               rtol=1e-4, atol=1e-5)
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm that holds its activation as a child module."""
+
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+class ConvNormActBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), BatchNormAct(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 1, bias=False), BatchNormAct(4)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return x + self.bn2(self.conv2(x))
+
+
+def test_a_norm_holding_its_activation_is_the_conv_reference(tmp_path):
+    torch.manual_seed(0)
+    module = ConvNormActBlock().eval()
+    with torch.no_grad():
+        for bn in (module.bn, module.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.weight.uniform_(0.5, 1.5)
+    result = api.convert_torch_module(module, (1, 3, 6, 6), str(tmp_path / "m.onnx"), model_name="m", check=True)
+    labels = " ".join(d.name for d in result.parity)
+    assert "conv" in labels and "conv2" in labels
+    assert all(d.ok() for d in result.parity), result.parity
