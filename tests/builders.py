@@ -252,3 +252,19 @@ def maps_through_cli(model_path, image, folder) -> dict:
     assert code == 0, f"inspector maps exited {code}"
     with np.load(npz) as data:
         return {name: data[name] for name in data.files}
+
+
+def quantize_qdq(float_path, out_path, inputs: np.ndarray, input_name: str = "x") -> str:
+    """onnxruntime's static QDQ int8 quantization (per channel), calibrated one input at a time on ``inputs``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{input_name: inputs[i:i + 1]} for i in range(len(inputs))])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out_path

@@ -266,20 +266,7 @@ def test_pictures_and_json_from_the_cli(save, tmp_path, capsys):
 # ------------------------------------------------------------------------------ QDQ
 
 def _quantize(float_path, out_path, images, size):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    inputs = raw_inputs(images, size)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter([{"x": inputs[i:i + 1]} for i in range(len(inputs))])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out_path
+    return b.quantize_qdq(float_path, out_path, raw_inputs(images, size))
 
 
 def _qdq_activation_tensors(path):

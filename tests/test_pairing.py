@@ -279,22 +279,11 @@ def test_nhwc_against_nchw_sqnr_per_pair_matches_numpy(save, tmp_path, capsys):
 
 
 def _quantize(float_path, out_path, images):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from PIL import Image
 
     inputs = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
                        for p in images])
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter([{"x": inputs[i:i + 1]} for i in range(len(inputs))])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out_path
+    return b.quantize_qdq(float_path, out_path, inputs)
 
 
 def _dequantized_after_each_conv(path):
