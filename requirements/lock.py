@@ -27,7 +27,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("cpu", "gpu")
-EXTRAS = "keras,torch,test"  # what `make .venv` installs beside the onnxruntime flavour
+EXTRAS = "keras,torch,ray,test"  # what `make .venv` installs beside the onnxruntime flavour
 PROJECT = "inspector-cnn"
 
 
