@@ -86,10 +86,12 @@ def _absolute(image):
     """The image as a worker finds it: a worker's working directory is not the driver's."""
     import os
 
-    from ..datasets import TarMember
+    from ..datasets import ParquetRow, TarMember
 
     if isinstance(image, TarMember):
         return TarMember(os.path.abspath(image.shard), image.member, image.offset, image.size)
+    if isinstance(image, ParquetRow):
+        return ParquetRow(os.path.abspath(image.file), image.group, image.row, image.key)
     return os.path.abspath(os.fspath(image))
 
 

@@ -34,8 +34,9 @@ class Audit(Command):
         parser.add_argument("images", nargs="*", metavar="IMAGE|DIR|GLOB|LIST|SHARD",
                             help="images (jpg, png, bmp, gif, tif, webp), directories of images, globs ('**' "
                                  "crosses folders; quote them), lists of image paths (.txt one a line, .csv with a "
-                                 "'path' column) or WebDataset .tar shards (members read in place); streamed "
-                                 "in batches, memory bounded")
+                                 "'path' column), WebDataset .tar shards (members read in place) or Parquet files "
+                                 "or folders of them (encoded bytes in an 'image' column, names in 'key'; needs "
+                                 "pyarrow); streamed in batches, memory bounded")
         parser.add_argument("--recursive", "-r", action="store_true",
                             help="directories: their subfolders' images too")
         parser.add_argument("--limit", type=positive_int, metavar="N", help="audit the first N images only")
