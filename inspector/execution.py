@@ -83,11 +83,18 @@ def _shared_cpu_arena() -> bool:
     return _SHARED_ARENA
 
 
+# onnxruntime's intra-op threads for every session of this process; None: its default (one a core).
+# A Ray actor of the audit sets it to its share of the node's CPUs (audit/distributed.py).
+INTRA_OP_THREADS: int | None = None
+
+
 def session_options(folder: str, verbose: bool = False, relayout: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = _log_severity(verbose)
+    if INTRA_OP_THREADS:
+        options.intra_op_num_threads = INTRA_OP_THREADS
     if not relayout:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     # Light models refer to their weights by path; resolve them next to the model.

@@ -184,6 +184,30 @@ def test_a_parquet_dataset_on_ray_equals_the_folder_audit(cluster, dataset, mode
     assert_same_statistics(on_ray, audit(model_path, dataset, **KWARGS))
 
 
+class _SaysItsThreads(distributed._AuditActor):
+    """Writes its session's intra-op thread count to ``folder`` (one file per actor process)."""
+
+    folder = None
+
+    def __call__(self, rows):
+        threads = self.session.session.get_session_options().intra_op_num_threads
+        with open(os.path.join(self.folder, str(os.getpid())), "w") as handle:
+            handle.write(str(threads))
+        return super().__call__(rows)
+
+
+def test_each_actor_runs_its_share_of_threads(cluster, dataset, model_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(_SaysItsThreads, "folder", str(tmp_path))
+    monkeypatch.setattr(distributed, "_AuditActor", _SaysItsThreads)
+    for threads, actors in ((1, 2), (2, 1)):  # the cluster's 2 CPUs: two actors of 1 thread, or one of 2
+        for name in os.listdir(tmp_path):
+            os.remove(tmp_path / name)
+        on_ray = audit(model_path, dataset, ray=cluster.address, ray_threads=threads, **KWARGS)
+        said = [int((tmp_path / name).read_text()) for name in os.listdir(tmp_path)]
+        assert set(said) == {threads} and 1 <= len(said) <= actors, (threads, said)
+        assert on_ray.images == audit(model_path, dataset, **KWARGS).images
+
+
 class _StallsOffHead(distributed._AuditActor):
     """On any node but the head, stalls in its first batch (after saying where) until that node is removed."""
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..errors import InspectorError
 
-# A fraction of a CPU per actor: a 2-core node still schedules Ray Data's own tasks beside the actors.
+# Each actor is counted for half of the CPUs its session's threads use: a 2-core node still schedules Ray
+# Data's own tasks beside the actors (and a 1-CPU node never waits for a whole free CPU).
 ACTOR_CPUS = 0.5
 # A run where no batch moves for this long fails with one line instead of hanging (Ray Data's guard).
 NO_PROGRESS_S = 600
@@ -43,7 +44,7 @@ class Job(NamedTuple):
     layers: tuple[LayerInfo, ...]
     device: str
     in_graph: bool | None
-    threads: int  # CPUs an actor is counted for when sizing the pool (onnxruntime keeps its own default)
+    threads: int  # onnxruntime intra-op threads per actor: its share of the CPUs (the pool is CPUs / threads)
 
 
 def connect(target: str):
@@ -99,9 +100,13 @@ class _AuditActor:
     """One onnxruntime session per actor; ``__call__`` turns rows of batches into rows of partials."""
 
     def __init__(self, job: Job):
+        from .. import execution
         from ..api import load
         from . import ingraph
 
+        # Its share of the node, not one thread a core: actors on one node would otherwise each start as
+        # many threads as the node has cores, and their per-worker throughput would not be comparable.
+        execution.INTRA_OP_THREADS = job.threads
         self.job = job
         self.model = load(job.model_path, layout=job.layout)
         layers = self.model.require_layers()
@@ -153,13 +158,15 @@ def partials_on_ray(target: str, job: Job, files, per_batch: int, skipped: list[
     chunks = plan(files, per_batch)
     rows = [{"key": key, "images": pickle.dumps(images, protocol=pickle.HIGHEST_PROTOCOL)} for key, images in chunks]
     cpus = ray.cluster_resources().get("CPU", 1)
-    workers = max(1, int(cpus / max(1.0, job.threads * ACTOR_CPUS)) if cpus else 1)
+    workers = max(1, int(cpus // job.threads))
     dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, workers * 4)))
-    # A fixed pool, one actor per CPU of the cluster: spread over the nodes from the start.
+    # A fixed pool, one actor per ``threads`` CPUs of the cluster, spread over the nodes from the start
+    # (SPREAD: with fractional requests, two actors would otherwise fit on one node's single CPU).
     compute = ray.data.ActorPoolStrategy(size=min(workers, len(rows)))
     gpus = 1 if job.device == "cuda" else 0
     results = dataset.map_batches(_AuditActor, fn_constructor_args=(job,), batch_size=1, compute=compute,
-                                  num_cpus=ACTOR_CPUS, num_gpus=gpus, batch_format="numpy")
+                                  num_cpus=ACTOR_CPUS * job.threads, num_gpus=gpus, batch_format="numpy",
+                                  scheduling_strategy="SPREAD")
     merger = Merger()
     expected = [key for key, _ in chunks]
     seen: set[str] = set()

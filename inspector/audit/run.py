@@ -32,7 +32,8 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
           preprocess=None, size: tuple[int, int] | None = None, device: str = "auto",
           quiet: bool = False, verbose: bool = False, max_memory: int | None = None,
           statistics: str = "auto", confirm: Sequence[str | os.PathLike] | None = None,
-          hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE, ray: str | None = None) -> AuditResult:
+          hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE, ray: str | None = None,
+          ray_threads: int = 1) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``.
 
     ``statistics``: ``graph`` reduces the maps inside the ONNX graph, ``maps`` with NumPy over the maps
@@ -44,6 +45,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
 
     ``ray``: run the judged images' batches on a Ray cluster (``local``, ``local:CPUS``, ``auto`` or an
     address; distributed.py); the merged statistics, verdicts and JSON are the single-process audit's.
+    ``ray_threads``: onnxruntime threads per actor (the pool holds one actor per that many CPUs).
     """
     if statistics not in STATISTICS:
         raise InspectorError(f"unknown statistics '{statistics}': use {', '.join(STATISTICS)}")
@@ -68,7 +70,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
-                            max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance), ray)
+                            max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance), (ray, ray_threads))
 
 
 def _weight_result(model, read, trained: bool | None) -> AuditResult:
@@ -90,12 +92,13 @@ def _weight_result(model, read, trained: bool | None) -> AuditResult:
 
 def _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
                  max_memory=None, in_graph: bool | None = None, checking=(None, True, DEFAULT_TOLERANCE),
-                 ray: str | None = None) -> AuditResult:
+                 ray: tuple = (None, 1)) -> AuditResult:
     """The images streamed through one run per batch; ``weighed`` is the future of the weights' result."""
     from . import verify
     from .verdicts import MIN_IMAGES
 
     confirm, hold_out, tolerance = checking
+    ray, ray_threads = ray
     files = collect_images(images)
     # Resolved on every image given, as the command's notes were: the held-out split must not change it.
     feeding = model.feeding(preprocess, size, files)  # inspector.inputs: the one resolver
@@ -129,7 +132,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
         result = weighed.result()
         job = distributed.Job(os.path.abspath(os.fspath(model.path)), model._layout_hint, spec, tuple(input_size),
                               tuple(distributed.LayerInfo(layer.name, layer.signed, layer.filters)
-                                    for layer in result.layers), device, in_graph, 1)
+                                    for layer in result.layers), device, in_graph, ray_threads)
         merged = distributed.partials_on_ray(ray, job, files, per_batch, skipped, warn, quiet)
         counted = merged.images
         if counted:

@@ -48,6 +48,9 @@ class Audit(Command):
                                  "starts one here (local:4 with 4 CPUs), 'auto' joins the one this machine "
                                  "belongs to, or give its address; images must be at paths every node can read. "
                                  "The same statistics, verdicts and JSON as without it")
+        parser.add_argument("--ray-threads", type=positive_int, metavar="N",
+                            help="with --ray: onnxruntime threads per actor (default 1); the pool holds one actor "
+                                 "per N CPUs of the cluster, each a session of the model")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
                             help="exit 1 when the verified dead fraction (dead filters, plus the dead channels "
@@ -93,12 +96,14 @@ class Audit(Command):
             images = select(collect_images(args.images, args.recursive), args.limit, args.sample, args.seed)
             for line in model.feeding(args.preprocess, args.size, images).notes():
                 print(line, file=sys.stderr)
+        if args.ray_threads and not args.ray:
+            raise InspectorError("--ray-threads sets the threads of the actors of --ray: give --ray too")
         if args.confirm and not args.images:
             raise InspectorError("--confirm checks the verdicts judged on images: give the images to judge on too")
         result = audit(model, images, batch=args.batch, preprocess=args.preprocess,
                        size=args.size, device=args.device, quiet=args.quiet, verbose=args.verbose,
                        max_memory=args.max_memory, statistics=args.statistics, confirm=args.confirm,
-                       tolerance=args.tolerance, ray=args.ray)
+                       tolerance=args.tolerance, ray=args.ray, ray_threads=args.ray_threads or 1)
         if result.provider and not args.quiet and (args.device == "auto" or args.verbose):
             print(f"inspector: ran on {result.provider}", file=sys.stderr)
         # With --json - stdout carries the JSON alone; the table goes to stderr.
