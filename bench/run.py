@@ -10,6 +10,8 @@ there into bench/results.json and renders bench/results.md. Sections:
   filters   item 3: filters of all conv layers of the 550 MB model
   convert   item 4: bench/bench_convert.py --json bench/out/convert_raw.json
   audit     item 5: bench/bench_audit.py --json bench/out/audit_raw.json [--images N] [--device D]
+  audit_ray item 5c: bench/bench_audit_ray.py: the audit on a local Ray cluster, a worker against one process
+            at the same thread count (needs the ray extra)
   prune     item 7: bench/bench_prune.py --json bench/out/prune_raw.json: VGG16 with 30% dead filters pruned
   cam       item 8: bench/bench_cam.py --json bench/out/cam_raw.json [--runs N]: ScoreCAM vs C plain runs vs grad-cam
   diff      item 9: bench/bench_diff.py --json bench/out/diff_raw.json (float vs int8 QDQ vgg16_tumor)
@@ -37,7 +39,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff", "imports")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "audit_ray", "prune", "cam", "diff", "imports")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -115,7 +117,8 @@ def choose_model(args) -> dict:
 
 # ---------------------------------------------------------------------------------- helpers
 
-HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "audit24": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
+HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "audit24": "bench_audit.py",
+           "audit_ray": "bench_audit_ray.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
            "diff": "bench_diff.py", "imports": "bench_imports.py"}
 
 
@@ -156,6 +159,13 @@ def run_helper(section: str, args, model: dict | None) -> dict:
     if section == "audit24":  # issue 11's item: 24 images, beside the statistics computed from the maps
         command += ["--images", "24", "--runs", str(max(args.runs, 5)), "--map-path", "--goal", "1.1",
                     "--device", args.device]
+        if model:
+            command += ["--model", os.path.join(ROOT, model["path"])]
+    if section == "audit_ray":
+        if not common.has_module("ray"):
+            echo("audit_ray: Ray is not installed (pip install 'inspector-cnn[ray]'): not run")
+            return {"not_run": "Ray is not installed (the ray extra; `make .venv` installs it)"}
+        command += ["--runs", str(args.runs)] + (["--images", "32"] if args.quick else [])
         if model:
             command += ["--model", os.path.join(ROOT, model["path"])]
     if section == "prune":
@@ -250,7 +260,7 @@ def main(argv=None) -> int:
         data = run_helper("convert", args, None)
         write_json(os.path.join(SECTIONS_DIR, "convert.json"), stamp(data, args, None, machine))
     model, model_path = None, None
-    if set(args.sections) & {"maps", "overhead", "filters", "audit", "prune"}:  # the others need no VGG16
+    if set(args.sections) & {"maps", "overhead", "filters", "audit", "audit_ray", "prune"}:  # the others need no VGG16
         model = choose_model(args)
         model_path = os.path.join(ROOT, model["path"])
         echo(f"model: {model['path']} ({model['size_mb']} MB, {model['weights']} weights; {model['how']})")
@@ -291,6 +301,9 @@ def main(argv=None) -> int:
         write_json(os.path.join(SECTIONS_DIR, f"audit{suffix}.json"), stamp(data, args, model, machine))
         data = run_helper("audit24", args, model)
         write_json(os.path.join(SECTIONS_DIR, f"audit24{suffix}.json"), stamp(data, args, model, machine))
+    if "audit_ray" in args.sections and args.device == "cpu":
+        data = run_helper("audit_ray", args, model)
+        write_json(os.path.join(SECTIONS_DIR, "audit_ray.json"), stamp(data, args, model, machine))
     if "prune" in args.sections and args.device == "cpu":
         data = run_helper("prune", args, model)
         write_json(os.path.join(SECTIONS_DIR, "prune.json"), stamp(data, args, model, machine))
@@ -321,7 +334,7 @@ def write_results() -> None:
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
                  "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda",
-                 "audit24", "audit24_cuda", "imports")
+                 "audit24", "audit24_cuda", "audit_ray", "imports")
 
 
 def collect(folder: str) -> dict:
@@ -617,6 +630,8 @@ def render(results: dict) -> str:
     out += _helper_section(results.get("audit"), "bench_audit.py")
     out += ["", "### 5b. Audit of 24 images (the head skipped; statistics in the graph, and from the maps by NumPy)", ""]
     out += _helper_section(results.get("audit24"), "bench_audit.py")
+    out += ["", "### 5c. The audit on a local Ray cluster: a worker against one process at the same thread count", ""]
+    out += _helper_section(results.get("audit_ray"), "bench_audit_ray.py")
 
     out += ["", "## 6. GPU (CUDAExecutionProvider)", ""]
     gpu_maps, gpu_overhead, gpu_audit = (results.get(k) for k in ("maps_cuda", "overhead_cuda", "audit_cuda"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import threading
 from typing import Iterable, Sequence
 
 from .errors import InspectorError
@@ -127,9 +128,9 @@ class _ParquetCursor:
             self.where = None
             raise InspectorError(f"Parquet file {image.file} has fewer rows than when it was listed "
                                  f"(row {image.row} of row group {image.group}); changed since?") from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowIOError, ArrowInvalid (a corrupt page)
             self.where = None
-            raise InspectorError(f"cannot read Parquet file {image.file} ({exc})") from None
+            raise InspectorError(f"cannot read Parquet file {image.file} ({_first_line(exc)})") from None
         cell = self.batch[image.row - self.start]
         if not cell.is_valid:
             raise InspectorError(f"no image in {image}: its 'image' cell is empty")
@@ -151,13 +152,13 @@ class _ParquetCursor:
             self.batch = _image_bytes(next(self.batches).column(0))
         except StopIteration:
             raise InspectorError(f"Parquet file {image.file}: row group {image.group} is empty") from None
-        except OSError as exc:
-            raise InspectorError(f"cannot read Parquet file {image.file} ({exc})") from None
+        except (OSError, ValueError) as exc:
+            raise InspectorError(f"cannot read Parquet file {image.file} ({_first_line(exc)})") from None
         self.where = (image.file, image.group)
 
 
 _CURSOR = _ParquetCursor()
-_CURSOR_LOCK = __import__("threading").Lock()
+_CURSOR_LOCK = threading.Lock()  # the audit's decoding thread (CUDA prefetch) beside the main one
 
 
 def _pyarrow(path: str):
@@ -227,8 +228,8 @@ def parquet_rows(path: str) -> list[ParquetRow]:
             rows.extend(ParquetRow(path, group, row, str(key if key is not None else number + row))
                         for row, key in enumerate(keys))
             number += count
-    except OSError as exc:
-        raise InspectorError(f"cannot read Parquet file {path} ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise InspectorError(f"cannot read Parquet file {path} ({_first_line(exc)})") from None
     if not rows:
         raise InspectorError(f"no images in Parquet file {path} (it has no rows)")
     return rows
