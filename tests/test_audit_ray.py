@@ -227,7 +227,7 @@ class _StallsOffHead(distributed._AuditActor):
         return super().__call__(rows)
 
 
-@pytest.mark.slow  # about 3 minutes on 2 loaded cores: Ray takes its time to declare the node dead
+@pytest.mark.slow  # 10 s to 13 minutes on 2 shared cores (load 10 to 90): Ray takes its time to declare a node dead
 def test_a_node_removed_mid_run_still_counts_every_image_once(cluster, dataset, model_path, tmp_path, monkeypatch):
     import threading
     import time
@@ -249,12 +249,13 @@ def test_a_node_removed_mid_run_still_counts_every_image_once(cluster, dataset, 
 
     worker = threading.Thread(target=run)
     worker.start()
-    deadline = time.monotonic() + 90
-    while not marker.exists() and worker.is_alive() and time.monotonic() < deadline:
+    # The actors are spread over the nodes (SPREAD), so one starts on a node that is not the head; on a
+    # loaded machine its start can take minutes (Ray Data's no-progress timeout bounds the wait).
+    while not marker.exists() and worker.is_alive():
         time.sleep(0.2)
     if not marker.exists():
         worker.join()
-        pytest.skip("no actor was placed off the head node; nothing to remove")
+        pytest.skip("the actors off the head node got no batch before the others had run them all")
     stalled_on = marker.read_text()
     node = next(n for n in cluster.list_all_nodes() if n.node_id == stalled_on)
     cluster.remove_node(node)
