@@ -163,6 +163,9 @@ def test_cli_limit_sample_and_refusals(save, tmp_path, capsys):
     code = main(["audit", path, str(tmp_path / "set"), "--preprocess", "tf", "--device", "cpu", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "--recursive" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code = main(["audit", path, str(tmp_path / "set"), "-r", "--ray-threads", "2", "--preprocess", "tf", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "give --ray too" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_flag_without_ray_says_how_to_install_it(save, tmp_path):
