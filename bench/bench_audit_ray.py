@@ -5,7 +5,8 @@ Two ways, each in a fresh process of its own, interleaved (single, ray, single, 
   single  inspector.audit.audit(model, files) in one process whose onnxruntime sessions run ONE
           intra-op thread (execution.INTRA_OP_THREADS = 1): what one Ray actor runs.
   ray     the same audit with ray=local:W: a local cluster of W CPUs started first (not timed), then
-          W actors of one thread each (--ray-threads 1, the default).
+          W actors of one thread each (--ray-threads 1, the default), at the single process's priority
+          (RAY_worker_niceness=0: Ray's default of 15 starves the actors on a machine shared with other jobs).
 
 Timed in both: the batch phase, the part Ray distributes (run._run_batches, distributed.partials_on_ray:
 the sessions' creation, decoding, runs, partials, merging; on Ray also its actors' start), and the whole
@@ -79,6 +80,10 @@ def worker(way: str, args, files: list[str]) -> dict:
         return inner
 
     if way == "ray":
+        # Ray starts its workers at niceness 15 (they yield to its own daemons and to every other process):
+        # on a machine shared with other jobs the actors would get a fraction of the single process's share.
+        # Both ways at the same priority, as on a cluster that runs nothing else.
+        os.environ["RAY_worker_niceness"] = "0"
         import ray
 
         started = time.perf_counter()
