@@ -12,8 +12,8 @@ The format, from ``model_explorer/node_data_builder.py`` of ai-edge-model-explor
     {GRAPH_ID: {"results": {NODE_ID: {"value": NUMBER}}, "name": ..., "thresholds":
                 [{"value": NUMBER, "bgColor": CSS}], "hideAggregatedStats": ["sum"]}}
 
-Thresholds are read in their order, the first with ``value >= x`` colouring a node (the web app's
-``getBgColor``), so they are written ascending; a node above the last one stays white.
+Thresholds are read in their order, the first whose value is at least the node's colouring it (the web
+app's ``getBgColor``), so they are written ascending; a node above the last one stays white.
 
 Which node a key lands on, from model-explorer-onnx 0.4.2 (``main.py``: ``convert``, ``create_graph``)
 and the ``NameFixPass`` of onnx-ir 1.1.0 it runs first (``passes/common/naming.py``):
