@@ -340,19 +340,22 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
         module = torch_convert.build_module(factory, weights, warn=warn)
     from . import torch_trace
 
-    if forward_args:
-        torch_trace.bind_forward_args(torch_convert.import_torch(), module, forward_args)
-    with stages("batch probe"):
-        fixed = torch_trace.batch_fixed_by_trace(torch_convert.import_torch(), module, shape)
-    if fixed:
-        warn(f"tracing {name} fixes its batch (a tensor sized from the traced input's shape): the file takes "
-             f"batch {shape[0]}, and pictures go through it one at a time")
-    spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
-    return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
-                                weights_trained=True if weights else None,
-                                weights_source=os.path.basename(weights) if weights else "factory",
-                                opset=opset, check=check, image=image, echo=echo, stages=stages,
-                                dynamic_batch=not fixed)
+    restore = torch_trace.bind_forward_args(torch_convert.import_torch(), module, forward_args) \
+        if forward_args else (lambda: None)
+    try:
+        with stages("batch probe"):
+            fixed = torch_trace.batch_fixed_by_trace(torch_convert.import_torch(), module, shape)
+        if fixed:
+            warn(f"tracing {name} fixes its batch (a tensor sized from the traced input's shape): the file takes "
+                 f"batch {shape[0]}, and pictures go through it one at a time")
+        spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+        return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
+                                    weights_trained=True if weights else None,
+                                    weights_source=os.path.basename(weights) if weights else "factory",
+                                    opset=opset, check=check, image=image, echo=echo, stages=stages,
+                                    dynamic_batch=not fixed)
+    finally:
+        restore()
 
 
 def convert_torch_module(module, shape, out: str, *, model_name: str, preprocess=None, class_names=None,

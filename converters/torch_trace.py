@@ -115,10 +115,10 @@ def batch_fixed_by_trace(torch, module, input_shape) -> bool:
                for g, e in zip(got, expected))
 
 
-def bind_forward_args(torch, module, values: dict[str, float]) -> None:
+def bind_forward_args(torch, module, values: dict[str, float]):
     """``forward(x, noise_sigma)`` -> ``forward(x)`` with ``noise_sigma`` one value per picture (shape (N,),
     float32), as FFDNet's noise level or a diffusion net's timestep: the module's instance ``forward`` is
-    replaced, so its state-dict names stay as they are."""
+    replaced (until the returned ``restore()``), so its state-dict names stay as they are."""
     import inspect
 
     forward = module.forward
@@ -137,4 +137,13 @@ def bind_forward_args(torch, module, values: dict[str, float]) -> None:
         return forward(x, **{name: torch.full((x.shape[0],), float(value), dtype=torch.float32)
                              for name, value in values.items()})
 
+    had = "forward" in module.__dict__
     module.forward = bound
+
+    def restore() -> None:
+        if had:
+            module.forward = forward
+        else:
+            del module.forward
+
+    return restore
