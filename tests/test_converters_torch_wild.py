@@ -257,3 +257,40 @@ def test_wild_torch_packages_convert_from_their_own_code():
     if done.returncode == 2 and "cannot download" in done.stderr and os.environ.get("INSPECTOR_REQUIRE_MODELS") != "1":
         pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class SqueezedBySiLU(nn.Module):
+    """nude-classifier's squeeze-excite: conv outputs far below zero, which SiLU squashes to ~1e-4, then a
+    Linear (the excite half) whose bias dominates the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.fc = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.conv.bias.fill_(-12.0)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+def test_a_squashed_activation_is_compared_at_its_conv_scale(tmp_path):
+    """onnxruntime's logistic is accurate to ~1e-8 absolute, far below the conv's scale but not below SiLU's
+    squashed outputs: the check compares relative to the larger of the two; a wrong activation still fails."""
+    from inspector.preprocess import preset
+
+    from converters.parity import difference, pixel_batch
+
+    torch.manual_seed(6)
+    net = SqueezedBySiLU().eval()
+    result = converters.convert_torch(lambda: net, (1, 3, 16, 16), str(tmp_path / "s.onnx"), check=True)
+    conv = result.parity[0]
+    assert conv.ok() and conv.name.startswith("conv")
+    batch = pixel_batch((16, 16), 3, preset("torch").with_size((16, 16))).transpose(0, 3, 1, 2).copy()
+    with torch.no_grad():
+        before = net.conv(torch.from_numpy(batch))
+        after = net.act(before)
+    assert conv.relative > 1e-4 and conv.within_activation  # what failed before: relative to SiLU's values
+    for wrong in (torch.relu(before), torch.nn.functional.hardswish(before), after * 1.5):
+        assert not difference("conv", after.numpy(), wrong.numpy(), before.numpy()).ok()
