@@ -116,6 +116,11 @@ class Handler(BaseHTTPRequestHandler):
         path = self._guard()
         if path is None:
             return
+        if path == "/api/jobs":
+            self.close_connection = True  # a body, if any, is not read
+            query = {key: values[-1] for key, values in parse_qs(urlsplit(self.path).query).items()}
+            self._start_job(query)
+            return
         if path != "/api/images":
             self._error(404, "not found")
             return
@@ -160,7 +165,36 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(200, state.filters_png(index), "image/png")
             elif route == "maps":
-                self._array(state.layer_maps(int(query["layer"]), explorer.image(query["image"])))
+                image = explorer.image(query["image"])
+                fed = query.get("feeding", "own")
+                if fed == "diff":  # as `inspector diff A B IMAGE` feeds it (model 0 is A, model 1 is B)
+                    if explorer.pair is None:
+                        raise KeyError("feeding")
+                    index = int(query["layer"])
+                    if state.index == 1:  # B's layer: the pair it belongs to
+                        index = next(layer.pair.a.index for layer in explorer.pair.base().layers
+                                     if layer.pair.b.index == index)
+                    self._array(explorer.pair.side_maps(index, image, "ab"[state.index]))
+                elif fed == "own":
+                    self._array(state.layer_maps(int(query["layer"]), image))
+                else:
+                    raise KeyError("feeding")
+            elif route == "outputs":
+                self._json({"model": state.index, "image": query["image"],
+                            "outputs": state.outputs(explorer.image(query["image"]))})
+            elif route == "pairs":
+                if explorer.pair is None:
+                    raise KeyError("pairs")
+                self._json(explorer.pair.base().to_dict())
+            elif route == "diff":
+                if explorer.pair is None:
+                    raise KeyError("diff")
+                self._json(explorer.pair.compare(explorer.image(query["image"])).to_dict())
+            elif route == "jobs":
+                if "id" in query:
+                    self._json(explorer.jobs.get(query["id"]).to_dict())
+                else:
+                    self._json({"jobs": [job.to_dict() for job in explorer.jobs.all()]})
             elif route == "cam":
                 result = state.cam(explorer.image(query["image"]))
                 if query.get("format") == "raw":  # (H, W) in [0, 1] at the input size, as `cam --npz` saves it
@@ -172,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self._json(result.to_dict())
             elif route == "audit":
-                result = state.audit([image.path for image in explorer.photos])
+                result = state.audit(explorer.photo_paths())
                 data = result.to_dict()
                 self._json({"images": data["images"]["count"],
                             "layers": [{"index": layer["index"], "name": layer["name"], "verdict": verdict(layer),
@@ -181,10 +215,29 @@ class Handler(BaseHTTPRequestHandler):
                                         "channels_judged": layer["channels_judged"]} for layer in data["layers"]]})
             else:
                 self._error(404, "not found")
-        except (KeyError, ValueError, IndexError):
-            self._error(404, "no such model, layer or image")
+        except (KeyError, ValueError, IndexError, StopIteration):
+            self._error(404, "no such model, layer, image or job")
         except InspectorError as exc:
             self._error(400, str(exc))
+
+    def _start_job(self, query: dict) -> None:
+        """``POST /api/jobs?kind=cam&model=M&image=I`` or ``?kind=audit&model=M``: the job's state (its id)."""
+        explorer = self.server.explorer
+        try:
+            kind = query["kind"]
+            state = explorer.models[int(query.get("model", "0"))]
+            if kind == "cam":
+                image = explorer.image(query["image"])
+                job = explorer.jobs.start(kind, (kind, state.index, image.id), lambda: state.cam(image))
+            elif kind == "audit":
+                paths = explorer.photo_paths()
+                job = explorer.jobs.start(kind, (kind, state.index), lambda: state.audit(paths))
+            else:
+                raise KeyError(kind)
+        except (KeyError, ValueError, IndexError):
+            self._error(404, "no such job kind, model or image")
+            return
+        self._json(job.to_dict(), 202)
 
 
 class ExplorerServer(ThreadingHTTPServer):
