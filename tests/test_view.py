@@ -242,6 +242,25 @@ def test_cam_job_runs_in_the_background_with_progress(pair, tmp_path, capsys):
     assert job["id"] in [j["id"] for j in client.json("/api/jobs")["jobs"]]
 
 
+def test_cam_method_layer_and_target_are_changeable_as_cams_flags(pair, tmp_path, capsys):
+    client = pair["client"]
+    npz = str(tmp_path / "cam.npz")
+    summary = cli_json(capsys, ["cam", pair["a"], pair["photos"][0], "--method", "ablationcam", "--layer", "conv1",
+                                "--target", "owl", "--json", "--npz", npz, "-o", str(tmp_path)])
+    query = "model=0&image=0&method=ablationcam&layer=0&target=owl"
+    job = json.loads(client.call(f"/api/jobs?kind=cam&{query}", method="POST", body=b"")[2])
+    assert _wait(client, job["id"])["state"] == "done"
+    got = client.json(f"/api/cam?{query}")
+    assert (got["method"], got["layer"], got["target_label"]) == ("ablationcam", "conv1", "class 2 (owl)")
+    assert got["target_label"] == summary["target_label"]
+    with np.load(npz) as data:
+        np.testing.assert_array_equal(client.array(f"/api/cam?{query}&format=raw"), data["cam"])
+    status, _, body = client.call("/api/cam?model=0&image=0&method=gradcam")
+    assert status == 400 and b"unknown CAM method" in body
+    status, _, body = client.call("/api/cam?model=0&image=0&target=zebra")
+    assert status == 400 and b"not a class name" in body
+
+
 def test_layer_maps_are_answered_while_a_job_runs(pair, monkeypatch):
     """A job that cannot finish until a layer's maps were answered: a click never waits for the background."""
     import threading
@@ -271,7 +290,7 @@ def test_a_failed_job_says_why(pair, monkeypatch):
 
     state = pair["server"].explorer.models[1]
 
-    def broken(image):
+    def broken(image, *choice):
         raise InspectorError("no CAM for you")
 
     monkeypatch.setattr(state, "cam", broken)

@@ -41,8 +41,7 @@ class PairState:
 
         with self._lock:
             if image.id not in self._feedings:
-                files = [image.path] if image.path is not None else None
-                self._feedings[image.id] = resolve_pair(self.a.model, self.b.model, None, None, files)
+                self._feedings[image.id] = resolve_pair(self.a.model, self.b.model, None, None, [image.source()])
             return self._feedings[image.id]
 
     def pair_of(self, index_a: int):

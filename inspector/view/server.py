@@ -56,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -117,7 +119,14 @@ class Handler(BaseHTTPRequestHandler):
         if path is None:
             return
         if path == "/api/jobs":
-            self.close_connection = True  # a body, if any, is not read
+            try:
+                length = int(self.headers.get("Content-Length", "0") or "0")
+            except ValueError:
+                length = -1
+            if not 0 <= length <= 4096:  # a job takes no body: a small one is read and ignored
+                self._error(413, "a job request has no body")
+                return
+            self.rfile.read(length)
             query = {key: values[-1] for key, values in parse_qs(urlsplit(self.path).query).items()}
             self._start_job(query)
             return
@@ -196,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self._json({"jobs": [job.to_dict() for job in explorer.jobs.all()]})
             elif route == "cam":
-                result = state.cam(explorer.image(query["image"]))
+                result = state.cam(explorer.image(query["image"]), *_cam_choice(query))
                 if query.get("format") == "raw":  # (H, W) in [0, 1] at the input size, as `cam --npz` saves it
                     self._array(result.cam)
                 elif query.get("format") == "png":
@@ -228,7 +237,8 @@ class Handler(BaseHTTPRequestHandler):
             state = explorer.models[int(query.get("model", "0"))]
             if kind == "cam":
                 image = explorer.image(query["image"])
-                job = explorer.jobs.start(kind, (kind, state.index, image.id), lambda: state.cam(image))
+                choice = _cam_choice(query)
+                job = explorer.jobs.start(kind, (kind, state.index, image.id, *choice), lambda: state.cam(image, *choice))
             elif kind == "audit":
                 paths = explorer.photo_paths()
                 job = explorer.jobs.start(kind, (kind, state.index), lambda: state.audit(paths))
@@ -238,6 +248,12 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "no such job kind, model or image")
             return
         self._json(job.to_dict(), 202)
+
+
+def _cam_choice(query: dict) -> tuple:
+    """(method, layer index, target) of a CAM request; absent or empty: the one `inspector cam` chooses."""
+    layer = query.get("layer") or None
+    return query.get("method") or None, None if layer is None else int(layer), query.get("target") or None
 
 
 class ExplorerServer(ThreadingHTTPServer):

@@ -88,12 +88,10 @@ class ModelState:
     # -------------------------------------------------------------- maps
 
     def feeding(self, image: Image):
-        """As `inspector maps MODEL IMAGE` resolves it for a photo (an upload has no path to read); once per image."""
+        """As `inspector maps MODEL IMAGE` resolves it for that photo (an upload: its bytes, as the file would be
+        read: an open dim follows its aspect ratio); once per image."""
         if image.id not in self._feedings:
-            if image.path is not None:
-                self._feedings[image.id] = self.model.feeding(None, None, [image.path], image.path)
-            else:
-                self._feedings[image.id] = self.model.feeding(None, None, None, None)
+            self._feedings[image.id] = self.model.feeding(None, None, [image.source()], image.source())
         return self._feedings[image.id]
 
     def _batch(self, image: Image, feeding) -> np.ndarray:
@@ -160,20 +158,30 @@ class ModelState:
 
     # --------------------------------------------------------------- CAM
 
-    def cam(self, image: Image):
-        """``inspector cam MODEL IMAGE``'s result: the method and target it chooses by default."""
+    def cam(self, image: Image, method: str | None = None, layer: int | None = None, target: str | None = None):
+        """``inspector cam MODEL IMAGE [--method M] [--layer L] [--target T]``'s result (by default the method,
+        layer and target it chooses); cached per image and choice."""
         from ..cam import compute
+        from ..cam.methods import method as lookup
         from ..preprocess import load_image
 
+        if method not in (None, "auto"):
+            lookup(method)  # an unknown method: InspectorError before any work
+        chosen = None if layer is None else self.layer(layer).name
+        key = (image.id, method or "auto", chosen, target)
         with self._cam_lock:
-            if image.id not in self._cams:
+            if key not in self._cams:
                 if image.path is not None:
-                    source = image.path
-                else:
+                    result = compute(self.model, image.path, method, chosen, target, device=self.device)
+                else:  # the decoded upload, fed as the file would be
                     feeding = self.feeding(image)
-                    source = load_image(image.source(), feeding.size, self.model.input.channels or 3)
-                self._cams[image.id] = compute(self.model, source, None, device=self.device)
-            return self._cams[image.id]
+                    pixels = load_image(image.source(), feeding.size, self.model.input.channels or 3)
+                    result = compute(self.model, pixels, method, chosen, target, device=self.device,
+                                     preprocess=feeding.preprocess, size=feeding.size)
+                self._cams[key] = result
+                while len(self._cams) > MAPS_CACHED * 2:
+                    self._cams.pop(next(iter(self._cams)))
+            return self._cams[key]
 
     # ------------------------------------------------------------- audit
 
@@ -292,7 +300,9 @@ class Explorer:
             return image
 
     def info(self) -> dict:
+        from ..cam.methods import METHODS
+
         return {"models": [{"index": m.index, "name": m.model.name, "layers": len(m.layers)} for m in self.models],
-                "compare": self.pair is not None,
+                "compare": self.pair is not None, "cam_methods": list(METHODS),
                 "images": [{"id": image.id, "name": image.name} for image in self.images()],
                 "max_upload": MAX_UPLOAD_BYTES}
