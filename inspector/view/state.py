@@ -178,6 +178,7 @@ class ModelState:
                     pixels = load_image(image.source(), feeding.size, self.model.input.channels or 3)
                     result = compute(self.model, pixels, method, chosen, target, device=self.device,
                                      preprocess=feeding.preprocess, size=feeding.size)
+                    result.image_name = image.name  # its picture's title, as cam titles the file
                 self._cams[key] = result
                 while len(self._cams) > MAPS_CACHED * 2:
                     self._cams.pop(next(iter(self._cams)))
