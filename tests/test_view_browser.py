@@ -231,6 +231,10 @@ def test_trained_model_page_and_screenshot(browser):
         page.locator("#layers li").nth(3).click()
         page.wait_for_selector("#maps-info[data-shape]", timeout=60_000)
         page.wait_for_selector("#filters[src^='blob:']")
+        page.click("#outputs-button")  # the whole model on the photo: its four classes, named from the metadata
+        page.wait_for_selector("#outputs li")
+        top = Client(server).json("/api/outputs?model=0&image=0")["outputs"][0]["top"]
+        assert page.locator("#outputs li").nth(0).text_content().startswith(top[0]["label"] + ":")
         watched.check()
         target = os.environ.get("INSPECTOR_VIEW_SCREENSHOT")
         if target:

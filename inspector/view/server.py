@@ -39,6 +39,9 @@ def _static(name: str) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     server: "ExplorerServer"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle's algorithm the second waits for the client's delayed
+    # ACK (40 ms on Linux) on every small answer, a cached filter picture included.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - no request line (or anything else) is logged
         pass
