@@ -492,6 +492,27 @@ def test_command_prints_the_address_and_serves(env, tmp_path):
         process.wait(timeout=30)
 
 
+def test_a_folder_gives_its_images(env, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in env["photos"]:
+        shutil.copy(photo, folder)
+    (folder / "notes.txt").write_text("not an image")
+    server = start([env["model"]], [folder])
+    try:
+        names = [image["name"] for image in Client(server).json("/api/info")["images"]]
+        assert names == ["a.png", "b.jpg"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["view", env["model"], str(empty), "--no-browser"]) == 2
+    assert "no images in" in capsys.readouterr().err
+
+
 def test_maps_past_the_budget_come_one_layer_at_a_time(env, tmp_path, monkeypatch):
     from inspector.view import state
 
