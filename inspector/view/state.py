@@ -213,6 +213,10 @@ def top_outputs(values: dict[str, np.ndarray], names: list[str] | None, count: i
     for name, value in values.items():
         value = np.asarray(value)
         entry = {"name": name, "shape": list(value.shape), "kind": "values", "top": []}
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):  # strings: nothing to rank
+            entry["min"] = entry["max"] = None
+            result.append(entry)
+            continue
         floats = np.asarray(value[:1], np.float64) if value.ndim and value.shape[0] else np.zeros(0)
         finite = floats[np.isfinite(floats)] if floats.size else floats
         entry["min"] = float(finite.min()) if finite.size else None
