@@ -337,6 +337,18 @@ def test_one_model_has_no_pairs(env):
         assert env["client"].call(path)[0] == 404
 
 
+def test_the_audit_without_overlap_is_the_same_audit(pair):
+    """The explorer's audit computes the weights' statistics before the images (its peak memory); the result
+    is the overlapped audit's, to the bit."""
+    import inspector
+    from inspector.audit import audit
+
+    model = inspector.load(pair["a"])
+    together = audit(model, pair["photos"], quiet=True).to_dict()
+    serial = audit(model, pair["photos"], quiet=True, overlap=False).to_dict()
+    assert serial["layers"] == together["layers"] and serial["summary"] == together["summary"]
+
+
 # ------------------------------------------------------------------ security
 
 @pytest.mark.parametrize("token", [None, "", "wrong", "x" * 43])

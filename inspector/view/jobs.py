@@ -86,3 +86,19 @@ class Jobs:
             job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
         finally:
             job.finished = time.monotonic()
+            _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap that a finished job freed back to the system (glibc keeps it in this thread's arena, where
+    the server's other threads cannot reuse it: the explorer's peak would hold the job's and the maps' at once)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to do
+        pass

@@ -193,7 +193,8 @@ class ModelState:
 
         with self._audit_lock:
             if self._audit is None:
-                self._audit = audit(self.model, paths or None, device=self.device, quiet=True)
+                # Not overlapped: the weights' statistics, then the images (the explorer minds its peak memory).
+                self._audit = audit(self.model, paths or None, device=self.device, quiet=True, overlap=False)
             return self._audit
 
 
