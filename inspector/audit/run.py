@@ -33,7 +33,7 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
           quiet: bool = False, verbose: bool = False, max_memory: int | None = None,
           statistics: str = "auto", confirm: Sequence[str | os.PathLike] | None = None,
           hold_out: bool = True, tolerance: float = DEFAULT_TOLERANCE, ray: str | None = None,
-          ray_threads: int = 1) -> AuditResult:
+          ray_threads: int = 1, overlap: bool = True) -> AuditResult:
     """Audit ``model`` (an ``inspector.Model`` or a path): weights always, activations over ``images``.
 
     ``statistics``: ``graph`` reduces the maps inside the ONNX graph, ``maps`` with NumPy over the maps
@@ -46,6 +46,10 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     ``ray``: run the judged images' batches on a Ray cluster (``local``, ``local:CPUS``, ``auto`` or an
     address; distributed.py); the merged statistics, verdicts and JSON are the single-process audit's.
     ``ray_threads``: onnxruntime threads per actor (the pool holds one actor per that many CPUs).
+
+    ``overlap=False``: the weight statistics first, then the images (the same arithmetic, one BLAS thread
+    either way), for a caller that minds the peak more than the time: overlapped, both are in memory at once
+    (VGG16 with one photo: 454 MB against 298 MB; `inspector view`'s background audit).
     """
     if statistics not in STATISTICS:
         raise InspectorError(f"unknown statistics '{statistics}': use {', '.join(STATISTICS)}")
@@ -67,6 +71,15 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
     from ..execution import one_blas_thread
 
     # The weights' products run beside onnxruntime: BLAS threads left spinning would take its cores.
+    if not overlap:
+        from concurrent.futures import Future
+
+        with one_blas_thread():
+            weighed = Future()
+            weighed.set_result(_weight_result(model, read, trained))
+            return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
+                                read, max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance),
+                                (ray, ray_threads))
     with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
         weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
