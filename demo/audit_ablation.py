@@ -15,6 +15,13 @@ largest |ablated - original| over the images, over the output's range (max - min
 
     PYTHONPATH=. .venv/bin/python demo/audit_ablation.py [NAME ...] [--json OUT.json]
     PYTHONPATH=. .venv/bin/python demo/audit_ablation.py WILD.onnx ... --photos models/wild/photos
+
+Long surveys (the wild corpus): ``--jsonl FILE`` appends each model's row as it finishes and skips the
+models already there, ``--timeout S`` runs each model in its own process with that time limit (a row
+with ``error: timeout`` then), so a partial run counts and a rerun resumes::
+
+    PYTHONPATH=. .venv/bin/python demo/audit_ablation.py --wild --photos models/wild/photos \
+        --jsonl /tmp/wild_ablation.jsonl --timeout 1500
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import time
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "trained")
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+ROOT = os.path.join(MODELS, "trained")
+WILD = os.path.join(MODELS, "wild")
 
 
 def unseen_images(photos: list[str], folder: str) -> list[str]:
@@ -81,9 +90,11 @@ def session(model, proto):
     return ort.InferenceSession(model.file.serialized(proto), options, providers=["CPUExecutionProvider"])
 
 
-def outputs(sess, name, batches):
+def outputs(sess, model, batches):
+    """One {output: array} per batch (a fixed batch filled with copies, other inputs by their rule)."""
     names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, sess.run(None, {name: x}))) for x in batches]
+    needed = [i.name for i in sess.get_inputs()]
+    return [dict(zip(names, sess.run(None, model.feeds(x, needed)))) for x in batches]
 
 
 def change(reference, ablated) -> float:
@@ -111,7 +122,9 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
     seconds = time.perf_counter() - start
     data = result.to_dict()
     judged_files, held_files = split(photos, MIN_IMAGES)
-    spec, size = model.preprocessing(None), tuple(result.input_size)
+    # The audit's own feeding (preprocessing inferred from the images where the file does not say).
+    feeding = model.feeding(None, None, photos)
+    spec, size = feeding.preprocess, tuple(result.input_size)
     fixed = model.input.batch
     one = lambda images: [model.image_batch([i], spec, size) for i in images]  # noqa: E731
     import tempfile
@@ -124,17 +137,19 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
     tensors = list(dict.fromkeys(layers[n].output for n in by_name))
     plain = session(model, add_outputs(model.file.model, tensors))
     means = {}
-    for x in judged:
-        got = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, {model.input.name: x})))
+    for got in outputs(plain, model, judged):
         for n in by_name:
             layer = layers[n]
             axis = layer.output_perm.index(1) if layer.output_perm else 1
             values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
+            values = values[:1]  # a fixed batch is filled with copies of the image
             means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
     means = {n: np.mean(v, axis=0) for n, v in means.items()}
     original = session(model, model.file.model)
-    reference = {which: outputs(original, model.input.name, xs)
+    reference = {which: outputs(original, model, xs)
                  for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+
+    done: dict = {}  # the same selection (several rules often pick the same units) is measured once
 
     def ablate(select) -> dict:
         fills = {}
@@ -153,11 +168,12 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
             fills[layer.output] = (axis, len(layer.weight_shape), mask, means[n])
         if not count:
             return {"units": 0, "judged": 0.0, "held": 0.0, "unseen": 0.0}
-        sess = session(model, edited(model.file.model, fills))
-        out = {"units": count}
-        for which, xs in (("judged", judged), ("held", held), ("unseen", unseen)):
-            out[which] = change(reference[which], outputs(sess, model.input.name, xs))
-        return out
+        key = tuple(sorted((t, tuple(np.flatnonzero(f[2]))) for t, f in fills.items()))
+        if key not in done:
+            sess = session(model, edited(model.file.model, fills))
+            done[key] = {which: change(reference[which], outputs(sess, model, xs))
+                         for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+        return {"units": count, **done[key]}
 
     def judged_channels(entry, field):
         return entry[field] if entry["channels_judged"] else []
@@ -182,22 +198,74 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
             "rules": {rule: ablate(select) for rule, select in rules.items()}}
 
 
+def wild_image_models() -> list[str]:
+    """The wild corpus's ONNX files with an image input (models/wild/manifest.json), smallest first."""
+    with open(os.path.join(WILD, "manifest.json")) as handle:
+        files = json.load(handle)["files"]
+    found = []
+    for rel, entry in files.items():
+        path = os.path.join(WILD, rel)
+        if not rel.endswith(".onnx") or not os.path.exists(path):
+            continue
+        if entry.get("image"):
+            found.append(path)
+    return sorted(found, key=os.path.getsize)
+
+
+def one(name: str, photos: str | None) -> dict:
+    try:
+        if name.endswith(".onnx"):
+            shown = os.path.relpath(name, WILD) if os.path.abspath(name).startswith(WILD + os.sep) else name
+            return measure(shown, name, photos)
+        return measure(name)
+    except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
+        return {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def in_process(name: str, photos: str | None, timeout: float) -> dict:
+    """``one`` in a child process with a time limit (its row comes back as the last line of stdout)."""
+    import subprocess
+
+    command = [sys.executable, os.path.abspath(__file__), name] + (["--photos", photos] if photos else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "error": f"timeout after {timeout:g} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": name, "error": f"exit {done.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
+    parser.add_argument("--wild", action="store_true", help="every image model of models/wild (smallest first)")
     parser.add_argument("--photos", help="the photo folder for .onnx paths (default: models/trained/photos)")
-    parser.add_argument("--json")
+    parser.add_argument("--json", help="write every row to this file at the end")
+    parser.add_argument("--jsonl", help="append each row as it finishes; models already there are skipped")
+    parser.add_argument("--timeout", type=float, help="run each model in its own process, with this limit (s)")
     args = parser.parse_args(argv)
-    with open(os.path.join(ROOT, "manifest.json")) as handle:
-        names = args.names or [n for n, e in json.load(handle).items() if e.get("available")]
+    names = list(args.names) + (wild_image_models() if args.wild else [])
+    if not names:
+        with open(os.path.join(ROOT, "manifest.json")) as handle:
+            names = [n for n, e in json.load(handle).items() if e.get("available")]
+    finished = set()
+    if args.jsonl and os.path.exists(args.jsonl):
+        with open(args.jsonl) as handle:
+            finished = {json.loads(line).get("path") for line in handle if line.strip()}
     rows = []
     for name in names:
-        try:
-            row = (measure(os.path.relpath(name), name, args.photos) if name.endswith(".onnx") else measure(name))
-        except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
-            row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+        if name in finished:
+            continue
+        row = in_process(name, args.photos, args.timeout) if args.timeout else one(name, args.photos)
+        row["path"] = name
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)
