@@ -108,7 +108,8 @@ def change(reference, ablated) -> float:
     return worst
 
 
-def measure(name: str, path: str | None = None, photos_dir: str | None = None) -> dict:
+def measure(name: str, path: str | None = None, photos_dir: str | None = None, extra=None) -> dict:
+    """``extra``: optional ``extra(result) -> {rule: {layer name: [channels]}}``, more selections to measure."""
     import inspector
     from inspector.audit import audit, collect_images
     from inspector.audit.verify import split
@@ -189,6 +190,8 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
         "counted dead (after verification)": lambda e: e["dead_filters"] + [
             c for c in judged_channels(e, "dead_channels") if c not in e["not_confirmed_channels"]],
     }
+    for rule, chosen in (extra(result) if extra else {}).items():
+        rules[rule] = lambda e, chosen=chosen: list(chosen.get(e["name"], []))
     return {"model": name, "seconds": round(seconds, 1), "fixed_batch": fixed,
             "preprocess": data["images"]["preprocess"], "preprocess_source": data["images"]["preprocess_source"],
             "judged_images": data["images"]["count"], "held_out": data["images"]["held_out"],
