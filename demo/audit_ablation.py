@@ -241,6 +241,62 @@ def in_process(name: str, photos: str | None, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    text = f"{value:.2%}" if value >= 1e-4 else f"{value * 100:.1g}%"
+    return f"**{text}**" if value > 0.01 else text
+
+
+def agree(own: float | None, independent: float) -> bool | None:
+    """Whether the audit's own figure and the independent one agree within 2x (None: both under 1e-4)."""
+    if own is None or max(own, independent) <= 1e-4:
+        return None
+    low, high = sorted((own, independent))
+    return low > 0 and high / low <= 2
+
+
+def table(rows: list[dict]) -> str:
+    """docs/audit.md's wild table: per model, counted dead before and after the verification, the output
+    change on judged / held-out / unseen images, and the audit's own figure against the independent one."""
+    head = ("| model | preprocessing | counted dead before (rules alone) | change judged / held-out / unseen | "
+            "counted after verification | not confirmed (answered held-out) | change judged / held-out / unseen | "
+            "own figure, held-out (all / counted) | independent, held-out (all / counted) |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines, within, agreeing, compared, measured, failed = [head], 0, 0, 0, 0, []
+    for row in sorted(rows, key=lambda r: r["model"]):
+        if "error" in row:
+            failed.append(f"`{row['model']}`: {row['error']}")
+            continue
+        measured += 1
+        before = row["rules"]["all judged verdicts (before verification)"]
+        after = row["rules"]["counted dead (after verification)"]
+        check = row["verification"] or {}
+        own_all, own_kept = check.get("output_change_all"), check.get("output_change_counted")
+        within += after["unseen"] <= 0.01
+        for own, independent in ((own_all, before["held"]), (own_kept, after["held"])):
+            verdict = agree(own, independent)
+            if verdict is not None:
+                compared += 1
+                agreeing += verdict
+        refused = check.get("units_not_confirmed", 0)
+        answered = check.get("units_answered_held_out", 0)
+        lines.append(
+            f"| `{row['model']}` | {row['preprocess_source']} | {before['units']:,} | "
+            f"{_pct(before['judged'])} / {_pct(before['held'])} / {_pct(before['unseen'])} | {after['units']:,} | "
+            f"{refused:,} ({answered:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])} | "
+            f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
+    lines.append("")
+    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% on {within} of "
+                 f"{measured}; own and independent figures within 2x on {agreeing} of the {compared} comparisons "
+                 f"above 1e-4.")
+    if failed:
+        lines.append("Not measured: " + "; ".join(failed) + ".")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
@@ -249,7 +305,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write every row to this file at the end")
     parser.add_argument("--jsonl", help="append each row as it finishes; models already there are skipped")
     parser.add_argument("--timeout", type=float, help="run each model in its own process, with this limit (s)")
+    parser.add_argument("--table", action="store_true", help="print the --jsonl file's rows as docs/audit.md's table")
     args = parser.parse_args(argv)
+    if args.table:
+        if not args.jsonl:
+            parser.error("--table reads the rows of --jsonl FILE")
+        with open(args.jsonl) as handle:
+            print(table([json.loads(line) for line in handle if line.strip()]))
+        return 0
     names = list(args.names) + (wild_image_models() if args.wild else [])
     if not names:
         with open(os.path.join(ROOT, "manifest.json")) as handle:
