@@ -37,6 +37,7 @@ import numpy as np
 MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 ROOT = os.path.join(MODELS, "trained")
 WILD = os.path.join(MODELS, "wild")
+MEANS_GROUP = 48  # tensors added as outputs per session when the channel means are computed
 
 
 def unseen_images(photos: list[str], folder: str) -> list[str]:
@@ -136,15 +137,24 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
     by_name = {entry["name"]: entry for entry in data["layers"]}
     # Per-channel means over the judged images, from the unmodified model's tensors (NumPy here).
     tensors = list(dict.fromkeys(layers[n].output for n in by_name))
-    plain = session(model, add_outputs(model.file.model, tensors))
     means = {}
-    for got in outputs(plain, model, judged):
-        for n in by_name:
-            layer = layers[n]
-            axis = layer.output_perm.index(1) if layer.output_perm else 1
-            values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
-            values = values[:1]  # a fixed batch is filled with copies of the image
-            means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
+    # One image and a group of tensors at a time: every map of 12 images at once took 4.5 GB on a
+    # multilingual text detector, past what a shared machine had free.
+    for start in range(0, len(tensors), MEANS_GROUP):
+        group = set(tensors[start:start + MEANS_GROUP])
+        plain = session(model, add_outputs(model.file.model, sorted(group)))
+        for x in judged:  # one image's maps at a time
+            got = outputs(plain, model, [x])[0]
+            for n in by_name:
+                layer = layers[n]
+                if layer.output not in group:
+                    continue
+                axis = layer.output_perm.index(1) if layer.output_perm else 1
+                values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
+                values = values[:1]  # a fixed batch is filled with copies of the image
+                means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
+            del got
+        del plain
     means = {n: np.mean(v, axis=0) for n, v in means.items()}
     original = session(model, model.file.model)
     reference = {which: outputs(original, model, xs)
