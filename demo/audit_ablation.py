@@ -256,7 +256,7 @@ def _pct(value: float | None) -> str:
         return "-"
     if value == 0:
         return "0"
-    text = f"{value:.2%}" if value >= 1e-4 else f"{value * 100:.1g}%"
+    text = f"{value * 100:.3g}%" if value >= 1e-4 else f"{value * 100:.1g}%"
     return f"**{text}**" if value > 0.01 else text
 
 
@@ -307,6 +307,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RULE_COLUMNS = ("zero after Relu", "constant", "dormant by score (tau)",
+                "dormant (score, then checked on the judged images)", "dead by weights")
+
+
+def rules_table(rows: list[dict]) -> str:
+    """docs/audit.md's per-rule table: what each rule selects, and its removal's change on judged / held-out /
+    unseen images."""
+    lines = ["| model | exact zero after Relu | constant | dormant by score (tau = 0.01) | dormant, then checked "
+             "on the judged photos | dead by weights |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            continue
+        cells = []
+        for rule in RULE_COLUMNS:
+            got = row["rules"][rule]
+            cells.append("-" if not got["units"] else
+                         f"{got['units']:,}: {_pct(got['judged'])} / {_pct(got['held'])} / {_pct(got['unseen'])}")
+        lines.append(f"| `{row['model']}` ({row['preprocess_source']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
@@ -321,7 +342,8 @@ def main(argv=None) -> int:
         if not args.jsonl:
             parser.error("--table reads the rows of --jsonl FILE")
         with open(args.jsonl) as handle:
-            print(table([json.loads(line) for line in handle if line.strip()]))
+            rows = [json.loads(line) for line in handle if line.strip()]
+        print(rules_table(rows) + "\n\n" + table(rows))
         return 0
     names = list(args.names) + (wild_image_models() if args.wild else [])
     if not names:
