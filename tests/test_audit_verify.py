@@ -195,6 +195,30 @@ def test_a_channel_that_answers_held_out_images_is_refused_however_little_its_re
     assert "1 of them answered a held-out image" in check.sentence()
 
 
+def test_a_constant_channel_that_varies_on_held_out_images_is_refused_even_if_small(save, tmp_path):
+    # make_net's conv2 (linear, audited) channel 3 reads only conv1's channel 6 (silent on dark images), with
+    # a tiny weight and no bias: exactly 0 on the dark judged images (constant), small answers on the
+    # bright held-out ones (their magnitudes would pass as dormant beside its siblings).
+    m = make_net()
+    for tensor in m.graph.initializer:
+        if tensor.name == "w2":
+            w = numpy_helper.to_array(tensor).copy()
+            w[3] = 0
+            w[3, 6] = 1e-3
+            tensor.CopyFrom(numpy_helper.from_array(w, "w2"))
+    path = save(m, "const3.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    plain = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert np.all(plain.run(["y"], {"x": as_input(judged)})[0][:, 3] == 0)
+    answers = plain.run(["y"], {"x": as_input(held)})[0]
+    assert answers[:, 3].max() > 0 and np.abs(answers[:, 3]).mean() < 1e-3 * np.abs(answers).mean()
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    conv2 = result.layers[1]
+    assert 3 in conv2.channel_masks()["constant"].nonzero()[0] and 3 in conv2.refused
+    assert 3 not in conv2.dead_units() and result.verification.answered >= 1
+
+
 def test_truly_removable_units_keep_their_count(net, tmp_path):
     # Judged and held out on bright images alike: channel 6 fires everywhere, 2 and 5 never.
     images = write_images(tmp_path / "judge", 8, seed=1) + write_images(tmp_path / "bright", 4, seed=3, bright=True)

@@ -433,9 +433,13 @@ def answered(result, held_stats: dict | None, judged: dict) -> dict[str, set[int
         dead = set(layer_audit.dead_channels) - set(layer_audit.weights.dead_filters)
         if not dead:
             continue
-        still = channel_verdicts(merge(layer_audit.activations, held), layer_audit.rectifier,
-                                 layer_audit.outgoing)["dead"]
-        gone = {c for c in dead if not still[c]}
+        judged_masks = layer_audit.channel_masks()
+        together = channel_verdicts(merge(layer_audit.activations, held), layer_audit.rectifier, layer_audit.outgoing)
+        # A verdict holds by its own rule: a channel constant on the judged images must stay constant (one
+        # that varies on a held-out image answered it, however small its answers: SSCD's int8 channels, 0 on
+        # every judged photo, moved its held-out outputs by 1.5% while their magnitudes passed as dormant).
+        gone = {c for c in dead
+                if not (together["constant"][c] if judged_masks["constant"][c] else together["dead"][c])}
         if gone:
             out[layer_audit.name] = gone
     return out
