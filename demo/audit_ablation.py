@@ -15,6 +15,13 @@ largest |ablated - original| over the images, over the output's range (max - min
 
     PYTHONPATH=. .venv/bin/python demo/audit_ablation.py [NAME ...] [--json OUT.json]
     PYTHONPATH=. .venv/bin/python demo/audit_ablation.py WILD.onnx ... --photos models/wild/photos
+
+Long surveys (the wild corpus): ``--jsonl FILE`` appends each model's row as it finishes and skips the
+models already there, ``--timeout S`` runs each model in its own process with that time limit (a row
+with ``error: timeout`` then), so a partial run counts and a rerun resumes::
+
+    PYTHONPATH=. .venv/bin/python demo/audit_ablation.py --wild --photos models/wild/photos \
+        --jsonl /tmp/wild_ablation.jsonl --timeout 1500
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "trained")
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+ROOT = os.path.join(MODELS, "trained")
+WILD = os.path.join(MODELS, "wild")
+MEANS_GROUP = 48  # tensors added as outputs per session when the channel means are computed
 
 
 def unseen_images(photos: list[str], folder: str) -> list[str]:
@@ -81,9 +91,11 @@ def session(model, proto):
     return ort.InferenceSession(model.file.serialized(proto), options, providers=["CPUExecutionProvider"])
 
 
-def outputs(sess, name, batches):
+def outputs(sess, model, batches):
+    """One {output: array} per batch (a fixed batch filled with copies, other inputs by their rule)."""
     names = [o.name for o in sess.get_outputs()]
-    return [dict(zip(names, sess.run(None, {name: x}))) for x in batches]
+    needed = [i.name for i in sess.get_inputs()]
+    return [dict(zip(names, sess.run(None, model.feeds(x, needed)))) for x in batches]
 
 
 def change(reference, ablated) -> float:
@@ -97,7 +109,8 @@ def change(reference, ablated) -> float:
     return worst
 
 
-def measure(name: str, path: str | None = None, photos_dir: str | None = None) -> dict:
+def measure(name: str, path: str | None = None, photos_dir: str | None = None, extra=None) -> dict:
+    """``extra``: optional ``extra(result) -> {rule: {layer name: [channels]}}``, more selections to measure."""
     import inspector
     from inspector.audit import audit, collect_images
     from inspector.audit.verify import split
@@ -111,7 +124,9 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
     seconds = time.perf_counter() - start
     data = result.to_dict()
     judged_files, held_files = split(photos, MIN_IMAGES)
-    spec, size = model.preprocessing(None), tuple(result.input_size)
+    # The audit's own feeding (preprocessing inferred from the images where the file does not say).
+    feeding = model.feeding(None, None, photos)
+    spec, size = feeding.preprocess, tuple(result.input_size)
     fixed = model.input.batch
     one = lambda images: [model.image_batch([i], spec, size) for i in images]  # noqa: E731
     import tempfile
@@ -122,19 +137,30 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
     by_name = {entry["name"]: entry for entry in data["layers"]}
     # Per-channel means over the judged images, from the unmodified model's tensors (NumPy here).
     tensors = list(dict.fromkeys(layers[n].output for n in by_name))
-    plain = session(model, add_outputs(model.file.model, tensors))
     means = {}
-    for x in judged:
-        got = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, {model.input.name: x})))
-        for n in by_name:
-            layer = layers[n]
-            axis = layer.output_perm.index(1) if layer.output_perm else 1
-            values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
-            means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
+    # One image and a group of tensors at a time: every map of 12 images at once took 4.5 GB on a
+    # multilingual text detector, past what a shared machine had free.
+    for start in range(0, len(tensors), MEANS_GROUP):
+        group = set(tensors[start:start + MEANS_GROUP])
+        plain = session(model, add_outputs(model.file.model, sorted(group)))
+        for x in judged:  # one image's maps at a time
+            got = outputs(plain, model, [x])[0]
+            for n in by_name:
+                layer = layers[n]
+                if layer.output not in group:
+                    continue
+                axis = layer.output_perm.index(1) if layer.output_perm else 1
+                values = np.moveaxis(got[layer.output].astype(np.float64), axis, 1)
+                values = values[:1]  # a fixed batch is filled with copies of the image
+                means.setdefault(n, []).append(values.reshape(values.shape[0], values.shape[1], -1).mean(axis=(0, 2)))
+            del got
+        del plain
     means = {n: np.mean(v, axis=0) for n, v in means.items()}
     original = session(model, model.file.model)
-    reference = {which: outputs(original, model.input.name, xs)
+    reference = {which: outputs(original, model, xs)
                  for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+
+    done: dict = {}  # the same selection (several rules often pick the same units) is measured once
 
     def ablate(select) -> dict:
         fills = {}
@@ -153,11 +179,12 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
             fills[layer.output] = (axis, len(layer.weight_shape), mask, means[n])
         if not count:
             return {"units": 0, "judged": 0.0, "held": 0.0, "unseen": 0.0}
-        sess = session(model, edited(model.file.model, fills))
-        out = {"units": count}
-        for which, xs in (("judged", judged), ("held", held), ("unseen", unseen)):
-            out[which] = change(reference[which], outputs(sess, model.input.name, xs))
-        return out
+        key = tuple(sorted((t, tuple(np.flatnonzero(f[2]))) for t, f in fills.items()))
+        if key not in done:
+            sess = session(model, edited(model.file.model, fills))
+            done[key] = {which: change(reference[which], outputs(sess, model, xs))
+                         for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+        return {"units": count, **done[key]}
 
     def judged_channels(entry, field):
         return entry[field] if entry["channels_judged"] else []
@@ -173,6 +200,8 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
         "counted dead (after verification)": lambda e: e["dead_filters"] + [
             c for c in judged_channels(e, "dead_channels") if c not in e["not_confirmed_channels"]],
     }
+    for rule, chosen in (extra(result) if extra else {}).items():
+        rules[rule] = lambda e, chosen=chosen: list(chosen.get(e["name"], []))
     return {"model": name, "seconds": round(seconds, 1), "fixed_batch": fixed,
             "preprocess": data["images"]["preprocess"], "preprocess_source": data["images"]["preprocess_source"],
             "judged_images": data["images"]["count"], "held_out": data["images"]["held_out"],
@@ -182,22 +211,159 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None) -
             "rules": {rule: ablate(select) for rule, select in rules.items()}}
 
 
+def wild_image_models() -> list[str]:
+    """The wild corpus's ONNX files with an image input (models/wild/manifest.json), smallest first."""
+    with open(os.path.join(WILD, "manifest.json")) as handle:
+        files = json.load(handle)["files"]
+    found = []
+    for rel, entry in files.items():
+        path = os.path.join(WILD, rel)
+        if not rel.endswith(".onnx") or not os.path.exists(path):
+            continue
+        if entry.get("image"):
+            found.append(path)
+    return sorted(found, key=os.path.getsize)
+
+
+def one(name: str, photos: str | None) -> dict:
+    try:
+        if name.endswith(".onnx"):
+            shown = os.path.relpath(name, WILD) if os.path.abspath(name).startswith(WILD + os.sep) else name
+            return measure(shown, name, photos)
+        return measure(name)
+    except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
+        return {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def in_process(name: str, photos: str | None, timeout: float) -> dict:
+    """``one`` in a child process with a time limit (its row comes back as the last line of stdout)."""
+    import subprocess
+
+    command = [sys.executable, os.path.abspath(__file__), name] + (["--photos", photos] if photos else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "error": f"timeout after {timeout:g} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": name, "error": f"exit {done.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    text = f"{value * 100:.3g}%" if value >= 1e-4 else f"{value * 100:.1g}%"
+    return f"**{text}**" if value > 0.01 else text
+
+
+def agree(own: float | None, independent: float) -> bool | None:
+    """Whether the audit's own figure and the independent one agree within 2x (None: both under 1e-4)."""
+    if own is None or max(own, independent) <= 1e-4:
+        return None
+    low, high = sorted((own, independent))
+    return low > 0 and high / low <= 2
+
+
+def table(rows: list[dict]) -> str:
+    """docs/audit.md's wild table: per model, counted dead before and after the verification, the output
+    change on judged / held-out / unseen images, and the audit's own figure against the independent one."""
+    head = ("| model | preprocessing | counted dead before (rules alone) | change judged / held-out / unseen | "
+            "counted after verification | not confirmed (answered held-out) | change judged / held-out / unseen | "
+            "own figure, held-out (all / counted) | independent, held-out (all / counted) |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines, within, agreeing, compared, measured, failed = [head], 0, 0, 0, 0, []
+    for row in sorted(rows, key=lambda r: r["model"]):
+        if "error" in row:
+            failed.append(f"`{row['model']}`: {row['error']}")
+            continue
+        measured += 1
+        before = row["rules"]["all judged verdicts (before verification)"]
+        after = row["rules"]["counted dead (after verification)"]
+        check = row["verification"] or {}
+        own_all, own_kept = check.get("output_change_all"), check.get("output_change_counted")
+        within += after["unseen"] <= 0.01
+        for own, independent in ((own_all, before["held"]), (own_kept, after["held"])):
+            verdict = agree(own, independent)
+            if verdict is not None:
+                compared += 1
+                agreeing += verdict
+        refused = check.get("units_not_confirmed", 0)
+        answered = check.get("units_answered_held_out", 0)
+        lines.append(
+            f"| `{row['model']}` | {row['preprocess_source']} | {before['units']:,} | "
+            f"{_pct(before['judged'])} / {_pct(before['held'])} / {_pct(before['unseen'])} | {after['units']:,} | "
+            f"{refused:,} ({answered:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])} | "
+            f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
+    lines.append("")
+    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% on {within} of "
+                 f"{measured}; own and independent figures within 2x on {agreeing} of the {compared} comparisons "
+                 f"above 1e-4.")
+    if failed:
+        lines.append("Not measured: " + "; ".join(failed) + ".")
+    return "\n".join(lines)
+
+
+RULE_COLUMNS = ("zero after Relu", "constant", "dormant by score (tau)",
+                "dormant (score, then checked on the judged images)", "dead by weights")
+
+
+def rules_table(rows: list[dict]) -> str:
+    """docs/audit.md's per-rule table: what each rule selects, and its removal's change on judged / held-out /
+    unseen images."""
+    lines = ["| model | exact zero after Relu | constant | dormant by score (tau = 0.01) | dormant, then checked "
+             "on the judged photos | dead by weights |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            continue
+        cells = []
+        for rule in RULE_COLUMNS:
+            got = row["rules"][rule]
+            cells.append("-" if not got["units"] else
+                         f"{got['units']:,}: {_pct(got['judged'])} / {_pct(got['held'])} / {_pct(got['unseen'])}")
+        lines.append(f"| `{row['model']}` ({row['preprocess_source']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="models of models/trained (default: all), or .onnx paths")
+    parser.add_argument("--wild", action="store_true", help="every image model of models/wild (smallest first)")
     parser.add_argument("--photos", help="the photo folder for .onnx paths (default: models/trained/photos)")
-    parser.add_argument("--json")
+    parser.add_argument("--json", help="write every row to this file at the end")
+    parser.add_argument("--jsonl", help="append each row as it finishes; models already there are skipped")
+    parser.add_argument("--timeout", type=float, help="run each model in its own process, with this limit (s)")
+    parser.add_argument("--table", action="store_true", help="print the --jsonl file's rows as docs/audit.md's table")
     args = parser.parse_args(argv)
-    with open(os.path.join(ROOT, "manifest.json")) as handle:
-        names = args.names or [n for n, e in json.load(handle).items() if e.get("available")]
+    if args.table:
+        if not args.jsonl:
+            parser.error("--table reads the rows of --jsonl FILE")
+        with open(args.jsonl) as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        print(rules_table(rows) + "\n\n" + table(rows))
+        return 0
+    names = list(args.names) + (wild_image_models() if args.wild else [])
+    if not names:
+        with open(os.path.join(ROOT, "manifest.json")) as handle:
+            names = [n for n, e in json.load(handle).items() if e.get("available")]
+    finished = set()
+    if args.jsonl and os.path.exists(args.jsonl):
+        with open(args.jsonl) as handle:
+            finished = {json.loads(line).get("path") for line in handle if line.strip()}
     rows = []
     for name in names:
-        try:
-            row = (measure(os.path.relpath(name), name, args.photos) if name.endswith(".onnx") else measure(name))
-        except Exception as exc:  # noqa: BLE001 - one model that cannot run must not stop the survey
-            row = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+        if name in finished:
+            continue
+        row = in_process(name, args.photos, args.timeout) if args.timeout else one(name, args.photos)
+        row["path"] = name
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -272,3 +272,34 @@ def test_pooled_branches_need_more_images(tmp_path, save):
     # All 32 judged (none held out for the verification, which test_audit_verify checks).
     many = audit(inspector.load(path), files, preprocess="tf", device="cpu", quiet=True, hold_out=False)
     assert many.to_dict()["layers"][1]["channels_judged"] is True and many.dead_unit_count == 1
+
+
+@pytest.mark.parametrize("stride, judged_on_eight", [(4, False), (3, True)])
+def test_small_maps_need_the_pooled_image_count(tmp_path, save, stride, judged_on_eight):
+    """A map of 4x4 = 16 positions (a 16x16 input at stride 4: the last stage of a small input) gives a
+    handful of values per image, like a pooled branch: silent on 8 images is reported, not judged, and on
+    32 it is dead. At stride 3 (6x6 = 36 positions) 8 images judge it."""
+    from inspector.audit.verdicts import MIN_IMAGES_POOLED, POOLED_POSITIONS
+
+    r = b.rng(7)
+    w1 = r.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b1 = np.array([-1000.0, 0.5, 0.5, 0.5], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="small", pads=[1, 1, 1, 1],
+                              strides=[stride, stride]),
+             helper.make_node("Relu", ["c1"], ["y"])]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"))]
+    path = save(b.model(nodes, [b.image_input(shape=("N", 3, 16, 16))], [b.out("y")], inits), f"s{stride}.onnx")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(MIN_IMAGES_POOLED):
+        Image.fromarray(b.rng(200 + i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    files = sorted(str(p) for p in folder.iterdir())
+    eight = audit(inspector.load(path), files[:8], preprocess="tf", device="cpu", quiet=True)
+    layer = eight.to_dict()["layers"][0]
+    positions = 16 if stride == 4 else 36
+    assert eight.layers[0].activations.elements_per_map == positions and (positions <= POOLED_POSITIONS) != judged_on_eight
+    assert layer["dead_channels"] == [0] and layer["channels_judged"] is judged_on_eight
+    assert eight.dead_unit_count == (1 if judged_on_eight else 0)
+    assert eight.to_dict()["rules"]["pooled_positions"] == POOLED_POSITIONS
+    many = audit(inspector.load(path), files, preprocess="tf", device="cpu", quiet=True, hold_out=False)
+    assert many.to_dict()["layers"][0]["channels_judged"] is True and many.dead_unit_count == 1

@@ -161,6 +161,64 @@ def test_a_channel_that_answers_held_out_images_is_not_confirmed(net, tmp_path):
     assert "nc" in result.table() and "not confirmed" in result.table()
 
 
+def test_a_channel_that_answers_held_out_images_is_refused_however_little_its_removal_moves(save, tmp_path):
+    # make_net with channel 6 read by tiny weights: it fires on the bright held-out images, but replacing it
+    # by its (zero) judged mean moves the output by far less than the tolerance. Its verdict is refuted all
+    # the same (a search that fills the tolerance with such channels on a few images overshoots on more).
+    m = make_net()
+    for tensor in m.graph.initializer:
+        if tensor.name == "w2":
+            w = numpy_helper.to_array(tensor).copy()
+            w[:, 6] = 1e-4
+            tensor.CopyFrom(numpy_helper.from_array(w, "w2"))
+    path = save(m, "quiet6.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    # Independently: channel 6 is zero on every judged image and not on the held-out ones, and its removal
+    # alone stays within the tolerance there.
+    probe = onnx.load(path)
+    probe.graph.output.append(helper.make_empty_tensor_value_info("r1"))
+    plain = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert plain.run(["r1"], {"x": as_input(judged)})[0][:, 6].max() == 0
+    assert plain.run(["r1"], {"x": as_input(held)})[0][:, 6].max() > 0.1
+    moved = independent_change(path, judged, held, [2, 5, 6])
+    assert 0 < moved < 0.01
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    conv1, check = result.layers[0], result.verification
+    assert conv1.dead_channels == [2, 5, 6] and conv1.refused == {6} and conv1.dead_units() == [2, 5]
+    assert check.answered == 1 and check.refused == {"conv1": [6]} and check.status == "partly confirmed"
+    assert moved / 2 <= check.change_all <= moved * 2  # the figure for everything, 6 included
+    assert check.change_kept == pytest.approx(independent_change(path, judged, held, [2, 5]), abs=1e-9)
+    data = result.to_dict()
+    jsonschema.validate(data, schema())
+    assert data["verification"]["units_answered_held_out"] == 1 and data["summary"]["dead_units"] == 2
+    assert "1 of them answered a held-out image" in check.sentence()
+
+
+def test_a_constant_channel_that_varies_on_held_out_images_is_refused_even_if_small(save, tmp_path):
+    # make_net's conv2 (linear, audited) channel 3 reads only conv1's channel 6 (silent on dark images), with
+    # a tiny weight and no bias: exactly 0 on the dark judged images (constant), small answers on the
+    # bright held-out ones (their magnitudes would pass as dormant beside its siblings).
+    m = make_net()
+    for tensor in m.graph.initializer:
+        if tensor.name == "w2":
+            w = numpy_helper.to_array(tensor).copy()
+            w[3] = 0
+            w[3, 6] = 1e-3
+            tensor.CopyFrom(numpy_helper.from_array(w, "w2"))
+    path = save(m, "const3.onnx")
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    plain = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert np.all(plain.run(["y"], {"x": as_input(judged)})[0][:, 3] == 0)
+    answers = plain.run(["y"], {"x": as_input(held)})[0]
+    assert answers[:, 3].max() > 0 and np.abs(answers[:, 3]).mean() < 1e-3 * np.abs(answers).mean()
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    conv2 = result.layers[1]
+    assert 3 in conv2.channel_masks()["constant"].nonzero()[0] and 3 in conv2.refused
+    assert 3 not in conv2.dead_units() and result.verification.answered >= 1
+
+
 def test_truly_removable_units_keep_their_count(net, tmp_path):
     # Judged and held out on bright images alike: channel 6 fires everywhere, 2 and 5 never.
     images = write_images(tmp_path / "judge", 8, seed=1) + write_images(tmp_path / "bright", 4, seed=3, bright=True)
@@ -285,7 +343,12 @@ def test_prune_channels_takes_the_confirmed_set_and_reports_the_figure(net, tmp_
     assert "verified by the audit" in done.stdout and "1 channel(s) the audit found silent but did not confirm" in done.stderr
 
 
-def test_bisection_finds_the_one_responsive_channel_among_layers_of_silent_ones(save, tmp_path):
+def test_bisection_finds_the_one_responsive_channel_among_layers_of_silent_ones(save, tmp_path, monkeypatch):
+    from inspector.audit import verify as verify_module
+
+    # The held-out statistics would refute channel 6 before any ablation (the test above): without them,
+    # the ablation search alone must find it.
+    monkeypatch.setattr(verify_module, "answered", lambda *args: {})
     # conv1 as in make_net (2, 5 silent for good, 6 silent on dark images only), then conv2 (3x3, Relu) with
     # channels 0, 3 and 7 silent for good (tiny weights, bias -10), then the linear 1x1 head.
     m = make_net()

@@ -9,7 +9,7 @@ import numpy as np
 from . import parallel, verdicts
 from .activations import ActivationStats, MapFigures, non_negative
 from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
-                       MIN_IMAGES_POOLED, channel_verdicts, channels_judged, image_response)
+                       MIN_IMAGES_POOLED, POOLED_POSITIONS, channel_verdicts, channels_judged, image_response)
 from .verify import Verification, fire_rate_bound
 from .weights import DEAD_NORM_RATIO, DUPLICATE_COSINE, NEAR_ZERO_RATIO, WeightStats, _number
 
@@ -244,13 +244,14 @@ class AuditResult:
             out.append(f"channel verdicts need at least {MIN_IMAGES} images; with {self.images} the "
                        f"channels that do not respond are reported (silent on {self.images} of "
                        f"{self.images} images) but not counted in dead_fraction or --fail-on-dead")
-        pooled = [layer for layer in self.layers if layer.measured and layer.activations.elements_per_map <= 1
+        pooled = [layer for layer in self.layers if layer.measured and layer.activations.elements_per_map <= POOLED_POSITIONS
                   and self.channels_judged and not channels_judged(layer, self.images)]
         if pooled:
             silent = sum(len(layer.dead_channels) for layer in pooled)
-            out.append(f"{len(pooled)} layer(s) with 1x1 maps (pooled branches such as squeeze-and-excite) give one "
-                       f"value per image: their channels need {MIN_IMAGES_POOLED} images; {silent} that do not "
-                       f"respond on {self.images} are reported, not counted")
+            out.append(f"{len(pooled)} layer(s) with 1x1 maps or others of at most {POOLED_POSITIONS} positions (pooled "
+                       f"branches such as squeeze-and-excite, the last stages of a small input) give a few values per image: "
+                       f"their channels need {MIN_IMAGES_POOLED} images; {silent} that do not respond on "
+                       f"{self.images} are reported, not counted")
         if self.preprocess_source == "guessed":
             out.append(f"the preprocessing was guessed ({self.preprocess}): the file does not say what it "
                        "expects; pass --preprocess to set it")
@@ -296,6 +297,7 @@ class AuditResult:
                 "near_zero_ratio": NEAR_ZERO_RATIO,
                 "min_images": MIN_IMAGES,
                 "min_images_pooled": MIN_IMAGES_POOLED,
+                "pooled_positions": POOLED_POSITIONS,
                 "dormant_tau": DORMANT_TAU,
                 "constant_rtol": CONSTANT_RTOL,
                 "collapse_response": COLLAPSE_RESPONSE,

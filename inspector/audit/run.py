@@ -166,7 +166,7 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
                                           tolerance, warn)
     result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
-                                  tolerance, len(files) + len(held), warn)
+                                  tolerance, len(files) + len(held), warn, (layers, signed, in_graph))
     return result
 
 
@@ -213,8 +213,25 @@ def _check_dormant(model, result, files, spec, input_size, per_batch, device, ve
     return verify.check_dormant(model, result, shown, judged, tolerance, device, verbose)
 
 
-def _verify(model, result, held, source, spec, input_size, per_batch, device, verbose, tolerance, total, warn):
-    """verify.verify over the held-out images, or a Verification that says why it did not run."""
+def _held_statistics(model, result, held_batches, layers, signed, device, verbose, in_graph) -> dict:
+    """{layer name: ActivationStats} of the held-out batches (the judging's statistics, on them)."""
+    session = ingraph.statistics_session(model, layers, signed, device, verbose, in_graph=in_graph)
+    merger, keys = Merger(), []
+    for i, (inputs, real) in enumerate(held_batches):
+        figures, maps = session.run(inputs)
+        key = batch_key([f"held-out {i}"])
+        keys.append(key)
+        merger.add(batch_partial(result.layers, figures, maps, real, key))
+        del figures, maps
+    return merger.finish(keys).layers
+
+
+def _verify(model, result, held, source, spec, input_size, per_batch, device, verbose, tolerance, total, warn,
+            statistics=None):
+    """verify.verify over the held-out images, or a Verification that says why it did not run.
+
+    ``statistics``: (layers, signed layer names, in_graph) to measure the held-out images' statistics,
+    which test the verdicts themselves before any ablation (verify.answered)."""
     from . import verify, verdicts
 
     if not result.channels_judged:
@@ -231,7 +248,11 @@ def _verify(model, result, held, source, spec, input_size, per_batch, device, ve
     if not count:
         return verify.Verification("not run", "none of the held-out images could be read", tolerance=tolerance)
     judged = {layer.name: verdicts.channels_judged(layer, result.images) for layer in result.layers}
-    return verify.verify(model, result, held_batches, count, source, judged, tolerance, device, verbose)
+    held_stats = None
+    if statistics is not None and any(judged[layer.name] and layer.dead_channels for layer in result.layers):
+        layers, signed, in_graph = statistics
+        held_stats = _held_statistics(model, result, held_batches, layers, signed, device, verbose, in_graph)
+    return verify.verify(model, result, held_batches, count, source, judged, tolerance, device, verbose, held_stats)
 
 
 def _weights_trained(model) -> bool | None:

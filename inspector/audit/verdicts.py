@@ -1,7 +1,7 @@
 """The audit's verdicts on channels and on depth, each one unchanged by a function-preserving rescaling.
 
-Channels (need at least ``MIN_IMAGES`` images, ``MIN_IMAGES_POOLED`` for 1x1 maps; with fewer the
-figures are reported, not judged):
+Channels (need at least ``MIN_IMAGES`` images, ``MIN_IMAGES_POOLED`` for maps of at most
+``POOLED_POSITIONS`` positions; with fewer the figures are reported, not judged):
 
 - after a rectifier (Relu, Relu6/Clip with a lower bound >= 0) a channel is **dead** when it is
   exactly zero on every image and position. Exact zeros do not move when the channel is scaled.
@@ -31,6 +31,10 @@ MIN_IMAGES = 8
 # its channels need more images before silence means death (PP-OCRv4 det: 43 of its SE units silent
 # on 8 photos answered one of 3 more).
 MIN_IMAGES_POOLED = 32
+# Maps this small (4x4 and under: the last stages of a network fed 32x32, pooled branches) see the whole
+# image at every position: their values are a handful per image, not a map's worth, and a channel silent
+# on 12 images answered 1 to 3 of 34 more (CenterFace's 2x2 and 4x4 stages).
+POOLED_POSITIONS = 16
 DORMANT_TAU = 0.01
 CONSTANT_RTOL = 1e-6
 COLLAPSE_RESPONSE = 1e-3
@@ -61,11 +65,12 @@ def channel_verdicts(stats, rectifier: bool, outgoing: np.ndarray | None) -> dic
 
 
 def channels_judged(layer_audit, images: int) -> bool:
-    """Enough images to judge this layer's channels: MIN_IMAGES, or MIN_IMAGES_POOLED for 1x1 maps."""
+    """Enough images to judge this layer's channels: MIN_IMAGES, or MIN_IMAGES_POOLED for maps of at most
+    POOLED_POSITIONS positions."""
     acts = layer_audit.activations
     if acts is None or images < MIN_IMAGES:
         return False
-    return acts.elements_per_map > 1 or images >= MIN_IMAGES_POOLED
+    return acts.elements_per_map > POOLED_POSITIONS or images >= MIN_IMAGES_POOLED
 
 
 def is_main_path(layer_audit) -> bool:
