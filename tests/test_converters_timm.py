@@ -1,0 +1,64 @@
+"""Constructs of timm's architecture modules (issue 20: the smallest model of every module with ``--check``),
+each in a tiny in-memory module converted through our passes: the file must pass ``onnx.checker`` and load
+in onnxruntime, its outputs equal torch's on a batch of two, and ``--check`` must pass (each conv layer as
+the inspector shows it against torch's own tensor)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from torch import nn  # noqa: E402
+
+from converters import api  # noqa: E402
+
+
+def _convert_and_compare(module, shape, tmp_path):
+    """Convert with --check; then the checker, onnxruntime and torch on a batch of two. Returns the result."""
+    out = str(tmp_path / "m.onnx")
+    result = api.convert_torch_module(module, shape, out, model_name="m", check=True)
+    assert result.parity and all(d.ok() for d in result.parity), result.parity
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(1).normal(size=(2, *shape[1:])).astype(np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: batch})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(batch))
+    np.testing.assert_allclose(got[0], expected.numpy(), rtol=1e-4, atol=1e-5)
+    return result
+
+
+def _randomise_norms(module):
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+
+
+class ConvNormLayerScale(nn.Module):
+    """EfficientFormerV2's MLP end: a conv, its BatchNorm (folded into the conv), then LayerScale2d (a per-channel
+    parameter reshaped in forward), added to the shortcut. The inspector shows the scaled tensor; the reference
+    is the BatchNorm's output times the same scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.gamma = nn.Parameter(torch.full((4,), 1e-2) + torch.arange(4.0) * 1e-3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return x + self.bn(self.conv(x)) * self.gamma.view(1, -1, 1, 1)
+
+
+def test_layer_scale_after_a_folded_batchnorm_is_in_the_reference(tmp_path):
+    torch.manual_seed(0)
+    module = ConvNormLayerScale().eval()
+    _randomise_norms(module)
+    result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
+    labels = [d.name for d in result.parity]
+    assert any(label.startswith("conv (bn) then Mul") for label in labels), labels
