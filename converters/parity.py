@@ -291,7 +291,11 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             if follow_norm and input_id == current and isinstance(modules[other], norms):
                 name, current, value = other, output_id, out
                 break
-        if shown[layer].activation:
+        held = getattr(modules[name], "act", None) if isinstance(modules[name], norms) else None
+        if shown[layer].activation and isinstance(held, torch.nn.Module) and \
+                not isinstance(held, torch.nn.Identity):
+            pass  # a norm that applies its own activation (timm's BatchNormAct2d with GELU): its output is the map's
+        elif shown[layer].activation:
             # an activation module: a leaf, elementwise (same shape), not a pooling that reads the tensor that an
             # in-place functional relu (GoogLeNet's F.relu(x, inplace=True)) left under the same id
             follow = next(((o, oid, out) for o, iid, oid, out in calls

@@ -62,3 +62,37 @@ def test_layer_scale_after_a_folded_batchnorm_is_in_the_reference(tmp_path):
     result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
     labels = [d.name for d in result.parity]
     assert any(label.startswith("conv (bn) then Mul") for label in labels), labels
+
+
+class BatchNormGelu(nn.BatchNorm2d):
+    """timm's BatchNormAct2d with GELU: the norm applies its activation (a child module) in its own forward."""
+
+    def __init__(self, channels):
+        super().__init__(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+class ConvNormGelu(nn.Module):
+    """timm's ConvNormAct (EfficientFormerV2's MLP, stems): conv, then a BatchNormAct2d holding GELU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), BatchNormGelu(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, groups=4), BatchNormGelu(4)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x))
+        return x + self.bn2(self.conv2(x))
+
+
+def test_a_norm_applying_gelu_itself_is_compared(tmp_path):
+    """Before: GELU is no functional activation the check can apply, so both convs were left uncompared."""
+    torch.manual_seed(0)
+    module = ConvNormGelu().eval()
+    _randomise_norms(module)
+    result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
+    labels = [d.name for d in result.parity]
+    assert "conv1 (bn1)" in labels and "conv2 (bn2)" in labels, labels
