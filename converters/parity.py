@@ -280,10 +280,12 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
     norms = (torch.nn.modules.batchnorm._BatchNorm,)
     references, sources = {}, {}
     for layer in conv_layers:
-        first = next((c for c in calls if c[0] == layer), None)
-        if first is None or layer not in shown:
+        # a module called several times (CoaT's shared ConvPosEnc) is a conv node per call; the file names the
+        # last one after the module (the others get .conv0, .conv1...): its reference is the last call
+        last = next((c for c in reversed(calls) if c[0] == layer), None)
+        if last is None or layer not in shown:
             continue
-        name, _, current, value = first
+        name, _, current, value = last
         # the BatchNorm that reads the conv, when the file folded it (or shows it on the way to an activation);
         # one the file keeps (the conv's output also feeds a shortcut: MaxViT's pre_norm) is not in the map
         follow_norm = shown[layer].conv_output not in unfolded_norms or bool(shown[layer].activation)

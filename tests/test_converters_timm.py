@@ -96,3 +96,27 @@ def test_a_norm_applying_gelu_itself_is_compared(tmp_path):
     result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
     labels = [d.name for d in result.parity]
     assert "conv1 (bn1)" in labels and "conv2 (bn2)" in labels, labels
+
+
+class SharedConv(nn.Module):
+    """CoaT's ConvPosEnc: one conv module called in several blocks (here twice, on different tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.proj = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.mix = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = self.proj(x) + x
+        x = self.mix(x) * 3.0
+        return self.proj(x) + x
+
+
+def test_a_conv_module_called_twice_is_compared_with_the_call_the_file_names(tmp_path):
+    """The file names the last call's node after the module; before, its reference was the first call."""
+    torch.manual_seed(0)
+    module = SharedConv().eval()
+    result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
+    assert "proj" in [d.name for d in result.parity]
