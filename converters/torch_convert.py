@@ -237,7 +237,7 @@ def export(module, input_shape, opset: int = 17, stages=None):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
-                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), \
+                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), _unfold_of_any_length(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
                     # named by their state-dict keys, and then taken out of the file again (below)
@@ -368,6 +368,41 @@ def _no_mha_fastpath(torch):
         yield
     finally:
         mha.set_fastpath_enabled(before)
+
+
+@contextlib.contextmanager
+def _unfold_of_any_length(torch, opset: int):
+    """``Tensor.unfold(dim, size, step)`` on a dimension whose length the exporter does not know at that point
+    (after ``F.pad``: timm's HaloAttn) has no export ("Unsupported: ONNX export of operator Unfold, input size
+    not accessible"). While exporting, such an unfold is written as a Gather of the windows' indices, computed
+    from the tensor's shape in the graph (the window axis then moved last, as unfold puts it); an unfold of a
+    known length keeps torch.onnx's own translation."""
+    from torch.onnx import symbolic_helper as helper
+    from torch.onnx import symbolic_opset12
+
+    def unfold(g, tensor, dimension, size, step):
+        dim, rank = helper._get_const(dimension, "i", "dimension"), helper._get_tensor_rank(tensor)
+        size_c, step_c = helper._maybe_get_const(size, "i"), helper._maybe_get_const(step, "i")
+        if rank is None or helper._is_value(size_c) or helper._is_value(step_c) or \
+                helper._get_tensor_dim_size(tensor, dim) is not None:
+            return symbolic_opset12.unfold(g, tensor, dimension, size, step)
+        dim %= rank
+        const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64))  # noqa: E731
+        length = g.op("Gather", g.op("Shape", tensor), const(dim), axis_i=0)
+        count = g.op("Add", g.op("Div", g.op("Sub", length, const(size_c)), const(step_c)), const(1))
+        starts = g.op("Mul", g.op("Range", const(0), count, const(1)), const(step_c))
+        index = g.op("Add", g.op("Unsqueeze", starts, const([1])),
+                     g.op("Unsqueeze", g.op("Range", const(0), const(size_c), const(1)), const([0])))
+        windows = g.op("Gather", tensor, index, axis_i=dim)  # (..., count, size, ...)
+        if dim + 1 == rank:
+            return windows
+        return g.op("Transpose", windows, perm_i=[k for k in range(rank + 1) if k != dim + 1] + [dim + 1])
+
+    torch.onnx.register_custom_op_symbolic("aten::unfold", unfold, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
 
 
 @contextlib.contextmanager

@@ -120,3 +120,25 @@ def test_a_conv_module_called_twice_is_compared_with_the_call_the_file_names(tmp
     module = SharedConv().eval()
     result = _convert_and_compare(module, (1, 3, 6, 6), tmp_path)
     assert "proj" in [d.name for d in result.parity]
+
+
+class PadThenUnfold(nn.Module):
+    """timm's HaloAttn: overlapping windows by ``F.pad`` then ``Tensor.unfold`` twice (the padded length is
+    unknown to torch.onnx at that point: "ONNX export of operator Unfold, input size not accessible")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.out = nn.Conv2d(4 * 16, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        windows = nn.functional.pad(x, [1, 1, 1, 1]).unfold(2, 4, 2).unfold(3, 4, 2)  # B, C, 3, 3, 4, 4
+        b, c, h, w = windows.shape[:4]
+        windows = windows.permute(0, 1, 4, 5, 2, 3).reshape(b, c * 16, h, w)
+        return self.out(windows)
+
+
+def test_unfold_after_pad_exports(tmp_path):
+    torch.manual_seed(0)
+    _convert_and_compare(PadThenUnfold().eval(), (1, 3, 6, 6), tmp_path)
