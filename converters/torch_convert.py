@@ -238,6 +238,7 @@ def export(module, input_shape, opset: int = 17, stages=None):
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
                 with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), _unfold_of_any_length(torch, opset), \
+                        _adaptive_pool_of_traced_size(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
                     # named by their state-dict keys, and then taken out of the file again (below)
@@ -403,6 +404,32 @@ def _unfold_of_any_length(torch, opset: int):
         yield
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
+
+
+@contextlib.contextmanager
+def _adaptive_pool_of_traced_size(torch, opset: int):
+    """``AdaptiveAvgPool2d((7, 7))`` on a map whose height and width torch.onnx lost (a reshape to sizes computed
+    from ``x.shape`` with the batch left open: timm's CSATv2 DCT stem) has no export ("adaptive_avg_pool2d,
+    input size not accessible"), though the trace knows them: the pool gets the traced channels, height and
+    width (the batch stays open) before torch.onnx's own translation, which then writes an AveragePool where
+    they divide evenly, as it does for a map of known size."""
+    from torch.onnx import symbolic_helper as helper
+    from torch.onnx import symbolic_opset9
+
+    def adaptive_avg_pool2d(g, tensor, output_size):
+        sizes = helper._get_tensor_sizes(tensor)
+        traced = g.original_node.inputsAt(0).type()
+        if isinstance(traced, torch._C.TensorType) and traced.varyingSizes() and \
+                (sizes is None or any(d is None for d in sizes[1:])):
+            known = traced.varyingSizes()
+            tensor.setType(traced.with_sizes([None, *known[1:]]))
+        return symbolic_opset9.adaptive_avg_pool2d(g, tensor, output_size)
+
+    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::adaptive_avg_pool2d", opset)
 
 
 @contextlib.contextmanager

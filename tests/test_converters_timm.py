@@ -142,3 +142,24 @@ class PadThenUnfold(nn.Module):
 def test_unfold_after_pad_exports(tmp_path):
     torch.manual_seed(0)
     _convert_and_compare(PadThenUnfold().eval(), (1, 3, 6, 6), tmp_path)
+
+
+class ReshapeThenAdaptivePool(nn.Module):
+    """timm's CSATv2: a space-to-depth reshape to sizes computed from ``x.shape`` (the batch open), then
+    ``AdaptiveAvgPool2d`` to a size above 1 ("adaptive_avg_pool2d, input size not accessible")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((3, 3))
+        self.head = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, c * 4, h // 2, w // 2)
+        return self.head(self.pool(torch.relu(self.conv(x))))
+
+
+def test_adaptive_pool_after_a_reshape_of_computed_sizes_exports(tmp_path):
+    torch.manual_seed(0)
+    _convert_and_compare(ReshapeThenAdaptivePool().eval(), (1, 3, 12, 12), tmp_path)
