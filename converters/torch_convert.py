@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 
 from inspector.errors import InspectorError
@@ -202,7 +203,34 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+class _NeedsOpset(Exception):
+    def __init__(self, operator: str, version: int):
+        super().__init__(operator, version)
+        self.operator, self.version = operator, version
+
+
 def export(module, input_shape, opset: int = 17, stages=None):
+    """Export the module (``_export``); an operator whose ONNX translation came with a later opset (``nn.Fold``:
+    ``aten::col2im``, opset 18) is exported at that opset, said on stderr, rather than refused."""
+    try:
+        return _export(module, input_shape, opset, stages)
+    except _NeedsOpset as needs:
+        from .api import _warn
+
+        _warn(f"{needs.operator} has no ONNX translation before opset {needs.version}: the file is written at "
+              f"opset {needs.version} instead of {opset}")
+        try:
+            return _export(module, input_shape, needs.version, stages)
+        except _NeedsOpset as again:
+            raise InspectorError(f"torch.onnx.export failed: {again.operator} needs ONNX opset {again.version}, "
+                                 f"which this torch cannot write") from None
+
+
+_NEEDS = re.compile(r"operator '([^']+)' to ONNX opset version (\d+) is not supported. Support for this operator "
+                    r"was added in version (\d+)")
+
+
+def _export(module, input_shape, opset: int = 17, stages=None):
     """Export the structure with torch.onnx, then attach the module's weights ourselves.
 
     The TorchScript exporter, given the weights, holds them four times at its
@@ -249,6 +277,9 @@ def export(module, input_shape, opset: int = 17, stages=None):
                                       output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
             except Exception as exc:
+                needs = _NEEDS.search(str(exc))
+                if needs and int(needs.group(3)) > opset:
+                    raise _NeedsOpset(needs.group(1), int(needs.group(3))) from None
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
                                      f"{_first_line(exc)[:200]})") from None
             del dummy, tensors
@@ -425,11 +456,23 @@ def _adaptive_pool_of_traced_size(torch, opset: int):
             tensor.setType(traced.with_sizes([None, *known[1:]]))
         return symbolic_opset9.adaptive_avg_pool2d(g, tensor, output_size)
 
-    torch.onnx.register_custom_op_symbolic("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset)
+    def col2im(g, tensor, output_size, kernel_size, dilation, padding, stride):
+        # F.fold (VOLO's outlooker) to an output size taken from x.shape: a computed list whose length torch.onnx's
+        # own translation reads from its type, unknown here; F.fold is two-dimensional, always
+        dilation, padding, stride = (helper._get_const(v, "is", n) for v, n in
+                                     ((dilation, "dilation"), (padding, "padding"), (stride, "stride")))
+        return g.op("Col2Im", tensor, output_size, kernel_size, dilations_i=list(dilation) or [1, 1],
+                    pads_i=[p for p in padding for _ in range(2)] or [0, 0, 0, 0], strides_i=list(stride) or [1, 1])
+
+    ops = [("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset)] + \
+        ([("aten::col2im", col2im, opset)] if opset >= 18 else [])
+    for name, function, version in ops:
+        torch.onnx.register_custom_op_symbolic(name, function, version)
     try:
         yield
     finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::adaptive_avg_pool2d", opset)
+        for name, _, version in ops:
+            torch.onnx.unregister_custom_op_symbolic(name, version)
 
 
 @contextlib.contextmanager

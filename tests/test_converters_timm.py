@@ -163,3 +163,28 @@ class ReshapeThenAdaptivePool(nn.Module):
 def test_adaptive_pool_after_a_reshape_of_computed_sizes_exports(tmp_path):
     torch.manual_seed(0)
     _convert_and_compare(ReshapeThenAdaptivePool().eval(), (1, 3, 12, 12), tmp_path)
+
+
+class UnfoldFold(nn.Module):
+    """VOLO's outlooker: ``nn.Unfold``, a per-window op, then ``F.fold`` back to the size taken from ``x.shape``
+    (``aten::col2im``: no ONNX translation before opset 18, and a computed output size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.unfold = nn.Unfold(3, padding=1)
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        _, _, h, w = x.shape
+        x = nn.functional.fold(self.unfold(x) * 0.5, output_size=(h, w), kernel_size=3, padding=1)
+        return self.out(x)
+
+
+def test_fold_is_written_at_the_opset_that_has_it(tmp_path, capsys):
+    torch.manual_seed(0)
+    _convert_and_compare(UnfoldFold().eval(), (1, 3, 6, 6), tmp_path)
+    opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import}
+    assert opsets[""] == 18
+    assert "aten::col2im has no ONNX translation before opset 18" in capsys.readouterr().err
