@@ -188,3 +188,33 @@ def test_fold_is_written_at_the_opset_that_has_it(tmp_path, capsys):
     opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import}
     assert opsets[""] == 18
     assert "aten::col2im has no ONNX translation before opset 18" in capsys.readouterr().err
+
+
+def test_values_read_only_inside_an_if_branch_survive_the_passes():
+    """timm's Hiera (sam2_hiera_tiny): torch.onnx writes an If whose branches read a shape computed outside it;
+    our passes saw no reader of that value, pruned its producer, and the file failed onnx.checker."""
+    from converters import onnx_passes
+
+    helper, TensorProto = onnx.helper, onnx.TensorProto
+    then_branch = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "outer_shape"], ["then_out"])], "then", [],
+        [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, ["n", 4, 1])])
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["negated"]), helper.make_node("Reshape", ["negated", "outer_shape"], ["else_out"])],
+        "else", [], [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, ["n", 4, 1])])
+    graph = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["shape"]),
+         helper.make_node("Concat", ["shape", "extra"], ["outer_shape"], axis=0),  # read only by the branch
+         helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+         helper.make_node("Greater", ["total", "zero"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+              helper.make_tensor_value_info("extra", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 1])],
+        initializer=[onnx.numpy_helper.from_array(np.array(0, dtype=np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_passes.attach_weights(model, {"extra": lambda: np.array([1], dtype=np.int64)}, 17)
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.abs(np.random.default_rng(0).normal(size=(3, 4))).astype(np.float32)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(3, 4, 1))
