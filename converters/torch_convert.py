@@ -437,6 +437,17 @@ def _unfold_of_any_length(torch, opset: int):
         torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
 
 
+def _adaptive_average_matrix(size: int, out: int):
+    """(out, size) float32: row i averages torch's adaptive window i, floor(i*size/out) to ceil((i+1)*size/out)."""
+    import numpy as np
+
+    matrix = np.zeros((out, size), dtype=np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
 @contextlib.contextmanager
 def _adaptive_pool_of_traced_size(torch, opset: int):
     """``AdaptiveAvgPool2d((7, 7))`` on a map whose height and width torch.onnx lost (a reshape to sizes computed
@@ -454,6 +465,18 @@ def _adaptive_pool_of_traced_size(torch, opset: int):
                 (sizes is None or any(d is None for d in sizes[1:])):
             known = traced.varyingSizes()
             tensor.setType(traced.with_sizes([None, *known[1:]]))
+        sizes = helper._get_tensor_sizes(tensor)
+        try:
+            wanted = helper._parse_arg(output_size, "is")
+        except Exception:  # not a constant: torch.onnx's own refusal
+            wanted = None
+        if wanted and sizes and len(sizes) == 4 and None not in sizes[2:] and wanted != [1, 1] and \
+                any(n % w for n, w in zip(sizes[2:], wanted)):
+            # windows of unequal sizes (7 from 28 divides, 7 from 24 does not): the mean over each window as
+            # two matrix products with the averaging matrices, rows then columns, as torch computes them
+            rows, cols = (_adaptive_average_matrix(n, w) for n, w in zip(sizes[2:], wanted))
+            along_width = g.op("MatMul", tensor, g.op("Constant", value_t=torch.from_numpy(cols.T.copy())))
+            return g.op("MatMul", g.op("Constant", value_t=torch.from_numpy(rows)), along_width)
         return symbolic_opset9.adaptive_avg_pool2d(g, tensor, output_size)
 
     def col2im(g, tensor, output_size, kernel_size, dilation, padding, stride):

@@ -218,3 +218,24 @@ def test_values_read_only_inside_an_if_branch_survive_the_passes():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.abs(np.random.default_rng(0).normal(size=(3, 4))).astype(np.float32)
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(3, 4, 1))
+
+
+class UnevenAdaptivePool(nn.Module):
+    """CSATv2's spatial attention: ``AdaptiveAvgPool2d((7, 7))`` of a map whose size 7 does not divide (windows
+    of unequal sizes: "adaptive_avg_pool2d, output size that are not factor of input size")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((3, 4))
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.pool(torch.relu(self.conv(x))))
+
+
+@pytest.mark.parametrize("factory, shape", [(UnevenAdaptivePool, (1, 3, 8, 10)),
+                                            (ReshapeThenAdaptivePool, (1, 3, 10, 14))])
+def test_adaptive_pool_to_a_size_that_does_not_divide_exports(factory, shape, tmp_path):
+    torch.manual_seed(0)
+    _convert_and_compare(factory().eval(), shape, tmp_path)
