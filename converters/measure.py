@@ -7,7 +7,9 @@ included. A sampler thread is only the fallback elsewhere: it needs the GIL,
 so it misses peaks inside C calls that hold it (protobuf serialisation).
 Resetting the mark also resets what ``ru_maxrss`` reports for this process,
 so use ``Stages.summary()["peak_rss_mb"]``, not an outside ``wait4``, when
-stages are measured.
+stages are measured. ``ru_maxrss`` is no start either: Linux carries it across
+``exec`` from the parent (a child of a 3 GB process starts at "3 GB"), whereas
+VmHWM belongs to the address space ``exec`` made.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class Stages:
         self._peak = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._whole_run = max(high_water_mb() or 0.0, lifetime_peak_rss_mb())
+        mark = high_water_mb()  # this process's own; ru_maxrss may be the parent's (see above)
+        self._whole_run = mark if mark is not None else lifetime_peak_rss_mb()
         self.started = time.perf_counter()
 
     def _sample(self) -> None:

@@ -64,9 +64,13 @@ def parse_input_shape(text) -> tuple[int, ...]:
 
 def resolve_factory(spec: str):
     """``path/to/file.py:FACTORY`` or ``package.module:FACTORY`` -> the callable."""
-    if ":" not in spec:
+    from .torch_factory import split_call, with_arguments
+
+    head, paren, rest = spec.partition("(")  # ``FACTORY(literal args)``: a ':' inside them is no separator
+    if ":" not in head:
         raise InspectorError(f"'{spec}' names no factory: use FILE.py:FACTORY or package.module:FACTORY")
-    where, name = spec.rsplit(":", 1)
+    where, name = head.rsplit(":", 1)
+    name, args, kwargs = split_call(name + paren + rest)
     if not name.isidentifier() and not all(part.isidentifier() for part in name.split(".")):
         raise InspectorError(f"'{name}' is not a Python name; use FILE.py:FACTORY or package.module:FACTORY")
     module = import_user_module(where, "factory")
@@ -78,7 +82,7 @@ def resolve_factory(spec: str):
         target = getattr(target, part)
     if not callable(target):
         raise InspectorError(f"'{name}' in {where} is not callable; FACTORY must be a function or class returning an nn.Module")
-    return target
+    return with_arguments(target, args, kwargs)
 
 
 def is_torchscript_spec(spec: str) -> bool:
@@ -110,14 +114,24 @@ def load_torchscript(path: str):
     return module.eval()
 
 
-def build_module(factory, weights: str | None = None):
+def build_module(factory, weights: str | None = None, warn=None):
+    """Call the factory (see torch_factory: its one nn.Module is taken from a tuple or wrapper; with
+    ``weights`` its pretrained downloads are skipped, every tensor coming from that file)."""
+    from .torch_factory import pretrained_downloads_skipped, the_module
+
     torch = import_torch()
+    skipped: list[str] = []
     try:
-        module = factory()
+        with pretrained_downloads_skipped(torch, skipped) if weights else contextlib.nullcontext():
+            result = factory()
+    except InspectorError:
+        raise
     except Exception as exc:
-        raise InspectorError(f"calling the factory failed ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(module, torch.nn.Module):
-        raise InspectorError(f"the factory returned {type(module).__name__}, not a torch.nn.Module")
+        raise InspectorError(f"calling the factory failed ({exc.__class__.__name__}: {_first_line(exc)[:200]})") from None
+    module, note = the_module(result, torch)
+    for message in ([note] if note else []) + [f"the factory's pretrained download {url} was skipped: every "
+                                               "tensor comes from --weights" for url in skipped]:
+        (warn or (lambda _m: None))(message)
     if weights:
         load_state_dict(module, weights)
     return module.eval()
@@ -144,7 +158,9 @@ def load_state_dict(module, path: str) -> None:
     state = _unwrap_checkpoint(state, path)
     expected = module.state_dict(keep_vars=True)
     state = _strip_prefix(state, expected)
-    missing = [k for k in expected if k not in state]
+    # BatchNorm's training counter, which state dicts saved before torch 0.4.1 lack (FFDNet's): torch's own
+    # loading fills it in, and it changes nothing in eval mode
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         parts = []
@@ -209,18 +225,18 @@ class _NeedsOpset(Exception):
         self.operator, self.version = operator, version
 
 
-def export(module, input_shape, opset: int = 17, stages=None):
+def export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bool = True):
     """Export the module (``_export``); an operator whose ONNX translation came with a later opset (``nn.Fold``:
     ``aten::col2im``, opset 18) is exported at that opset, said on stderr, rather than refused."""
     try:
-        return _export(module, input_shape, opset, stages)
+        return _export(module, input_shape, opset, stages, dynamic_batch)
     except _NeedsOpset as needs:
         from .api import _warn
 
         _warn(f"{needs.operator} has no ONNX translation before opset {needs.version}: the file is written at "
               f"opset {needs.version} instead of {opset}")
         try:
-            return _export(module, input_shape, needs.version, stages)
+            return _export(module, input_shape, needs.version, stages, dynamic_batch)
         except _NeedsOpset as again:
             raise InspectorError(f"torch.onnx.export failed: {again.operator} needs ONNX opset {again.version}, "
                                  f"which this torch cannot write") from None
@@ -230,7 +246,7 @@ _NEEDS = re.compile(r"operator '([^']+)' to ONNX opset version (\d+) is not supp
                     r"was added in version (\d+)")
 
 
-def _export(module, input_shape, opset: int = 17, stages=None):
+def _export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bool = True):
     """Export the structure with torch.onnx, then attach the module's weights ourselves.
 
     The TorchScript exporter, given the weights, holds them four times at its
@@ -248,7 +264,12 @@ def _export(module, input_shape, opset: int = 17, stages=None):
     serialises it, about twice the largest tensor at once (+800 MB on a
     VGG16); so the trace gets them as inputs instead (``_state_as_inputs``):
     shape inference then sees only their types.
+
+    While tracing, ``torch_trace.traceable`` makes ``.data`` and user autograd Functions traceable;
+    ``dynamic_batch=False`` (a trace that fixes the batch) exports the traced batch as it is.
     """
+    from .torch_trace import traceable
+
     torch = import_torch()
     import onnx
 
@@ -265,8 +286,8 @@ def _export(module, input_shape, opset: int = 17, stages=None):
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
-                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), _unfold_of_any_length(torch, opset), \
-                        _adaptive_pool_of_traced_size(torch, opset), \
+                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), traceable(torch), \
+                        _unfold_of_any_length(torch, opset), _adaptive_pool_of_traced_size(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
                     # named by their state-dict keys, and then taken out of the file again (below)
@@ -275,7 +296,8 @@ def _export(module, input_shape, opset: int = 17, stages=None):
                                       training=torch.onnx.TrainingMode.PRESERVE,
                                       do_constant_folding=True, input_names=["input", *names],
                                       output_names=["output"],
-                                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
+                                      if dynamic_batch else None)
             except Exception as exc:
                 needs = _NEEDS.search(str(exc))
                 if needs and int(needs.group(3)) > opset:

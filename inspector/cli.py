@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from .errors import CheckFailed, InspectorError
@@ -255,6 +256,8 @@ def _main(argv: list[str]) -> int:
         # The converters own their arguments; import them (and TensorFlow/torch) only now.
         return _guarded(lambda: _convert(argv[1:]), verbose="-v" in argv or "--verbose" in argv)
     parser, commands = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    if argv and argv[0] in COMMANDS:
+        argv = [argv[0]] + _join_negative_values(parser, argv[0], argv[1:])
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version exit 0, errors exit 2
@@ -263,6 +266,33 @@ def _main(argv: list[str]) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     return _guarded(lambda: commands[args.command].run(args), verbose=getattr(args, "verbose", False))
+
+
+_NEGATIVE_VALUE = re.compile(r"^-\d[-\d:,.]*$|^-\d*:")
+
+
+def _join_negative_values(parser, command: str, argv: list[str]) -> list[str]:
+    """``--layer -2:`` as ``--layer=-2:``: argparse takes a value starting with '-' for an option unless it
+    reads as a plain negative number, so a negative slice (``-2:``, ``-3:-1``) after an option that takes
+    one value would be refused as a missing argument."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    options = sub.choices[command]._option_string_actions if sub is not None and command in sub.choices else {}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out.extend(argv[i:])
+            break
+        action = options.get(token)
+        if (action is not None and action.nargs is None and action.option_strings and i + 1 < len(argv)
+                and _NEGATIVE_VALUE.match(argv[i + 1]) and argv[i + 1] not in options):
+            out.append(f"{token}={argv[i + 1]}" if token.startswith("--") else token + argv[i + 1])
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def _convert(argv: list[str]) -> int:

@@ -197,3 +197,18 @@ def test_layers_table_shows_unfolded_steps(save):
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:4]]
     assert [row[2] for row in rows] == ["Conv+BN/Relu", "Conv+Add+Mul", "Conv"]
+
+
+def test_an_option_value_that_starts_with_a_minus_sign_is_taken_as_the_value():
+    """``--target -1:max`` and ``-l -2:`` reach the command as their values, as ``--target=-1:max`` does;
+    argparse alone would call them a missing argument, taking them for options."""
+    from inspector.cli import _join_negative_values, build_parser
+
+    parser, _ = build_parser("cam")
+    argv = ["m.onnx", "i.png", "--target", "-1:max", "-l", "-2", "--method", "eigencam", "--", "-3:"]
+    joined = _join_negative_values(parser, "cam", argv)
+    assert joined == ["m.onnx", "i.png", "--target=-1:max", "-l-2", "--method", "eigencam", "--", "-3:"]
+    args = parser.parse_args(["cam", *joined[:-2]])
+    assert (args.target, args.layer, args.method) == ("-1:max", "-2", "eigencam")
+    with pytest.raises(SystemExit):  # what argparse does without the join
+        parser.parse_args(["cam", *argv[:-2]])

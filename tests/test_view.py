@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import builders as b
-from view_helpers import HOSTILE, Client, hostile_model, start
+from view_helpers import CLASSES, HOSTILE, Client, classifier, hostile_model, start
 
 from inspector import cli
 
@@ -110,6 +110,243 @@ def test_audit_colours_follow_the_audit_command(env, tmp_path, capsys):
     assert [layer["dead_filters"] for layer in got] == [layer["dead_filters"] for layer in expected]
     assert expected[0]["dead_filters"] == [0]  # the zeroed filter, from the weights alone
     assert [layer["verdict"] for layer in got] == ["dead", "ok"]
+
+
+# ------------------------------------------------------------------ two models, outputs, background jobs
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A float classifier (A), its int8 QDQ copy from onnxruntime's quantizer (B), three photos."""
+    import onnx
+
+    folder = tmp_path_factory.mktemp("view_pair")
+    m, arrays = classifier(seed=4)
+    path_a = str(folder / "float.onnx")
+    onnx.save(m, path_a)
+    photos = [b.random_photo(folder / f"p{i}.png", 16, 16, seed=20 + i) for i in range(3)]
+    calibration = np.stack([np.asarray(__import__("PIL.Image").Image.open(p).convert("RGB"), np.float32)
+                            .transpose(2, 0, 1) / 255.0 for p in photos])
+    path_b = b.quantize_qdq(path_a, str(folder / "int8.onnx"), calibration)
+    server = start([path_a, path_b], photos)
+    yield {"a": path_a, "b": path_b, "photos": photos, "arrays": arrays, "server": server, "client": Client(server)}
+    server.shutdown()
+    server.server_close()
+
+
+def test_pairs_are_diffs_pairing(pair, capsys):
+    expected = cli_json(capsys, ["diff", pair["a"], pair["b"], "--json", "-", "-q"])
+    got = pair["client"].json("/api/pairs")
+    assert [(layer["index"], layer["index_b"], layer["match"]) for layer in got["layers"]] == \
+           [(layer["index"], layer["index_b"], layer["match"]) for layer in expected["layers"]]
+    assert len(got["layers"]) == 2 and got["unmatched"] == expected["unmatched"]
+    assert pair["client"].json("/api/info")["compare"] is True
+
+
+def test_per_layer_sqnr_of_an_image_equals_diffs(pair, capsys):
+    client = pair["client"]
+    for image_id, photo in enumerate(pair["photos"][:2]):
+        expected = cli_json(capsys, ["diff", pair["a"], pair["b"], photo, "--json", "-", "-q"])
+        got = client.json(f"/api/diff?image={image_id}")
+        assert got["images"]["count"] == 1
+        for mine, theirs in zip(got["layers"], expected["layers"], strict=True):
+            for key in ("index", "index_b", "sqnr_db", "cosine", "max_abs_error", "worst_channels", "compared"):
+                assert mine[key] == theirs[key], key
+        assert all(isinstance(layer["sqnr_db"], float) for layer in got["layers"])  # int8 noise: finite
+
+
+def test_pair_maps_are_both_models_maps_and_give_the_sqnr(pair):
+    """Independent of diff: onnxruntime on the unmodified files gives each side's maps, and NumPy's SQNR of
+    those maps is the one the page shows."""
+    import onnxruntime as ort
+
+    client = pair["client"]
+    photo = pair["photos"][0]
+    x = np.asarray(__import__("PIL.Image").Image.open(photo).convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255
+    figures = {layer["index"]: layer for layer in client.json("/api/diff?image=0")["layers"]}
+    for path, model in ((pair["a"], 0), (pair["b"], 1)):
+        import onnx
+
+        m = onnx.load(path)
+        wanted = {0: "r1", 1: "r2"} if model == 0 else None
+        if wanted is None:  # B: the DequantizeLinear after each Relu's QuantizeLinear (the conv layer's output)
+            layers = client.json("/api/layers?model=1")
+            wanted = {layer["index"]: layer["output"] for layer in layers}
+        m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                               for t in wanted.values()])
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        values = dict(zip(wanted.values(), session.run(list(wanted.values()), {"x": x})))
+        for index, tensor in wanted.items():
+            got = client.array(f"/api/maps?model={model}&layer={index}&image=0&feeding=diff")
+            np.testing.assert_allclose(got, values[tensor][0], rtol=1e-5, atol=1e-5 * float(np.abs(got).max()))
+    for index in figures:
+        a = client.array(f"/api/maps?model=0&layer={index}&image=0&feeding=diff").astype(np.float64)
+        b_maps = client.array(f"/api/maps?model=1&layer={index}&image=0&feeding=diff").astype(np.float64)
+        sqnr = 10 * np.log10((a ** 2).sum() / ((a - b_maps) ** 2).sum())
+        assert figures[index]["sqnr_db"] == pytest.approx(sqnr, abs=2e-3)
+
+
+def test_top_outputs_equal_onnxruntime_on_the_unmodified_model(pair):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(pair["a"], providers=["CPUExecutionProvider"])
+    for image_id, photo in enumerate(pair["photos"]):
+        x = np.asarray(__import__("PIL.Image").Image.open(photo).convert("RGB"), np.float32).transpose(2, 0, 1)
+        (probs,) = session.run(["probs"], {"x": x[None] / 255})
+        got = pair["client"].json(f"/api/outputs?model=0&image={image_id}")["outputs"]
+        assert [output["name"] for output in got] == ["probs"] and got[0]["kind"] == "classes"
+        order = np.argsort(-probs[0])
+        assert [entry["index"] for entry in got[0]["top"]] == order[:4].tolist()
+        assert [entry["label"] for entry in got[0]["top"]] == [f"class {i} ({CLASSES[i]})" for i in order[:4]]
+        np.testing.assert_allclose([entry["value"] for entry in got[0]["top"]], probs[0][order[:4]], rtol=1e-5)
+
+
+def test_top_outputs_of_a_detector_name_each_class_by_its_maximum():
+    """YOLOv8's (1, 4 + K, anchors): the last K channels are the classes, each scored by its maximum."""
+    from inspector.view.state import top_outputs
+
+    values = b.rng(3).standard_normal((1, 4 + 3, 50)).astype(np.float32)
+    (entry,) = top_outputs({"output0": values}, ["a", "b", "c"])
+    per_class = values[0, 4:].max(axis=1)
+    assert entry["kind"] == "class maximum"
+    assert [t["index"] for t in entry["top"]] == np.argsort(-per_class).tolist()
+    assert [t["channel"] for t in entry["top"]] == (np.argsort(-per_class) + 4).tolist()
+    assert [t["value"] for t in entry["top"]] == [float(v) for v in np.sort(per_class)[::-1]]
+    (plain,) = top_outputs({"maps": values[:, :1, :, None]}, None)  # no names: its range only
+    assert plain["top"] == [] and plain["max"] == float(values[0, 0].max())
+
+
+def _wait(client, job_id):
+    import time
+
+    for _ in range(600):
+        job = client.json(f"/api/jobs?id={job_id}")
+        if job["state"] != "running":
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still running")
+
+
+def test_cam_job_runs_in_the_background_with_progress(pair, tmp_path, capsys):
+    client = pair["client"]
+    status, _, body = client.call("/api/jobs?kind=cam&model=0&image=1", method="POST", body=b"")
+    assert status == 202
+    job = json.loads(body)
+    again = json.loads(client.call("/api/jobs?kind=cam&model=0&image=1", method="POST", body=b"")[2])
+    assert again["id"] == job["id"]  # the same work is one job
+    done = _wait(client, job["id"])
+    assert done["state"] == "done" and done["step"] == "scorecam" and done["done"] == done["total"] >= 1
+    npz = str(tmp_path / "cam.npz")
+    cli_json(capsys, ["cam", pair["a"], pair["photos"][1], "--json", "--npz", npz, "-o", str(tmp_path)])
+    with np.load(npz) as data:
+        np.testing.assert_array_equal(client.array("/api/cam?model=0&image=1&format=raw"), data["cam"])
+    assert job["id"] in [j["id"] for j in client.json("/api/jobs")["jobs"]]
+
+
+def test_cam_method_layer_and_target_are_changeable_as_cams_flags(pair, tmp_path, capsys):
+    client = pair["client"]
+    npz = str(tmp_path / "cam.npz")
+    summary = cli_json(capsys, ["cam", pair["a"], pair["photos"][0], "--method", "ablationcam", "--layer", "conv1",
+                                "--target", "owl", "--json", "--npz", npz, "-o", str(tmp_path)])
+    query = "model=0&image=0&method=ablationcam&layer=0&target=owl"
+    job = json.loads(client.call(f"/api/jobs?kind=cam&{query}", method="POST", body=b"")[2])
+    assert _wait(client, job["id"])["state"] == "done"
+    got = client.json(f"/api/cam?{query}")
+    assert (got["method"], got["layer"], got["target_label"]) == ("ablationcam", "conv1", "class 2 (owl)")
+    assert got["target_label"] == summary["target_label"]
+    with np.load(npz) as data:
+        np.testing.assert_array_equal(client.array(f"/api/cam?{query}&format=raw"), data["cam"])
+    status, _, body = client.call("/api/cam?model=0&image=0&method=gradcam")
+    assert status == 400 and b"unknown CAM method" in body
+    status, _, body = client.call("/api/cam?model=0&image=0&target=zebra")
+    assert status == 400 and b"not a class name" in body
+
+
+def test_layer_maps_are_answered_while_a_job_runs(pair, monkeypatch):
+    """A job that cannot finish until a layer's maps were answered: a click never waits for the background."""
+    import threading
+
+    state = pair["server"].explorer.models[0]
+    answered = threading.Event()
+    original = state.audit
+
+    def slow_audit(paths):
+        assert answered.wait(60), "the layer's maps waited for the job"
+        return original(paths)
+
+    monkeypatch.setattr(state, "audit", slow_audit)
+    client = pair["client"]
+    status, _, body = client.call("/api/jobs?kind=audit&model=0", method="POST", body=b"")
+    assert status == 202
+    job = json.loads(body)
+    assert client.json(f"/api/jobs?id={job['id']}")["state"] == "running"
+    assert client.array("/api/maps?model=0&layer=1&image=2").shape == (6, 8, 8)
+    answered.set()
+    assert _wait(client, job["id"])["state"] == "done"
+    assert [layer["verdict"] for layer in client.json("/api/audit?model=0")["layers"]] == ["ok", "ok"]
+
+
+def test_a_failed_job_says_why(pair, monkeypatch):
+    from inspector.errors import InspectorError
+
+    state = pair["server"].explorer.models[1]
+
+    def broken(image, *choice):
+        raise InspectorError("no CAM for you")
+
+    monkeypatch.setattr(state, "cam", broken)
+    job = json.loads(pair["client"].call("/api/jobs?kind=cam&model=1&image=0", method="POST", body=b"")[2])
+    done = _wait(pair["client"], job["id"])
+    assert done["state"] == "failed" and done["error"] == "no CAM for you"
+
+
+@pytest.mark.parametrize("path", ["/api/pairs", "/api/diff?image=0", "/api/outputs?model=0&image=0", "/api/jobs",
+                                  "/api/jobs?id=j1", "/api/maps?model=1&layer=0&image=0&feeding=diff"])
+def test_new_endpoints_need_the_token_and_the_host(pair, path):
+    client = pair["client"]
+    for token in (False, "wrong"):
+        status, _, body = client.call(path, token=token)
+        assert status == 403 and b"sqnr" not in body and b"probs" not in body
+    assert client.call(path, host="evil.example:%d" % client.port)[0] == 421
+    assert client.call(path)[0] == 200
+
+
+def test_jobs_cannot_start_without_the_token_or_from_a_foreign_host(pair):
+    client = pair["client"]
+    before = len(pair["server"].explorer.jobs.all())
+    assert client.call("/api/jobs?kind=cam&model=0&image=2", method="POST", body=b"", token=False)[0] == 403
+    assert client.call("/api/jobs?kind=cam&model=0&image=2", method="POST", body=b"", host="evil.example")[0] == 421
+    assert len(pair["server"].explorer.jobs.all()) == before
+
+
+@pytest.mark.parametrize("path", ["/api/jobs?kind=cam&model=0&image=../../etc/passwd", "/api/jobs?kind=shell&model=0",
+                                  "/api/jobs?kind=cam&model=5&image=0", "/api/jobs?kind=audit&model=x"])
+def test_unknown_jobs_are_refused(pair, path):
+    assert pair["client"].call(path, method="POST", body=b"")[0] == 404
+
+
+@pytest.mark.parametrize("path", ["/api/jobs?id=../../etc/passwd", "/api/jobs?id=j999", "/api/diff?image=/etc/passwd",
+                                  "/api/maps?model=0&layer=0&image=0&feeding=/etc/passwd",
+                                  "/api/outputs?model=0&image=../x"])
+def test_new_endpoints_open_no_client_path(pair, path):
+    status, _, body = pair["client"].call(path)
+    assert status == 404 and b"root:" not in body
+
+
+def test_one_model_has_no_pairs(env):
+    for path in ("/api/pairs", "/api/diff?image=0", "/api/maps?model=0&layer=0&image=0&feeding=diff"):
+        assert env["client"].call(path)[0] == 404
+
+
+def test_the_audit_without_overlap_is_the_same_audit(pair):
+    """The explorer's audit computes the weights' statistics before the images (its peak memory); the result
+    is the overlapped audit's, to the bit."""
+    import inspector
+    from inspector.audit import audit
+
+    model = inspector.load(pair["a"])
+    together = audit(model, pair["photos"], quiet=True).to_dict()
+    serial = audit(model, pair["photos"], quiet=True, overlap=False).to_dict()
+    assert serial["layers"] == together["layers"] and serial["summary"] == together["summary"]
 
 
 # ------------------------------------------------------------------ security
@@ -265,6 +502,27 @@ def test_command_prints_the_address_and_serves(env, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_folder_gives_its_images(env, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in env["photos"]:
+        shutil.copy(photo, folder)
+    (folder / "notes.txt").write_text("not an image")
+    server = start([env["model"]], [folder])
+    try:
+        names = [image["name"] for image in Client(server).json("/api/info")["images"]]
+        assert names == ["a.png", "b.jpg"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["view", env["model"], str(empty), "--no-browser"]) == 2
+    assert "no images in" in capsys.readouterr().err
 
 
 def test_maps_past_the_budget_come_one_layer_at_a_time(env, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 
 import builders as b
 import trained
-from view_helpers import HOSTILE, Client, hostile_model, start
+from view_helpers import CLASSES, HOSTILE, Client, classifier, hostile_model, start
 
 CHROMIUM = os.environ.get("INSPECTOR_CHROMIUM", "/usr/bin/chromium")
 
@@ -156,6 +156,65 @@ def test_upload_through_the_file_chooser(browser, served, tmp_path):
         watched.close()
 
 
+@pytest.fixture(scope="module")
+def served_pair(tmp_path_factory):
+    """A float classifier and its int8 QDQ copy (onnxruntime's quantizer), two photos."""
+    import onnx
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("view_browser_pair")
+    m, _ = classifier(seed=5)
+    path_a = str(folder / "float.onnx")
+    onnx.save(m, path_a)
+    photos = [b.random_photo(folder / f"p{i}.png", 16, 16, seed=30 + i) for i in range(2)]
+    calibration = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
+                            for p in photos])
+    path_b = b.quantize_qdq(path_a, str(folder / "int8.onnx"), calibration)
+    server = start([path_a, path_b], photos)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_two_models_side_by_side_with_outputs_and_a_background_cam(browser, served_pair):
+    client = Client(served_pair)
+    watched = Watched(browser, served_pair)
+    page = watched.page
+    try:
+        page.wait_for_selector("#layers li[data-verdict]")  # the audit ran as a job and coloured the list
+        page.select_option("#image", "1")
+        page.wait_for_selector("#layers li[data-sqnr]")
+        diff = client.json("/api/diff?image=1")
+        items = page.locator("#layers li")
+        assert [float(items.nth(i).get_attribute("data-sqnr")) for i in range(items.count())] == \
+               [layer["sqnr_db"] for layer in diff["layers"]]
+        items.nth(1).click()
+        page.wait_for_selector("#maps-b-info[data-shape]")
+        assert float(page.locator("#pair-info").get_attribute("data-sqnr")) == diff["layers"][1]["sqnr_db"]
+        maps_b = client.array(f"/api/maps?model=1&layer={diff['layers'][1]['index_b']}&image=1&feeding=diff")
+        info_b = page.locator("#maps-b-info")
+        assert info_b.get_attribute("data-shape") == ",".join(map(str, maps_b.shape))
+        assert float(info_b.get_attribute("data-max")) == pytest.approx(float(maps_b.max()), rel=1e-6)
+        assert page.locator("#maps-b canvas").count() == maps_b.shape[0]
+        # The model's top outputs, as the API gives them (checked against onnxruntime in test_view.py).
+        page.click("#outputs-button")
+        page.wait_for_selector("#outputs li")
+        top = client.json("/api/outputs?model=0&image=1")["outputs"][0]["top"]
+        shown = page.locator("#outputs li")
+        assert [shown.nth(i).text_content().split(":")[0] for i in range(shown.count())] == \
+               [entry["label"] for entry in top]
+        assert shown.nth(0).text_content().split(":")[0].split("(")[1].rstrip(")") in CLASSES
+        # The CAM runs as a background job; the page polls it, then shows cam's picture.
+        page.click("#cam-button")
+        page.wait_for_selector("#cam[src^='blob:']", timeout=60_000)
+        summary = client.json("/api/cam?model=0&image=1")
+        assert page.locator("#cam-info").text_content().startswith(summary["method"] + " on " + summary["layer"])
+        assert any(job["kind"] == "cam" and job["state"] == "done" for job in client.json("/api/jobs")["jobs"])
+        watched.check()
+    finally:
+        watched.close()
+
+
 @pytest.mark.slow
 def test_trained_model_page_and_screenshot(browser):
     """On a trained VGG16: the list equals the API's, a clicked layer's filters and maps arrive; the README's
@@ -172,6 +231,10 @@ def test_trained_model_page_and_screenshot(browser):
         page.locator("#layers li").nth(3).click()
         page.wait_for_selector("#maps-info[data-shape]", timeout=60_000)
         page.wait_for_selector("#filters[src^='blob:']")
+        page.click("#outputs-button")  # the whole model on the photo: its four classes, named from the metadata
+        page.wait_for_selector("#outputs li")
+        top = Client(server).json("/api/outputs?model=0&image=0")["outputs"][0]["top"]
+        assert page.locator("#outputs li").nth(0).text_content().startswith(top[0]["label"] + ":")
         watched.check()
         target = os.environ.get("INSPECTOR_VIEW_SCREENSHOT")
         if target:

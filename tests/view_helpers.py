@@ -72,3 +72,35 @@ class Client:
         assert status == 200, (status, data[:200])
         shape = tuple(int(n) for n in headers["X-Shape"].split(","))
         return np.frombuffer(data, dtype="<f4").reshape(shape)
+
+
+CLASSES = ["cat", "dog", "owl", "fox"]
+
+
+def classifier(seed=0, size=16):
+    """x (1,3,16,16) -> conv1 3x3 + Relu (8) -> conv2 3x3 stride 2 + Relu (6) -> GlobalAveragePool -> Flatten
+    -> Gemm (4 logits) -> Softmax "probs"; preprocessing raw /255 and four class names in the metadata."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from inspector import metadata as md
+
+    r = b.rng(seed)
+    arrays = {"w1": r.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.5,
+              "b1": r.standard_normal(8).astype(np.float32) * 0.1,
+              "w2": r.standard_normal((6, 8, 3, 3)).astype(np.float32) * 0.3,
+              "b2": r.standard_normal(6).astype(np.float32) * 0.1 + 0.05,
+              "wf": r.standard_normal((4, 6)).astype(np.float32),
+              "bf": r.standard_normal(4).astype(np.float32) * 0.1}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
+    meta = {md.PREPROCESS: '{"mode": "raw", "scale": 0.00392156862745098}', md.CLASS_NAMES: json.dumps(CLASSES)}
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, size, size])
+    inits = [numpy_helper.from_array(a, n) for n, a in arrays.items()]
+    return b.model(nodes, [x], [b.out("probs")], inits, metadata=meta), arrays

@@ -48,6 +48,9 @@ class Audit(Command):
                                  "belongs to, or give its address; images must be at paths every node can read. "
                                  "The same statistics, verdicts and JSON as without it")
         parser.add_argument("--json", metavar="FILE", help="write the audit as JSON to FILE ('-' for stdout)")
+        parser.add_argument("--model-explorer", metavar="FILE",
+                            help="write each conv node's dead fraction as Google Model Explorer node data "
+                                 "(JSON, for its ONNX adapter; docs/audit.md)")
         parser.add_argument("--fail-on-dead", type=fraction, metavar="F",
                             help="exit 1 when the verified dead fraction (dead filters, plus the dead channels "
                                  "confirmed on held-out images, over all filters) exceeds F; says how many verdicts "
@@ -81,6 +84,10 @@ class Audit(Command):
         to_stdout = args.json == "-"
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")  # an unwritable target fails before the work starts
+        if args.model_explorer:
+            from ..modelexplorer import check_target
+
+            check_target(args.model_explorer)
         if (args.limit or args.sample or args.recursive) and not args.images:
             raise InspectorError("--recursive, --limit and --sample choose among images: give images too")
         model = load(args.model, layout=args.layout)
@@ -105,6 +112,12 @@ class Audit(Command):
         if args.json:
             data = result.to_dict()
             emit_json(args.json, data, f"audit JSON, schema version {data['schema_version']}")
+        if args.model_explorer:
+            from .. import modelexplorer
+
+            overlay = modelexplorer.audit_node_data(result, model)
+            modelexplorer.write(args.model_explorer, overlay)
+            print(f"{args.model_explorer}  ({modelexplorer.describe(overlay)})", file=sys.stderr)
         if args.fail_on_dead is not None:
             left_out = result.left_out()["reasons"]
             if left_out:

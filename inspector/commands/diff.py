@@ -40,6 +40,9 @@ class Diff(Command):
                             help="a layer of MODEL_A to compare (index, name, node, output or unique substring; "
                                  "repeat for several; default every matched layer)")
         parser.add_argument("--json", metavar="FILE", help="write the comparison as JSON to FILE ('-' for stdout)")
+        parser.add_argument("--model-explorer", metavar="FILE",
+                            help="write each compared conv node's SQNR as Google Model Explorer node data on "
+                                 "MODEL_A's graph (JSON, for its ONNX adapter; needs images; docs/diff.md)")
         parser.add_argument("--fail-under", type=decibels, metavar="DB",
                             help="exit 1 when any compared layer's SQNR is below DB (needs images)")
         parser.add_argument("--batch", type=positive_int, metavar="N",
@@ -74,6 +77,13 @@ class Diff(Command):
         to_stdout = args.json == "-"
         if args.json and not to_stdout:
             ensure_parent(args.json, "--json")
+        if args.model_explorer:
+            from ..modelexplorer import check_target
+
+            if not args.images:
+                raise InspectorError("--model-explorer shows the layers' SQNR, which needs images: pass images "
+                                     "or a directory after the two models")
+            check_target(args.model_explorer)
         if args.output:
             ensure_dir(args.output)
         model_a = load(args.model_a, layout=args.layout)
@@ -103,6 +113,15 @@ class Diff(Command):
         if args.json:
             data = result.to_dict()
             emit_json(args.json, data, f"diff JSON, schema version {data['schema_version']}")
+        if args.model_explorer:
+            from .. import modelexplorer
+
+            overlay, left_out = modelexplorer.diff_node_data(result, model_a)
+            modelexplorer.write(args.model_explorer, overlay)
+            print(f"{args.model_explorer}  ({modelexplorer.describe(overlay)}, MODEL_A's)", file=sys.stderr)
+            if left_out:
+                print(f"inspector: --model-explorer left out {len(left_out)} layer(s) with no finite SQNR (JSON has "
+                      f"no infinity): {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", file=sys.stderr)
         if args.fail_under is not None:
             if not result.compared():  # a gate over nothing must not pass
                 raise InspectorError("--fail-under: no layer's maps could be compared (see the table's notes); "

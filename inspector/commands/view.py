@@ -10,13 +10,16 @@ class View(Command):
     help = "explore a model in the browser: layers, filters, feature maps, CAM and audit (a local server)"
     description = ("Start a local server on 127.0.0.1 and open the explorer in the browser: the conv layers with a "
                    "search box and the audit's verdict colours, a clicked layer's filters and, for a photo given "
-                   "here or uploaded in the page, its feature maps with the value under the cursor, and the CAM. "
-                   "One warm onnxruntime session per model. The page needs no network; the address printed "
+                   "here (files or folders) or uploaded in the page, its feature maps with the value under the "
+                   "cursor, the CAM (as `cam` chooses it, changeable) and the model's top outputs. With MODEL_B "
+                   "the layers are paired as `diff` pairs them and both maps are shown with diff's per-layer SQNR "
+                   "for the image. One warm onnxruntime session per model; ScoreCAM and the audit run in the "
+                   "background with their progress on the page. The page needs no network; the address printed "
                    "carries a random token that every API call must present. Ctrl-C stops it.")
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", metavar="MODEL [MODEL_B] [IMAGE ...]",
-                            help="one or two ONNX models (.onnx), then photos to pick from in the page")
+                            help="one or two ONNX models (.onnx), then photos or folders of photos to pick from in the page")
         parser.add_argument("--port", type=int, default=0, metavar="N",
                             help="port on 127.0.0.1 (default: a free one)")
         parser.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")

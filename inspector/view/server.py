@@ -39,6 +39,9 @@ def _static(name: str) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     server: "ExplorerServer"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle's algorithm the second waits for the client's delayed
+    # ACK (40 ms on Linux) on every small answer, a cached filter picture included.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - no request line (or anything else) is logged
         pass
@@ -56,6 +59,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -116,6 +121,18 @@ class Handler(BaseHTTPRequestHandler):
         path = self._guard()
         if path is None:
             return
+        if path == "/api/jobs":
+            try:
+                length = int(self.headers.get("Content-Length", "0") or "0")
+            except ValueError:
+                length = -1
+            if not 0 <= length <= 4096:  # a job takes no body: a small one is read and ignored
+                self._error(413, "a job request has no body")
+                return
+            self.rfile.read(length)
+            query = {key: values[-1] for key, values in parse_qs(urlsplit(self.path).query).items()}
+            self._start_job(query)
+            return
         if path != "/api/images":
             self._error(404, "not found")
             return
@@ -160,9 +177,38 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self._send(200, state.filters_png(index), "image/png")
             elif route == "maps":
-                self._array(state.layer_maps(int(query["layer"]), explorer.image(query["image"])))
+                image = explorer.image(query["image"])
+                fed = query.get("feeding", "own")
+                if fed == "diff":  # as `inspector diff A B IMAGE` feeds it (model 0 is A, model 1 is B)
+                    if explorer.pair is None:
+                        raise KeyError("feeding")
+                    index = int(query["layer"])
+                    if state.index == 1:  # B's layer: the pair it belongs to
+                        index = next(layer.pair.a.index for layer in explorer.pair.base().layers
+                                     if layer.pair.b.index == index)
+                    self._array(explorer.pair.side_maps(index, image, "ab"[state.index]))
+                elif fed == "own":
+                    self._array(state.layer_maps(int(query["layer"]), image))
+                else:
+                    raise KeyError("feeding")
+            elif route == "outputs":
+                self._json({"model": state.index, "image": query["image"],
+                            "outputs": state.outputs(explorer.image(query["image"]))})
+            elif route == "pairs":
+                if explorer.pair is None:
+                    raise KeyError("pairs")
+                self._json(explorer.pair.base().to_dict())
+            elif route == "diff":
+                if explorer.pair is None:
+                    raise KeyError("diff")
+                self._json(explorer.pair.compare(explorer.image(query["image"])).to_dict())
+            elif route == "jobs":
+                if "id" in query:
+                    self._json(explorer.jobs.get(query["id"]).to_dict())
+                else:
+                    self._json({"jobs": [job.to_dict() for job in explorer.jobs.all()]})
             elif route == "cam":
-                result = state.cam(explorer.image(query["image"]))
+                result = state.cam(explorer.image(query["image"]), *_cam_choice(query))
                 if query.get("format") == "raw":  # (H, W) in [0, 1] at the input size, as `cam --npz` saves it
                     self._array(result.cam)
                 elif query.get("format") == "png":
@@ -172,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self._json(result.to_dict())
             elif route == "audit":
-                result = state.audit([image.path for image in explorer.photos])
+                result = state.audit(explorer.photo_paths())
                 data = result.to_dict()
                 self._json({"images": data["images"]["count"],
                             "layers": [{"index": layer["index"], "name": layer["name"], "verdict": verdict(layer),
@@ -181,10 +227,36 @@ class Handler(BaseHTTPRequestHandler):
                                         "channels_judged": layer["channels_judged"]} for layer in data["layers"]]})
             else:
                 self._error(404, "not found")
-        except (KeyError, ValueError, IndexError):
-            self._error(404, "no such model, layer or image")
+        except (KeyError, ValueError, IndexError, StopIteration):
+            self._error(404, "no such model, layer, image or job")
         except InspectorError as exc:
             self._error(400, str(exc))
+
+    def _start_job(self, query: dict) -> None:
+        """``POST /api/jobs?kind=cam&model=M&image=I`` or ``?kind=audit&model=M``: the job's state (its id)."""
+        explorer = self.server.explorer
+        try:
+            kind = query["kind"]
+            state = explorer.models[int(query.get("model", "0"))]
+            if kind == "cam":
+                image = explorer.image(query["image"])
+                choice = _cam_choice(query)
+                job = explorer.jobs.start(kind, (kind, state.index, image.id, *choice), lambda: state.cam(image, *choice))
+            elif kind == "audit":
+                paths = explorer.photo_paths()
+                job = explorer.jobs.start(kind, (kind, state.index), lambda: state.audit(paths))
+            else:
+                raise KeyError(kind)
+        except (KeyError, ValueError, IndexError):
+            self._error(404, "no such job kind, model or image")
+            return
+        self._json(job.to_dict(), 202)
+
+
+def _cam_choice(query: dict) -> tuple:
+    """(method, layer index, target) of a CAM request; absent or empty: the one `inspector cam` chooses."""
+    layer = query.get("layer") or None
+    return query.get("method") or None, None if layer is None else int(layer), query.get("target") or None
 
 
 class ExplorerServer(ThreadingHTTPServer):
