@@ -38,12 +38,39 @@ def contiguous(value) -> np.ndarray:
     return np.require(np.asarray(value), requirements="C")
 
 
+def outer_names(node) -> set[str]:
+    """Names that a node's subgraphs (the branches of an If, a Loop's body) read from the graph around them: the
+    node's inputs too, though not in ``node.input`` (timm's Hiera resizes its window position embedding in an If
+    whose branches read shapes computed outside)."""
+    import onnx
+
+    names: set[str] = set()
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            bodies = [attribute.g]
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            bodies = list(attribute.graphs)
+        else:
+            continue
+        for body in bodies:
+            inner = {i.name for i in body.input} | {i.name for i in body.initializer}
+            for inside in body.node:
+                names.update(n for n in [*inside.input, *outer_names(inside)] if n and n not in inner)
+                inner.update(inside.output)
+    return names
+
+
+def node_inputs(node) -> list[str]:
+    """A node's inputs, with the names its subgraphs read from outside (``outer_names``)."""
+    named = [name for name in node.input if name]
+    return named + sorted(outer_names(node) - set(named)) if node.attribute else named
+
+
 def consumers(graph) -> dict[str, list]:
     out = defaultdict(list)
     for node in graph.node:
-        for name in node.input:
-            if name:
-                out[name].append(node)
+        for name in node_inputs(node):
+            out[name].append(node)
     return out
 
 
@@ -175,16 +202,15 @@ def fold_constants(graph, consts: dict[str, np.ndarray], opset: int,
     """
     readers: dict[str, int] = defaultdict(int)
     for node in graph.node:
-        for name in node.input:
-            if name:
-                readers[name] += 1
+        for name in node_inputs(node):
+            readers[name] += 1
     for output in graph.output:
         readers[output.name] += 1
     kept, folded = [], 0
     for node in graph.node:
         inputs = [name for name in node.input if name]
         if (node.domain not in ("", "ai.onnx") or node.op_type in NOT_FOLDED or not inputs
-                or not all(name in consts for name in inputs)):
+                or not all(name in consts for name in inputs) or outer_names(node)):
             kept.append(node)
             continue
         values = [consts[name] if name else None for name in node.input]
@@ -581,7 +607,7 @@ def prune(graph) -> int:
     for node in reversed(graph.node):
         if any(name in needed for name in node.output):
             kept.append(node)
-            needed.update(name for name in node.input if name)
+            needed.update(node_inputs(node))
     removed = len(graph.node) - len(kept)
     del graph.node[:]
     graph.node.extend(reversed(kept))
@@ -591,7 +617,7 @@ def prune(graph) -> int:
 def used_names(graph) -> set[str]:
     names = {o.name for o in graph.output}
     for node in graph.node:
-        names.update(name for name in node.input if name)
+        names.update(node_inputs(node))
     return names
 
 

@@ -299,10 +299,12 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
     references, sources = {}, {}
     before_activation = {}  # the activation's input, for ACTIVATION_ACCURACY
     for layer in conv_layers:
-        first = next((c for c in calls if c[0] == layer), None)
-        if first is None or layer not in shown:
+        # a module called several times (CoaT's shared ConvPosEnc) is a conv node per call; the file names the
+        # last one after the module (the others get .conv0, .conv1...): its reference is the last call
+        last = next((c for c in reversed(calls) if c[0] == layer), None)
+        if last is None or layer not in shown:
             continue
-        name, _, current, value = first
+        name, _, current, value = last
         # the BatchNorm that reads the conv, when the file folded it (or shows it on the way to an activation);
         # one the file keeps (the conv's output also feeds a shortcut: MaxViT's pre_norm) is not in the map
         follow_norm = shown[layer].conv_output not in unfolded_norms or bool(shown[layer].activation)
@@ -310,7 +312,11 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             if follow_norm and input_id == current and isinstance(modules[other], norms):
                 name, current, value = other, output_id, out
                 break
-        if shown[layer].activation:
+        held = getattr(modules[name], "act", None) if isinstance(modules[name], norms) else None
+        if shown[layer].activation and isinstance(held, torch.nn.Module) and \
+                not isinstance(held, torch.nn.Identity):
+            pass  # a norm that applies its own activation (timm's BatchNormAct2d with GELU): its output is the map's
+        elif shown[layer].activation:
             before = value
             # an activation module: a leaf, elementwise (same shape), not a pooling that reads the tensor that an
             # in-place functional relu (GoogLeNet's F.relu(x, inplace=True)) left under the same id
@@ -336,7 +342,9 @@ def check_torch(module, path: str, conv_layers: Sequence[str], preprocess, input
             reference = reference.transpose(0, 3, 1, 2)
         sources[layer], references[layer] = name, reference
     results = flat_outputs(result)
-    steps = _unfolded_steps(path, [n for n in references if sources[n] == n])
+    # the conv's own tensor or its (folded) BatchNorm's, when the map the inspector shows is that times another
+    # module's constant (EfficientFormerV2's LayerScale2d after a ConvNorm): the same steps on the reference
+    steps = _unfolded_steps(path, [n for n in references if not shown[n].activation])
     maps, finals = onnx_outputs(path, batch, list(references))
     differences = []
     for layer in conv_layers:

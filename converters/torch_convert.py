@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 
 from inspector.errors import InspectorError
@@ -218,7 +219,34 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+class _NeedsOpset(Exception):
+    def __init__(self, operator: str, version: int):
+        super().__init__(operator, version)
+        self.operator, self.version = operator, version
+
+
 def export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bool = True):
+    """Export the module (``_export``); an operator whose ONNX translation came with a later opset (``nn.Fold``:
+    ``aten::col2im``, opset 18) is exported at that opset, said on stderr, rather than refused."""
+    try:
+        return _export(module, input_shape, opset, stages, dynamic_batch)
+    except _NeedsOpset as needs:
+        from .api import _warn
+
+        _warn(f"{needs.operator} has no ONNX translation before opset {needs.version}: the file is written at "
+              f"opset {needs.version} instead of {opset}")
+        try:
+            return _export(module, input_shape, needs.version, stages, dynamic_batch)
+        except _NeedsOpset as again:
+            raise InspectorError(f"torch.onnx.export failed: {again.operator} needs ONNX opset {again.version}, "
+                                 f"which this torch cannot write") from None
+
+
+_NEEDS = re.compile(r"operator '([^']+)' to ONNX opset version (\d+) is not supported. Support for this operator "
+                    r"was added in version (\d+)")
+
+
+def _export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bool = True):
     """Export the structure with torch.onnx, then attach the module's weights ourselves.
 
     The TorchScript exporter, given the weights, holds them four times at its
@@ -259,6 +287,7 @@ def export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: boo
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
                 with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), traceable(torch), \
+                        _unfold_of_any_length(torch, opset), _adaptive_pool_of_traced_size(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
                     # named by their state-dict keys, and then taken out of the file again (below)
@@ -270,6 +299,9 @@ def export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: boo
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
                                       if dynamic_batch else None)
             except Exception as exc:
+                needs = _NEEDS.search(str(exc))
+                if needs and int(needs.group(3)) > opset:
+                    raise _NeedsOpset(needs.group(1), int(needs.group(3))) from None
                 raise InspectorError(f"torch.onnx.export failed ({exc.__class__.__name__}: "
                                      f"{_first_line(exc)[:200]})") from None
             del dummy, tensors
@@ -390,6 +422,102 @@ def _no_mha_fastpath(torch):
         yield
     finally:
         mha.set_fastpath_enabled(before)
+
+
+@contextlib.contextmanager
+def _unfold_of_any_length(torch, opset: int):
+    """``Tensor.unfold(dim, size, step)`` on a dimension whose length the exporter does not know at that point
+    (after ``F.pad``: timm's HaloAttn) has no export ("Unsupported: ONNX export of operator Unfold, input size
+    not accessible"). While exporting, such an unfold is written as a Gather of the windows' indices, computed
+    from the tensor's shape in the graph (the window axis then moved last, as unfold puts it); an unfold of a
+    known length keeps torch.onnx's own translation."""
+    from torch.onnx import symbolic_helper as helper
+    from torch.onnx import symbolic_opset12
+
+    def unfold(g, tensor, dimension, size, step):
+        dim, rank = helper._get_const(dimension, "i", "dimension"), helper._get_tensor_rank(tensor)
+        size_c, step_c = helper._maybe_get_const(size, "i"), helper._maybe_get_const(step, "i")
+        if rank is None or helper._is_value(size_c) or helper._is_value(step_c) or \
+                helper._get_tensor_dim_size(tensor, dim) is not None:
+            return symbolic_opset12.unfold(g, tensor, dimension, size, step)
+        dim %= rank
+        const = lambda v: g.op("Constant", value_t=torch.tensor(v, dtype=torch.int64))  # noqa: E731
+        length = g.op("Gather", g.op("Shape", tensor), const(dim), axis_i=0)
+        count = g.op("Add", g.op("Div", g.op("Sub", length, const(size_c)), const(step_c)), const(1))
+        starts = g.op("Mul", g.op("Range", const(0), count, const(1)), const(step_c))
+        index = g.op("Add", g.op("Unsqueeze", starts, const([1])),
+                     g.op("Unsqueeze", g.op("Range", const(0), const(size_c), const(1)), const([0])))
+        windows = g.op("Gather", tensor, index, axis_i=dim)  # (..., count, size, ...)
+        if dim + 1 == rank:
+            return windows
+        return g.op("Transpose", windows, perm_i=[k for k in range(rank + 1) if k != dim + 1] + [dim + 1])
+
+    torch.onnx.register_custom_op_symbolic("aten::unfold", unfold, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::unfold", opset)
+
+
+def _adaptive_average_matrix(size: int, out: int):
+    """(out, size) float32: row i averages torch's adaptive window i, floor(i*size/out) to ceil((i+1)*size/out)."""
+    import numpy as np
+
+    matrix = np.zeros((out, size), dtype=np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@contextlib.contextmanager
+def _adaptive_pool_of_traced_size(torch, opset: int):
+    """``AdaptiveAvgPool2d((7, 7))`` on a map whose height and width torch.onnx lost (a reshape to sizes computed
+    from ``x.shape`` with the batch left open: timm's CSATv2 DCT stem) has no export ("adaptive_avg_pool2d,
+    input size not accessible"), though the trace knows them: the pool gets the traced channels, height and
+    width (the batch stays open) before torch.onnx's own translation, which then writes an AveragePool where
+    they divide evenly, as it does for a map of known size."""
+    from torch.onnx import symbolic_helper as helper
+    from torch.onnx import symbolic_opset9
+
+    def adaptive_avg_pool2d(g, tensor, output_size):
+        sizes = helper._get_tensor_sizes(tensor)
+        traced = g.original_node.inputsAt(0).type()
+        if isinstance(traced, torch._C.TensorType) and traced.varyingSizes() and \
+                (sizes is None or any(d is None for d in sizes[1:])):
+            known = traced.varyingSizes()
+            tensor.setType(traced.with_sizes([None, *known[1:]]))
+        sizes = helper._get_tensor_sizes(tensor)
+        try:
+            wanted = helper._parse_arg(output_size, "is")
+        except Exception:  # not a constant: torch.onnx's own refusal
+            wanted = None
+        if wanted and sizes and len(sizes) == 4 and None not in sizes[2:] and wanted != [1, 1] and \
+                any(n % w for n, w in zip(sizes[2:], wanted)):
+            # windows of unequal sizes (7 from 28 divides, 7 from 24 does not): the mean over each window as
+            # two matrix products with the averaging matrices, rows then columns, as torch computes them
+            rows, cols = (_adaptive_average_matrix(n, w) for n, w in zip(sizes[2:], wanted))
+            along_width = g.op("MatMul", tensor, g.op("Constant", value_t=torch.from_numpy(cols.T.copy())))
+            return g.op("MatMul", g.op("Constant", value_t=torch.from_numpy(rows)), along_width)
+        return symbolic_opset9.adaptive_avg_pool2d(g, tensor, output_size)
+
+    def col2im(g, tensor, output_size, kernel_size, dilation, padding, stride):
+        # F.fold (VOLO's outlooker) to an output size taken from x.shape: a computed list whose length torch.onnx's
+        # own translation reads from its type, unknown here; F.fold is two-dimensional, always
+        dilation, padding, stride = (helper._get_const(v, "is", n) for v, n in
+                                     ((dilation, "dilation"), (padding, "padding"), (stride, "stride")))
+        return g.op("Col2Im", tensor, output_size, kernel_size, dilations_i=list(dilation) or [1, 1],
+                    pads_i=[p for p in padding for _ in range(2)] or [0, 0, 0, 0], strides_i=list(stride) or [1, 1])
+
+    ops = [("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset)] + \
+        ([("aten::col2im", col2im, opset)] if opset >= 18 else [])
+    for name, function, version in ops:
+        torch.onnx.register_custom_op_symbolic(name, function, version)
+    try:
+        yield
+    finally:
+        for name, _, version in ops:
+            torch.onnx.unregister_custom_op_symbolic(name, version)
 
 
 @contextlib.contextmanager
