@@ -278,7 +278,10 @@ def table(rows: list[dict]) -> str:
     lines, within, agreeing, compared, measured, failed = [head], 0, 0, 0, 0, []
     for row in sorted(rows, key=lambda r: r["model"]):
         if "error" in row:
-            failed.append(f"`{row['model']}`: {row['error']}")
+            shown = row["model"]
+            if os.path.abspath(shown).startswith(WILD + os.sep):
+                shown = os.path.relpath(shown, WILD)
+            failed.append(f"`{shown}`: {row['error']}")
             continue
         measured += 1
         before = row["rules"]["all judged verdicts (before verification)"]
