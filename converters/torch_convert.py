@@ -286,7 +286,8 @@ def _export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bo
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
-                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), traceable(torch), \
+                with _native_stderr_as_warnings(), torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), \
+                        traceable(torch), \
                         _unfold_of_any_length(torch, opset), _adaptive_pool_of_traced_size(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
@@ -518,6 +519,37 @@ def _adaptive_pool_of_traced_size(torch, opset: int):
     finally:
         for name, _, version in ops:
             torch.onnx.unregister_custom_op_symbolic(name, version)
+
+
+@contextlib.contextmanager
+def _native_stderr_as_warnings():
+    """torch.onnx's C++ passes print their notices ("In-place op on output of tensor.shape") straight to the
+    process's stderr, past Python's warnings: file descriptor 2 goes to a temporary file while the exporter
+    runs, and each line it got comes out afterwards as our warning, so that stderr holds only our lines."""
+    import sys
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            if text.strip():
+                from .api import _warn
+
+                for line in text.splitlines():
+                    if line.strip():
+                        _warn(f"torch.onnx: {line.strip()}")
 
 
 @contextlib.contextmanager

@@ -239,3 +239,25 @@ class UnevenAdaptivePool(nn.Module):
 def test_adaptive_pool_to_a_size_that_does_not_divide_exports(factory, shape, tmp_path):
     torch.manual_seed(0)
     _convert_and_compare(factory().eval(), shape, tmp_path)
+
+
+class InPlaceOnShape(nn.Module):
+    """timm's Hiera: an in-place op on a value from ``x.shape``, which torch.onnx's C++ pass reports on the
+    process's stderr ("In-place op on output of tensor.shape")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        b *= 4  # Hiera's unroll: B *= math.prod(strides)
+        return x.reshape(b, c, h // 2, w // 2)
+
+
+def test_native_notices_of_the_exporter_come_out_as_our_warnings(tmp_path, capfd):
+    torch.manual_seed(0)
+    _convert_and_compare(InPlaceOnShape().eval(), (1, 3, 8, 8), tmp_path)
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert err and all(line.startswith("inspector convert: warning: ") for line in err), err
