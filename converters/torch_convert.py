@@ -286,7 +286,8 @@ def _export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bo
             dummy = torch.zeros(input_shape, dtype=torch.float32)
             try:
                 scripted = isinstance(module, torch.jit.ScriptModule)
-                with torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), traceable(torch), \
+                with _native_stderr_as_warnings(), torch.no_grad(), warnings_quiet(), _no_mha_fastpath(torch), \
+                        traceable(torch), \
                         _unfold_of_any_length(torch, opset), _adaptive_pool_of_traced_size(torch, opset), \
                         _state_as_inputs(module) as (names, tensors):
                     # a ScriptModule's parameters cannot be swapped for inputs: exported with them, as inputs
@@ -298,6 +299,8 @@ def _export(module, input_shape, opset: int = 17, stages=None, dynamic_batch: bo
                                       output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}
                                       if dynamic_batch else None)
+            except _NeedsOpset:
+                raise
             except Exception as exc:
                 needs = _NEEDS.search(str(exc))
                 if needs and int(needs.group(3)) > opset:
@@ -509,7 +512,45 @@ def _adaptive_pool_of_traced_size(torch, opset: int):
         return g.op("Col2Im", tensor, output_size, kernel_size, dilations_i=list(dilation) or [1, 1],
                     pads_i=[p for p in padding for _ in range(2)] or [0, 0, 0, 0], strides_i=list(stride) or [1, 1])
 
-    ops = [("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset)] + \
+    def bicubic_antialiased(g, tensor, output_size, align_corners, *scales):
+        # F.interpolate(mode="bicubic", antialias=True): timm's NaFlexViT resizing its learned position table to
+        # the grid. Resize antialiases from opset 18 on (PIL's filter, as torch's: a = -0.5, the weights outside
+        # the map left out and the rest renormalised); at an older opset, the exporter's own "added in version"
+        # sentence, so that export() writes the file at 18, said
+        if opset < 18:
+            raise _NeedsOpset("aten::_upsample_bicubic2d_aa", 18)
+        size = helper._maybe_get_const(output_size, "is")
+        if helper._is_value(size):  # a size computed from x.shape (NaFlexViT's grid): the traced one, as the
+            traced = g.original_node.outputsAt(0).type()  # input's height and width are fixed in the file
+            known = traced.varyingSizes() if isinstance(traced, torch._C.TensorType) else None
+            if not known or None in known[2:]:
+                return helper._unimplemented("aten::_upsample_bicubic2d_aa", "an output size the trace does not "
+                                             "know", tensor)
+            size = known[2:]
+        sizes = g.op("Concat", g.op("Slice", g.op("Shape", tensor), g.op("Constant", value_t=torch.tensor([0])),
+                                    g.op("Constant", value_t=torch.tensor([2]))),
+                     g.op("Constant", value_t=torch.tensor(list(size), dtype=torch.int64)), axis_i=0)
+        corners = helper._maybe_get_const(align_corners, "b")
+        return g.op("Resize", tensor, g.op("Constant", value_t=torch.tensor([], dtype=torch.float32)),
+                    g.op("Constant", value_t=torch.tensor([], dtype=torch.float32)), sizes, mode_s="cubic",
+                    cubic_coeff_a_f=-0.5, antialias_i=1, exclude_outside_i=1,
+                    coordinate_transformation_mode_s="align_corners" if corners else "half_pixel")
+
+    def rms_norm(g, tensor, normalized_shape, weight, eps):
+        # F.rms_norm (timm's RmsNorm: Gemma 4's ViT): ONNX has RMSNormalization only from opset 23, so its
+        # definition, x / sqrt(mean(x^2 over the normalised axes) + eps) * weight, eps torch's default when None
+        shape = helper._get_const(normalized_shape, "is", "normalized_shape")
+        axes = list(range(-len(shape), 0))
+        epsilon = torch.finfo(torch.float32).eps if helper._is_none(eps) else helper._get_const(eps, "f", "eps")
+        square = g.op("Mul", tensor, tensor)
+        mean = g.op("ReduceMean", square, g.op("Constant", value_t=torch.tensor(axes)), keepdims_i=1) \
+            if opset >= 18 else g.op("ReduceMean", square, axes_i=axes, keepdims_i=1)
+        root = g.op("Sqrt", g.op("Add", mean, g.op("Constant", value_t=torch.tensor(epsilon, dtype=torch.float32))))
+        normed = g.op("Div", tensor, root)
+        return normed if helper._is_none(weight) else g.op("Mul", normed, weight)
+
+    ops = [("aten::adaptive_avg_pool2d", adaptive_avg_pool2d, opset), ("aten::rms_norm", rms_norm, opset),
+           ("aten::_upsample_bicubic2d_aa", bicubic_antialiased, opset)] + \
         ([("aten::col2im", col2im, opset)] if opset >= 18 else [])
     for name, function, version in ops:
         torch.onnx.register_custom_op_symbolic(name, function, version)
@@ -518,6 +559,37 @@ def _adaptive_pool_of_traced_size(torch, opset: int):
     finally:
         for name, _, version in ops:
             torch.onnx.unregister_custom_op_symbolic(name, version)
+
+
+@contextlib.contextmanager
+def _native_stderr_as_warnings():
+    """torch.onnx's C++ passes print their notices ("In-place op on output of tensor.shape") straight to the
+    process's stderr, past Python's warnings: file descriptor 2 goes to a temporary file while the exporter
+    runs, and each line it got comes out afterwards as our warning, so that stderr holds only our lines."""
+    import sys
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            if text.strip():
+                from .api import _warn
+
+                for line in text.splitlines():
+                    if line.strip():
+                        _warn(f"torch.onnx: {line.strip()}")
 
 
 @contextlib.contextmanager

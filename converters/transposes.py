@@ -6,6 +6,16 @@ a MatMul by a constant over the channels): tf2onnx's Transposes around each conv
 islands. The converters remove these; one left is a failure. The model's own: every other Transpose, the
 permutes written in its forward (attention's heads, Swin's windows, ViT's tokens, a Swin stem that stays
 channels-last through attention); they are counted and said, never a failure (`make zoo`).
+
+In a file converted from torch (metadata ``inspector.source_framework``), only the first order is ours:
+torch.onnx writes no layout Transposes of its own, and our passes take a channels-last island out of an
+NCHW model (ConvNeXt's). The other order there, a channels-last model's ``permute(0, 3, 1, 2)`` before its
+conv and back (timm's MambaOut, PVT v2, GCViT, VOLO, Sequencer), is the model's own: ONNX's Conv reads NCHW
+only, and the channels-last stretches around it hold LayerNorms over the last axis. So is a pair whose
+values are read elsewhere too (GCViT's stem: the normed map feeds its channels-last blocks as it is and, back
+in NCHW, its global-query convs; VOLO's first block: the map before the norm feeds the residual): the model
+uses both layouts, and our pass, like this count, takes only an island whose values leave it through the
+closing Transposes.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ def classify(model) -> tuple[int, int]:
         for name in node.output:
             producer[name] = node
     constants = {i.name for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    from_torch = any(p.key == "inspector.source_framework" and p.value == "torch" for p in model.metadata_props)
 
     def fits(node, entered: str, perm) -> bool:
         for name in node.input:
@@ -53,19 +65,22 @@ def classify(model) -> tuple[int, int]:
     layout: set[int] = set()
     for start in transposes:
         perm = _perm(start)
-        if perm not in (TO_NHWC, TO_NCHW):
+        if perm not in (TO_NHWC, TO_NCHW) or from_torch and perm == TO_NCHW:
             continue
         inverse = TO_NCHW if perm == TO_NHWC else TO_NHWC
-        seen, todo = set(), list(start.output)
+        seen, todo, closing, leaves = set(), list(start.output), [], False
         while todo:
             entered = todo.pop()
+            leaves |= entered in outputs
             for node in consumers.get(entered, []):
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                if node.op_type == "Transpose":
-                    if _perm(node) == inverse:
-                        layout.update({id(start), id(node)})
+                if node.op_type == "Transpose" and _perm(node) == inverse:
+                    closing.append(node)
                 elif node.op_type in PER_POSITION and fits(node, entered, perm):
-                    todo.extend(node.output)
+                    if id(node) not in seen:
+                        todo.extend(node.output)
+                else:
+                    leaves = True
+                seen.add(id(node))
+        if closing and not (from_torch and leaves):
+            layout.update({id(start), *(id(node) for node in closing)})
     return len(layout), len(transposes) - len(layout)

@@ -239,3 +239,75 @@ class UnevenAdaptivePool(nn.Module):
 def test_adaptive_pool_to_a_size_that_does_not_divide_exports(factory, shape, tmp_path):
     torch.manual_seed(0)
     _convert_and_compare(factory().eval(), shape, tmp_path)
+
+
+class InPlaceOnShape(nn.Module):
+    """timm's Hiera: an in-place op on a value from ``x.shape``, which torch.onnx's C++ pass reports on the
+    process's stderr ("In-place op on output of tensor.shape")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        b *= 4  # Hiera's unroll: B *= math.prod(strides)
+        return x.reshape(b, c, h // 2, w // 2)
+
+
+def test_native_notices_of_the_exporter_come_out_as_our_warnings(tmp_path, capfd):
+    torch.manual_seed(0)
+    _convert_and_compare(InPlaceOnShape().eval(), (1, 3, 8, 8), tmp_path)
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert err and all(line.startswith("inspector convert: warning: ") for line in err), err
+
+
+class ResizedPositionTable(nn.Module):
+    """timm's NaFlexViT: a learned position table (16 x 16) resized to the grid of the input (14 x 14) with
+    ``F.interpolate(mode="bicubic", antialias=True)`` (``aten::_upsample_bicubic2d_aa``), added to the patches."""
+
+    def __init__(self, size=(14, 14)):
+        super().__init__()
+        self.size = size
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.table = nn.Parameter(torch.randn(1, 8, 16, 16))
+
+    def forward(self, x):
+        size = self.size if self.size else (x.shape[2], x.shape[3])  # NaFlexViT: the grid from x.shape
+        table = nn.functional.interpolate(self.table, size=size, mode="bicubic", antialias=True)
+        return torch.relu(self.conv(x)) + table
+
+
+@pytest.mark.parametrize("size, from_shape", [((14, 14), False), ((9, 12), False), ((20, 20), False),
+                                              ((14, 14), True)])
+def test_antialiased_bicubic_resize_exports_at_opset_18(size, from_shape, tmp_path, capfd):
+    torch.manual_seed(0)
+    module = ResizedPositionTable(None if from_shape else size).eval()
+    _convert_and_compare(module, (1, 3, *size), tmp_path)
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version >= 18
+    assert "opset 18" in capfd.readouterr().err
+
+
+class RmsNormOnTokens(nn.Module):
+    """Gemma 4's ViT (timm's RmsNorm): ``F.rms_norm`` over the channels of the tokens, with and without a
+    weight and with torch's default eps (None), then back to a map for a conv."""
+
+    def __init__(self, weight=True, eps=1e-6):
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.norm = nn.RMSNorm(8, eps=eps, elementwise_affine=weight)
+        if weight:
+            with torch.no_grad():
+                self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        x = self.conv(x) * 3.0
+        tokens = self.norm(x.permute(0, 2, 3, 1))
+        return self.out(tokens.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("weight, eps", [(True, 1e-6), (False, None)])
+def test_rms_norm_exports_as_its_definition(weight, eps, tmp_path):
+    torch.manual_seed(0)
+    _convert_and_compare(RmsNormOnTokens(weight, eps).eval(), (1, 3, 6, 6), tmp_path)

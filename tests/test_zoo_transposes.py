@@ -85,3 +85,33 @@ def test_zoo_fails_only_on_layout_transposes():
            "own_transposes": 97}
     assert zoo.outcome(row) == "ok, 97 of its own Transposes"
     assert zoo.outcome(dict(row, layout_transposes=2, own_transposes=95)).startswith("FAIL: 2 layout")
+
+
+def test_a_channels_last_torch_models_permutes_around_its_conv_are_its_own():
+    # timm's MambaOut: channels-last blocks; x.permute(0, 3, 1, 2) -> depthwise Conv -> permute(0, 2, 3, 1).
+    # The same pair from tf2onnx is layout (test above); from torch it is written in the model's forward
+    nodes = [T("x", "t1", [0, 3, 1, 2]), helper.make_node("Conv", ["t1", "w"], ["c"]), T("c", "t2", [0, 2, 3, 1])]
+    model = _model(nodes, [W])
+    helper.set_model_props(model, {"inspector.source_framework": "torch"})
+    assert classify(model) == (0, 2)
+    # and a channels-last island in a torch model's NCHW map (ConvNeXt's) stays layout
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), T("c", "t1", [0, 2, 3, 1]),
+             helper.make_node("MatMul", ["t1", "m"], ["mm"]), T("mm", "t2", [0, 3, 1, 2])]
+    model = _model(nodes, [W, M])
+    helper.set_model_props(model, {"inspector.source_framework": "torch"})
+    assert classify(model) == (2, 0)
+
+
+def test_a_torch_pair_whose_values_are_read_elsewhere_too_is_the_models_own():
+    # GCViT's stem: LayerNorm2d (permute, LayerNorm, permute back) whose channels-last output also feeds the
+    # next (channels-last) blocks: both layouts are used, and no pass can take the pair out
+    ln_w = numpy_helper.from_array(np.ones(4, np.float32), "g")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), T("c", "t1", [0, 2, 3, 1]),
+             helper.make_node("LayerNormalization", ["t1", "g"], ["ln"], axis=-1), T("ln", "t2", [0, 3, 1, 2]),
+             helper.make_node("Shape", ["ln"], ["s"]), helper.make_node("Reshape", ["t2", "s"], ["y"])]
+    model = _model(nodes, [W, ln_w])
+    helper.set_model_props(model, {"inspector.source_framework": "torch"})
+    assert classify(model) == (0, 2)
+    del model.graph.node[4:]  # read only through the closing Transpose: layout, as our pass removes it
+    model.graph.output[0].name = "t2"
+    assert classify(model) == (2, 0)
