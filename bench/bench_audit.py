@@ -201,12 +201,17 @@ def main(argv=None) -> int:
           f"{os.path.relpath(model, ROOT)}", flush=True)
     ways = ("plain", "audit", "audit_graph", "audit_maps") if args.map_path else ("plain", "audit")
     samples = {way: [] for way in ways}
+    loads = []
     for run in range(1, args.runs + 1):
         for way in ways:
+            load = os.getloadavg()[0]  # the 1-minute load as the way starts: on a shared machine it explains wall times
+            loads.append(load)
             sample = run_worker(way, args, model, files_file)
+            sample["load_average_1min"] = round(load, 2)
             samples[way].append(sample)
             print(f"  {way:<10} run {run}/{args.runs}  {sample['seconds']:7.2f} s  {sample['cpu_s']:7.2f} s cpu  "
-                  f"{args.images / sample['seconds']:6.1f} images/s  {sample['peak_rss_mb']:7.0f} MB peak", flush=True)
+                  f"{args.images / sample['seconds']:6.1f} images/s  {sample['peak_rss_mb']:7.0f} MB peak  "
+                  f"(load {load:.1f})", flush=True)
 
     def median(way, key):
         return statistics.median(s[key] for s in samples[way])
@@ -235,6 +240,7 @@ def main(argv=None) -> int:
         "goal_met": plain_s / audit_s >= args.goal,
         "peak_rss_mb": round(median("audit", "peak_rss_mb"), 1),
         "plain_peak_rss_mb": round(median("plain", "peak_rss_mb"), 1),
+        "load_average_1min": round(statistics.median(loads), 2),
         "samples": samples,
         "machine": common.machine(),
     }
