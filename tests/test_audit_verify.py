@@ -381,3 +381,11 @@ def test_the_command_line_default_tolerance_is_the_library_one():
     from inspector.commands import audit as command
 
     assert command.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.01
+
+
+@pytest.mark.parametrize("held, total, every", [(5, 17, "every 3rd"), (3, 11, "every 4th"), (2, 4, "every 2nd"),
+                                                 (4, 84, "every 21st"), (4, 44, "every 11th"), (4, 4, "every image")])
+def test_the_split_is_described_in_english(held, total, every):
+    from inspector.audit.verify import describe_split
+
+    assert describe_split(held, total) == f"held out {held} of {total} ({every}, deterministic)"

@@ -542,7 +542,15 @@ def _halves(units: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 
 
 def describe_split(held: int, total: int) -> str:
-    return f"held out {held} of {total} (every {max(1, round(total / max(1, held)))}th, deterministic)"
+    step = max(1, round(total / max(1, held)))
+    every = "every image" if step == 1 else f"every {_ordinal(step)}"
+    return f"held out {held} of {total} ({every}, deterministic)"
+
+
+def _ordinal(n: int) -> str:
+    """2nd, 3rd, 4th, 11th, 21st..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def confirm_files(paths) -> list[str]:
