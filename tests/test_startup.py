@@ -117,16 +117,18 @@ def import_times(statement: str) -> dict[str, float]:
     return parse_importtime(result.stderr)
 
 
-def parse_importtime(text: str) -> dict[str, float]:
-    times = {"": 0.0}
-    for line in text.splitlines():
-        if not line.startswith("import time:") or "self [us]" in line:
-            continue
-        _, cumulative, name = line[len("import time:"):].split("|")
-        if not name[1:].startswith(" "):  # a top-level import: one space after the bar
-            times[name.strip()] = int(cumulative) / 1e6
-            times[""] += int(cumulative) / 1e6
-    return times
+def _bench_imports():
+    """bench/bench_imports.py, which measures the same import times for `make bench`: one parser for both."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bench_imports.py")
+    spec = importlib.util.spec_from_file_location("bench_imports", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+parse_importtime = _bench_imports().parse_importtime
 
 
 def test_parse_importtime():
