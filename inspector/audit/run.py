@@ -66,22 +66,18 @@ def audit(model, images: Sequence[str | os.PathLike] | None = None, *, batch: in
 
     # The weight statistics need no image: a worker computes them (numpy releases the GIL) while this
     # thread opens the session, decodes and runs the first batch; the first batch's statistics wait for them.
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from ..execution import one_blas_thread
 
     # The weights' products run beside onnxruntime: BLAS threads left spinning would take its cores.
-    if not overlap:
-        from concurrent.futures import Future
-
-        with one_blas_thread():
+    # (The pool starts its thread on the first submit: not overlapped, it starts none.)
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
+        if overlap:
+            weighed = worker.submit(_weight_result, model, read, trained)
+        else:
             weighed = Future()
             weighed.set_result(_weight_result(model, read, trained))
-            return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers,
-                                read, max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance),
-                                (ray, ray_threads))
-    with one_blas_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector-weights") as worker:
-        weighed = worker.submit(_weight_result, model, read, trained)
         return _activations(model, weighed, images, batch, preprocess, size, device, quiet, verbose, layers, read,
                             max_memory, STATISTICS[statistics], (confirm, hold_out, tolerance), (ray, ray_threads))
 
