@@ -286,6 +286,13 @@ class Graph:
                 continue
             if user.op_type in ACTIVATIONS and user.input[0] == tensor:
                 return self._through_qdq(user.output[0]), user.op_type, perm, tuple(affine)
+            if user.op_type == "Identity" and user.input[0] == tensor:
+                # paddle2onnx 2.x writes each step's result through an Identity (Conv -> Add -> Identity ->
+                # Relu): the same tensor under another name.
+                tensor = user.output[0]
+                if affine or quantized:
+                    settled = (tensor, perm)
+                continue
             if user.op_type == "Cast" and _cast_to(user) in FLOAT_TYPES:
                 # torch 2.x exports wrap each step in Cast-to-float (Conv -> Transpose -> Cast -> Add ->
                 # Cast -> Relu): a cast between float types holds the same quantity, so walk through it.

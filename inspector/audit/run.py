@@ -162,7 +162,8 @@ def _activations(model, weighed, images, batch, preprocess, size, device, quiet,
     result.dormant_check = _check_dormant(model, result, files, spec, input_size, per_batch, device, verbose,
                                           tolerance, warn)
     result.verification = _verify(model, result, held, source, spec, input_size, per_batch, device, verbose,
-                                  tolerance, len(files) + len(held), warn, (layers, signed, in_graph))
+                                  tolerance, len(files) + len(held), warn, (layers, signed, in_graph),
+                                  files[:JUDGED_CHECK])
     return result
 
 
@@ -223,11 +224,12 @@ def _held_statistics(model, result, held_batches, layers, signed, device, verbos
 
 
 def _verify(model, result, held, source, spec, input_size, per_batch, device, verbose, tolerance, total, warn,
-            statistics=None):
+            statistics=None, judged_files=()):
     """verify.verify over the held-out images, or a Verification that says why it did not run.
 
     ``statistics``: (layers, signed layer names, in_graph) to measure the held-out images' statistics,
-    which test the verdicts themselves before any ablation (verify.answered)."""
+    which test the verdicts themselves before any ablation (verify.answered). The silent channels'
+    margins (margins.py) are measured on ``judged_files`` (some of the judged images) and the held-out ones."""
     from . import verify, verdicts
 
     if not result.channels_judged:
@@ -248,7 +250,11 @@ def _verify(model, result, held, source, spec, input_size, per_batch, device, ve
     if statistics is not None and any(judged[layer.name] and layer.dead_channels for layer in result.layers):
         layers, signed, in_graph = statistics
         held_stats = _held_statistics(model, result, held_batches, layers, signed, device, verbose, in_graph)
-    return verify.verify(model, result, held_batches, count, source, judged, tolerance, device, verbose, held_stats)
+    def margin_batches():  # decoded only when some silent channel's margin is measured
+        return list(batches(model, list(judged_files), spec, input_size, per_batch, [], warn)) + held_batches
+
+    return verify.verify(model, result, held_batches, count, source, judged, tolerance, device, verbose, held_stats,
+                         margin_batches)
 
 
 def _weights_trained(model) -> bool | None:

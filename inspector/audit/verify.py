@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InspectorError
+from . import margins
 
 DEFAULT_TOLERANCE = 0.01
 # A default split holds out ceil(N / 4) images (at least 2, at most MAX_HELD_OUT) when the judged
@@ -249,6 +250,7 @@ class Verification:
     units_confirmed: int = 0
     refused: dict = field(default_factory=dict)  # layer name -> [channels silent but not confirmed]
     answered: int = 0  # of the refused: channels that answered held-out images (their verdict refuted)
+    margin: dict = field(default_factory=dict)  # of the refused: {reason (margins.py): channels}
     trials: int = 0
     not_localised: int = 0  # refused whole when the search ran out of trials
 
@@ -274,6 +276,8 @@ class Verification:
             "units_confirmed": self.units_confirmed,
             "units_not_confirmed": self.units_refused,
             "units_answered_held_out": self.answered,
+            "units_not_confirmed_by_margin": dict(self.margin),
+            "margin_z_min": margins.Z_MIN,
             "not_localised": self.not_localised,
             "trials": self.trials,
         }
@@ -287,6 +291,7 @@ class Verification:
             return head + f"; all confirmed (tolerance {_percent(self.tolerance)})"
         where = ", ".join(list(self.refused)[:3]) + (" ..." if len(self.refused) > 3 else "")
         answered = f", {self.answered:,} of them answered a held-out image" if self.answered else ""
+        answered += "".join(f", {count:,} {reason}" for reason, count in self.margin.items())
         tail = (f"; {self.units_refused:,} silent but not confirmed (in {len(self.refused)} layer(s): {where}"
                 f"{answered}), not counted; the {self.units_confirmed:,} counted move it by "
                 f"{_percent(self.change_kept)} (tolerance {_percent(self.tolerance)})")
@@ -447,12 +452,13 @@ def answered(result, held_stats: dict | None, judged: dict) -> dict[str, set[int
 
 def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, source: str, judged: dict,
            tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu", verbose: bool = False,
-           held_stats: dict | None = None) -> Verification:
+           held_stats: dict | None = None, margin_batches: list | None = None) -> Verification:
     """Mean-ablate every unit ``result`` counts dead, on ``held_out`` batches; refuse those that move outputs.
 
     ``judged``: {layer name: whether its channels were judged}. ``held_stats``: the held-out images'
     ActivationStats per layer, when measured: channels whose verdict they refute (``answered``) are refused
-    before the ablation search. Sets each LayerAudit's ``refused``.
+    before the ablation search, and so are the silent channels whose margin (margins.py, measured on
+    ``margin_batches``) leaves them unconfirmed. Sets each LayerAudit's ``refused``.
     """
     check = Verification("confirmed", images=images, source=source, tolerance=tolerance)
     others = other_inputs(model)
@@ -460,6 +466,13 @@ def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, s
         return Verification("not run", f"the model takes other inputs besides the image ({others[0]})",
                             images=images, source=source, tolerance=tolerance)
     refuted = answered(result, held_stats, judged)
+    answered_count = sum(len(channels) for channels in refuted.values())
+    near = margins.not_confirmed(model, result, judged, refuted, margin_batches if margin_batches is not None
+                                 else held_out, device, verbose)
+    for name, reasons in near.items():
+        refuted.setdefault(name, set()).update(reasons)
+        for reason in reasons.values():
+            check.margin[reason] = check.margin.get(reason, 0) + 1
 
     def select_all(layer_audit):
         return (layer_audit.weights.dead_filters,
@@ -490,7 +503,7 @@ def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, s
                 everything[t][list(provable) + list(candidates)] = True
                 refused += [(t, c) for c in refuted.get(layer_audit.name, ()) if (t, c) not in refused]
         check.change_all, check.worst_output = ablation.change(everything)
-        check.answered = sum(len(channels) for channels in refuted.values())
+        check.answered = answered_count
     check.trials, check.not_localised = ablation.runs, found.not_localised
     check.units_confirmed = check.units_all - len(set(refused))
     for t, c in dict.fromkeys(refused):
