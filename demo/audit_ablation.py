@@ -272,7 +272,7 @@ def table(rows: list[dict]) -> str:
     """docs/audit.md's wild table: per model, counted dead before and after the verification, the output
     change on judged / held-out / unseen images, and the audit's own figure against the independent one."""
     head = ("| model | preprocessing | counted dead before (rules alone) | change judged / held-out / unseen | "
-            "counted after verification | not confirmed (answered held-out) | change judged / held-out / unseen | "
+            "counted after verification | not confirmed (answered held-out, by margin) | change judged / held-out / unseen | "
             "own figure, held-out (all / counted) | independent, held-out (all / counted) |\n"
             "|---|---|---|---|---|---|---|---|---|")
     lines, within, agreeing, compared, measured, failed = [head], 0, 0, 0, 0, []
@@ -296,10 +296,11 @@ def table(rows: list[dict]) -> str:
                 agreeing += verdict
         refused = check.get("units_not_confirmed", 0)
         answered = check.get("units_answered_held_out", 0)
+        by_margin = sum((check.get("units_not_confirmed_by_margin") or {}).values())
         lines.append(
             f"| `{row['model']}` | {row['preprocess_source']} | {before['units']:,} | "
             f"{_pct(before['judged'])} / {_pct(before['held'])} / {_pct(before['unseen'])} | {after['units']:,} | "
-            f"{refused:,} ({answered:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])} | "
+            f"{refused:,} ({answered:,}, {by_margin:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])} | "
             f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
     lines.append("")
     lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% on {within} of "
