@@ -121,6 +121,10 @@ def test_a_silent_channel_near_its_threshold_is_not_confirmed_and_a_far_one_is(s
     data = result.to_dict()
     assert data["verification"]["units_not_confirmed_by_margin"] == {margins.NEAR: 1, margins.INHERITED: 1}
     assert "near its threshold" in check.sentence()
+    left_out = result.left_out()
+    assert left_out["not_confirmed"] == 2
+    assert left_out["reasons"] == ["2 silent channel(s) not confirmed: 1 near its threshold; 1 reads a channel "
+                                   "not confirmed"]
 
 
 def test_the_near_channel_does_answer_a_slightly_brighter_image(save, tmp_path):

@@ -218,8 +218,14 @@ class AuditResult:
             why = self.verification.reason if self.verification is not None else "no images were held out"
             out["reasons"].append(f"{unverified} channel verdict(s) not verified ({why})")
         if refused:
-            out["reasons"].append(f"{refused} silent channel(s) not confirmed: removing them moved outputs on held-out "
-                                  f"images past the tolerance ({self.verification.tolerance:g} of their range)")
+            check = self.verification
+            parts = [f"{check.answered} answered held-out images"] if check.answered else []
+            parts += [f"{count} {reason}" for reason, count in check.margin.items()]
+            moved = refused - check.answered - sum(check.margin.values())
+            if moved > 0:
+                parts.append(f"{moved} moved outputs on held-out images past the tolerance ({check.tolerance:g} of "
+                             "their range) when removed")
+            out["reasons"].append(f"{refused} silent channel(s) not confirmed: " + "; ".join(parts))
         return out
 
     def evidence(self) -> dict | None:
@@ -379,8 +385,9 @@ class AuditResult:
         if unjudged:
             lines.append("*: reported, not judged (too few images for this layer; see the notes)")
         if unconfirmed:
-            lines.append("nc: of those, silent but not confirmed (removing them moved the outputs on held-out "
-                         "images): not counted")
+            lines.append("nc: of those, silent but not confirmed (they answered held-out images, peaked near their "
+                         "threshold, read such a channel, or removing them moved the outputs on held-out images): "
+                         "not counted")
         if self.skipped:
             lines.append(f"{len(self.skipped)} image(s) skipped (unreadable)")
         if measured:

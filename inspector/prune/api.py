@@ -403,8 +403,8 @@ def _kept_dead(model, tracer, plan, dead, channels) -> list[dict]:
             if (name, channel) not in seen and _fate(tracer, plan, layers[name], channel) is not None:
                 seen.add((name, channel))  # (one the exact rules remove anyway, constant or zero, is not kept)
                 kept.append({"layer": name, "filter": int(channel), "unit": "channel", "reason":
-                             "silent on the audit's images but not confirmed: removing it moved the outputs on "
-                             "its held-out images"})
+                             "silent on the audit's images but not confirmed by its verification (it answered a "
+                             "held-out image, peaked near its threshold, or its removal moved the outputs there)"})
     return kept
 
 
