@@ -99,10 +99,11 @@ def candidates(result, judged: dict, refuted: dict) -> dict[str, list[int]]:
 def measure(model, gates: list[Gate], batches, device: str = "cpu", verbose: bool = False) -> None:
     """Run ``batches`` [(inputs, real)] once with every gate's tensor added as an output; fill each
     gate's per-image maxima of its candidate channels and whether their pre-activation varies."""
-    from ..execution import add_outputs, create_session, run
+    from ..execution import create_session, run
+    from ..subgraph import cut
 
     tensors = list(dict.fromkeys(gate.tensor for gate in gates))
-    proto = add_outputs(model.file.model, tensors)
+    proto = cut(model.file.model, tensors, keep_inputs=[model.input.name])  # up to the rectifiers, no further
     session, _ = create_session(model.file.serialized(proto), model.file.folder, device, verbose)
     lowest: dict[int, np.ndarray] = {}
     highest: dict[int, np.ndarray] = {}
