@@ -133,9 +133,9 @@ def margin(maxima: np.ndarray, threshold: float) -> float:
     return np.inf if spread == 0 else gap / spread
 
 
-def readers(model, result) -> dict[str, tuple[str, int, np.ndarray]]:
-    """{layer name: (name of the layer whose shown output it reads, groups, its filters-first weights)} for
-    each conv that reads another layer's shown tensor directly or through ops that keep channel c at c."""
+def readers(model, result) -> dict[str, str]:
+    """{layer name: name of the layer whose shown output it reads} for each conv that reads another layer's
+    shown tensor directly or through ops that keep channel c at c."""
     graph = model.graph
     layers = {layer.index: layer for layer in model.require_layers()}
     shown = {layers[la.index].output: la.name for la in result.layers if la.index in layers}
@@ -156,12 +156,17 @@ def readers(model, result) -> dict[str, tuple[str, int, np.ndarray]]:
                 break
             tensor = node.input[0]
         if tensor in shown and shown[tensor] != la.name:
-            try:
-                weights, _ = model.filters_and_bias(layer)
-            except Exception:  # noqa: BLE001 - weights computed at run time: the channels cannot be traced
-                continue
-            out[la.name] = (shown[tensor], max(1, int(layer.groups or 1)), np.asarray(weights, np.float32))
+            out[la.name] = shown[tensor]
     return out
+
+
+def _filters(model, layer) -> np.ndarray | None:
+    """The layer's filters-first weights, or None when they cannot be read (computed at run time)."""
+    try:
+        weights, _ = model.filters_and_bias(layer)
+    except Exception:  # noqa: BLE001 - then the channels it reads cannot be traced
+        return None
+    return np.asarray(weights, np.float32)
 
 
 def read_channels(weights: np.ndarray, groups: int, channel: int) -> list[int]:
@@ -218,20 +223,24 @@ def not_confirmed(model, result, judged: dict, refuted: dict, batches, device: s
                     out.setdefault(gate.layer, {})[c] = NEAR
 
     # What is silent or constant because its input is: as confirmed as the channels it reads.
+    if not out and not any(refuted.values()):
+        return out
     reads = readers(model, result)
     for la in sorted(result.layers, key=lambda la: la.index):
         if la.name not in reads or not judged.get(la.name, False):
             continue
-        source, groups, weights = reads[la.name]
-        unconfirmed = set(out.get(source, {})) | refuted.get(source, set())
+        unconfirmed = set(out.get(reads[la.name], {})) | refuted.get(reads[la.name], set())
         if not unconfirmed:
             continue
         masks = la.channel_masks()
         gone = set(la.weights.dead_filters) | refuted.get(la.name, set()) | set(out.get(la.name, {}))
-        for c in la.dead_channels:
-            dependent = masks["constant"][c] or c in constant_pre.get(la.name, set())
-            if c in gone or not dependent or c >= len(weights):
-                continue
-            if unconfirmed & set(read_channels(weights, groups, c)):
+        dependent = [c for c in la.dead_channels if c not in gone
+                     and (masks["constant"][c] or c in constant_pre.get(la.name, set()))]
+        weights = _filters(model, layers[la.index]) if dependent and la.index in layers else None
+        if weights is None:
+            continue
+        groups = max(1, int(la.weights.groups or 1))
+        for c in dependent:
+            if c < len(weights) and unconfirmed & set(read_channels(weights, groups, c)):
                 out.setdefault(la.name, {})[c] = INHERITED
     return out
