@@ -211,3 +211,31 @@ def test_a_quantized_channel_on_one_level_is_below_resolution_not_constant(save,
     assert 1 in conv1.refused and 3 not in conv1.refused
     assert result.verification.margin.get(margins.QUANTIZED, 0) >= 1
     assert 3 in conv1.dead_units() and 1 not in conv1.dead_units()
+
+
+def test_weight_only_quantization_keeps_its_constants(save, tmp_path):
+    # The same net with the activation's QuantizeLinear -> DequantizeLinear pair removed: int8 weights, float
+    # outputs. Channel 0 reads only the blue plane's centre tap, and every image's blue plane is one value:
+    # a float constant (not dead by weights), which no quantization step hides.
+    m = make_quantized_net()
+    wq = next(t for t in m.graph.initializer if t.name == "wq")
+    w = numpy_helper.to_array(wq).copy()
+    w[0] = 0
+    w[0, 2, 1, 1] = 50
+    wq.CopyFrom(numpy_helper.from_array(w, "wq"))
+    nodes = [n for n in m.graph.node if n.output[0] not in ("c1q", "c1d")]
+    for n in nodes:
+        n.input[:] = ["c1" if name == "c1d" else name for name in n.input]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    model = inspector.load(save(m))
+    assert model.layers[0].quantization == "qdq" and not margins.quantized_output(model, model.layers[0])
+    images = write_images(tmp_path / "photos", 12, seed=4)
+    for path in images:
+        pixels = np.asarray(Image.open(path)).copy()
+        pixels[..., 2] = 77
+        Image.fromarray(pixels).save(path)
+    result = audit(model, images, preprocess="raw", device="cpu", quiet=True)
+    conv1 = result.layers[0]
+    assert conv1.channel_masks()["constant"][0] and 0 not in conv1.weights.dead_filters
+    assert 0 in conv1.dead_units() and margins.QUANTIZED not in result.verification.margin

@@ -83,6 +83,15 @@ def pre_activation(model, layer) -> tuple[str, float, int] | None:
     return None
 
 
+def quantized_output(model, layer) -> bool:
+    """Whether the layer's shown values are quantized (a QLinearConv's, or a DequantizeLinear's output), not
+    only its weights (weight-only quantization gives float outputs, whose constants are constants)."""
+    if layer.op == "QLinearConv":
+        return True
+    i = model.graph.producer.get(layer.output)
+    return i is not None and model.graph.nodes[i].op_type == "DequantizeLinear"
+
+
 def candidates(result, judged: dict, refuted: dict) -> dict[str, list[int]]:
     """{layer name: channels counted silent after a rectifier, judged, not dead by weights, not refuted}."""
     out = {}
@@ -192,7 +201,7 @@ def not_confirmed(model, result, judged: dict, refuted: dict, batches, device: s
     # Quantized layers: one level on every image is below the resolution, not constant.
     for la in result.layers:
         layer = layers.get(la.index)
-        if layer is None or not layer.quantization or not judged.get(la.name, False):
+        if layer is None or not quantized_output(model, layer) or not judged.get(la.name, False):
             continue
         gone = set(la.weights.dead_filters) | refuted.get(la.name, set())
         stats = la.activations
