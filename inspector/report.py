@@ -314,7 +314,7 @@ SUMMARY_LABELS = {
     "dormant_channels": "of which dormant",
     "channels_judged": "enough images to judge channels",
     "dead_units": "dead in all (each filter once)",
-    "not_confirmed_channels": "silent, not confirmed on held-out images (not counted)",
+    "not_confirmed_channels": "silent, not confirmed by the verification (not counted)",
     "verified_dead_units": "verified dead units (what --fail-on-dead counts)",
     "verified_dead_fraction": "verified dead fraction",
     "dead_fraction": "dead fraction",
