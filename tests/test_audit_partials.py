@@ -116,6 +116,39 @@ def test_merge_is_associative_and_commutative_for_any_split(seed, cuts, order_se
     assert_same(merge(merge(a, b_), c), merge(a, merge(b_, c)))
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 40, 1 << 18])
+@pytest.mark.parametrize("size", [(5, 4), (3, 3), (8, 8)])
+def test_map_figures_chunked_and_the_minimum_shortcut_equal_numpy(monkeypatch, chunk, size):
+    """Reduced a few rows at a time (``_CHUNK_ELEMENTS``), with the minimum of a non-negative map that holds
+    a zero taken as 0: every figure equals NumPy's over each whole map in float64 (counts, max and min
+    exactly; rows with a NaN, with -0.0 and without any zero included)."""
+    from inspector.audit import activations
+
+    monkeypatch.setattr(activations, "_CHUNK_ELEMENTS", chunk)
+    for signed in (True, False):
+        maps = maps_with_silence(7, images=5, channels=6, size=size, signed=signed)
+        maps[1, 3] = np.abs(maps[1, 3]) + 0.5  # non-negative, no zero: its minimum must be scanned
+        maps[2, 4].flat[1] = np.nan  # a NaN beside zeros: the minimum is NaN, as NumPy's
+        maps[3, 5].flat[0] = -0.0
+        if not signed:
+            maps[2, 4].flat[0] = 0.0
+        figures = map_figures(maps, not signed)
+        x = maps.astype(np.float64).reshape(5, 6, -1)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(figures.maximum, x.max(axis=2))
+            np.testing.assert_array_equal(figures.minimum, x.min(axis=2))
+        np.testing.assert_array_equal(figures.zeros, (x == 0).sum(axis=2))
+        np.testing.assert_allclose(figures.sums, x.sum(axis=2), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(figures.squares, (x ** 2).sum(axis=2), rtol=1e-6)
+        if signed:
+            np.testing.assert_allclose(figures.abs_sums, np.abs(x).sum(axis=2), rtol=1e-6)
+        else:
+            assert figures.abs_sums is None
+            assert np.isnan(figures.minimum[2, 4]) and figures.minimum[1, 3] > 0 and figures.minimum[0, 0] == 0
+        # The float32 sums are the pairwise ones ndarray.sum gives, whatever the chunk.
+        np.testing.assert_array_equal(figures.sums, maps.reshape(5, 6, -1).sum(axis=2))
+
+
 def test_an_empty_partial_is_the_identity_and_merge_changes_neither_side():
     maps = maps_with_silence(3)
     whole = one_pass(maps, False)
