@@ -569,7 +569,10 @@ def test_real_signal_mid_run_exits_130_with_only_whole_files(save, image, tmp_pa
     process = subprocess.Popen(
         [sys.executable, "-m", "inspector", "maps", path, image, "--all", "--preprocess", "raw", "--device", "cpu",
          "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A job started in the background (`make test &`) inherits SIGINT ignored, and Python then keeps it
+        # ignored, as it should for `nohup inspector ... &`: the child here gets the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = process.stdout.readline()  # one PNG written: the run is under way
     assert first.startswith(str(out)), process.stderr.read()
     process.send_signal(sig)
