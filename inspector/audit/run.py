@@ -250,6 +250,7 @@ def _verify(model, result, held, source, spec, input_size, per_batch, device, ve
     if statistics is not None and any(judged[layer.name] and layer.dead_channels for layer in result.layers):
         layers, signed, in_graph = statistics
         held_stats = _held_statistics(model, result, held_batches, layers, signed, device, verbose, in_graph)
+
     def margin_batches():  # decoded only when some silent channel's margin is measured
         return list(batches(model, list(judged_files), spec, input_size, per_batch, [], warn)) + held_batches
 

@@ -452,13 +452,14 @@ def answered(result, held_stats: dict | None, judged: dict) -> dict[str, set[int
 
 def verify(model, result, held_out: list[tuple[np.ndarray, int]], images: int, source: str, judged: dict,
            tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu", verbose: bool = False,
-           held_stats: dict | None = None, margin_batches: list | None = None) -> Verification:
+           held_stats: dict | None = None, margin_batches=None) -> Verification:
     """Mean-ablate every unit ``result`` counts dead, on ``held_out`` batches; refuse those that move outputs.
 
     ``judged``: {layer name: whether its channels were judged}. ``held_stats``: the held-out images'
     ActivationStats per layer, when measured: channels whose verdict they refute (``answered``) are refused
     before the ablation search, and so are the silent channels whose margin (margins.py, measured on
-    ``margin_batches``) leaves them unconfirmed. Sets each LayerAudit's ``refused``.
+    ``margin_batches``: batches, or a function that returns them; the held-out ones by default) leaves them
+    unconfirmed. Sets each LayerAudit's ``refused``.
     """
     check = Verification("confirmed", images=images, source=source, tolerance=tolerance)
     others = other_inputs(model)
