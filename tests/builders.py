@@ -268,3 +268,16 @@ def quantize_qdq(float_path, out_path, inputs: np.ndarray, input_name: str = "x"
     quantize_static(float_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return out_path
+
+
+def bench_module(filename: str, name: str):
+    """A script of bench/ (``filename``) loaded as module ``name``: the tests that check a figure the bench
+    also measures use the bench's own code for it."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", filename)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -334,16 +334,6 @@ def test_classifier_saturating_under_a_preset_rules_it_out_but_confidence_alone_
     assert infer(model, JUDGED) is None
 
 
-def _bench():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "infer_preprocess.py")
-    spec = importlib.util.spec_from_file_location("bench_infer_preprocess", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_wild_models_never_get_a_wrong_scale():
     """On the wild corpus (whatever of it is fetched: `make test` fetches a subset), against each package's
@@ -356,7 +346,7 @@ def test_wild_models_never_get_a_wrong_scale():
         if os.environ.get("INSPECTOR_REQUIRE_MODELS") == "1":
             pytest.fail(message + "; INSPECTOR_REQUIRE_MODELS=1 requires it")
         pytest.skip(message)
-    bench = _bench()
+    bench = builders.bench_module("infer_preprocess.py", "bench_infer_preprocess")
     import json
 
     with open(manifest) as handle:

@@ -117,18 +117,8 @@ def import_times(statement: str) -> dict[str, float]:
     return parse_importtime(result.stderr)
 
 
-def _bench_imports():
-    """bench/bench_imports.py, which measures the same import times for `make bench`: one parser for both."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bench_imports.py")
-    spec = importlib.util.spec_from_file_location("bench_imports", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-parse_importtime = _bench_imports().parse_importtime
+# bench/bench_imports.py measures the same import times for `make bench`: one parser for both.
+parse_importtime = b.bench_module("bench_imports.py", "bench_imports").parse_importtime
 
 
 def test_parse_importtime():
