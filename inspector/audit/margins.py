@@ -106,8 +106,8 @@ def candidates(result, judged: dict, refuted: dict) -> dict[str, list[int]]:
 
 
 def measure(model, gates: list[Gate], batches, device: str = "cpu", verbose: bool = False) -> None:
-    """Run ``batches`` [(inputs, real)] once with every gate's tensor added as an output; fill each
-    gate's per-image maxima of its candidate channels and whether their pre-activation varies."""
+    """Run ``batches`` [(inputs, real)] once through the graph cut at the gates' tensors (nothing past them
+    runs); fill each gate's per-image maxima of its candidate channels and whether their pre-activation varies."""
     from ..execution import create_session, run
     from ..subgraph import cut
 
