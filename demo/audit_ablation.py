@@ -38,6 +38,10 @@ MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(MODELS, "trained")
 WILD = os.path.join(MODELS, "wild")
 MEANS_GROUP = 48  # tensors added as outputs per session when the channel means are computed
+# The noise floor (inspector.audit.verify's NOISE_STEP, written again here): measured beside an ablation that
+# moves any image set's outputs past FLOOR_ABOVE.
+NOISE_STEP = 2.0 ** -20
+FLOOR_ABOVE = 1e-4
 
 
 def unseen_images(photos: list[str], folder: str) -> list[str]:
@@ -58,9 +62,10 @@ def unseen_images(photos: list[str], folder: str) -> list[str]:
     return out
 
 
-def edited(model_proto, fills: dict[str, tuple[int, np.ndarray, np.ndarray]]):
+def edited(model_proto, fills: dict[str, tuple[int, np.ndarray, np.ndarray]], scale: float | None = None):
     """A copy where each tensor T in ``fills`` ({T: (channel axis, rank, mask, means)}) becomes
-    where(mask, mean, T), with constants: T * (1 - mask) + mask * mean."""
+    where(mask, mean, T), with constants: T * (1 - mask) + mask * mean; with ``scale``, where(mask, T * scale,
+    T) instead (the noise floor's perturbation: T * (1 + mask * (scale - 1)) + 0)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -73,8 +78,12 @@ def edited(model_proto, fills: dict[str, tuple[int, np.ndarray, np.ndarray]]):
         raw = f"abl{k}_raw"
         for node in g.node:
             node.output[:] = [raw if o == tensor else o for o in node.output]
-        keep = numpy_helper.from_array((~mask).astype(np.float32).reshape(shape), f"abl{k}_keep")
-        fill = numpy_helper.from_array(np.where(mask, means, 0).astype(np.float32).reshape(shape), f"abl{k}_fill")
+        if scale is None:
+            keep, fill = (~mask).astype(np.float32), np.where(mask, means, 0).astype(np.float32)
+        else:
+            keep, fill = np.where(mask, np.float32(scale), np.float32(1)), np.zeros(len(mask), np.float32)
+        keep = numpy_helper.from_array(keep.reshape(shape), f"abl{k}_keep")
+        fill = numpy_helper.from_array(fill.reshape(shape), f"abl{k}_fill")
         g.initializer.extend([keep, fill])
         g.node.extend([helper.make_node("Mul", [raw, keep.name], [f"abl{k}_mul"]),
                        helper.make_node("Add", [f"abl{k}_mul", fill.name], [tensor])])
@@ -195,8 +204,19 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
         if key not in done:
             sess = session(model, edited(model.file.model, fills))
             base = reference(fills)
-            done[key] = {which: change(base[which], outputs(sess, model, xs))
-                         for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+            sets = (("judged", judged), ("held", held), ("unseen", unseen))
+            done[key] = {which: change(base[which], outputs(sess, model, xs)) for which, xs in sets}
+            del sess
+            if max(done[key].values()) > FLOOR_ABOVE:
+                # The noise floor: the same units only scaled by 1 +- 2**-20 (a rounding-level change), against
+                # the same reference; the larger of the two, per image set.
+                floors = {which: 0.0 for which, _ in sets}
+                for sign in (1, -1):
+                    sess = session(model, edited(model.file.model, fills, 1 + sign * NOISE_STEP))
+                    for which, xs in sets:
+                        floors[which] = max(floors[which], change(base[which], outputs(sess, model, xs)))
+                    del sess
+                done[key].update({f"floor_{which}": value for which, value in floors.items()})
         return {"units": count, **done[key]}
 
     def judged_channels(entry, field):
@@ -273,9 +293,10 @@ def _pct(value: float | None) -> str:
     return f"**{text}**" if value > 0.01 else text
 
 
-def agree(own: float | None, independent: float) -> bool | None:
-    """Whether the audit's own figure and the independent one agree within 2x (None: both under 1e-4)."""
-    if own is None or max(own, independent) <= 1e-4:
+def agree(own: float | None, independent: float, floor: float | None = None) -> bool | None:
+    """Whether the audit's own figure and the independent one agree within 2x (None: both under 1e-4, or
+    under the noise floor measured beside the independent one: then both measure rounding, not the units)."""
+    if own is None or max(own, independent) <= max(1e-4, floor or 0.0):
         return None
     low, high = sorted((own, independent))
     return low > 0 and high / low <= 2
@@ -301,9 +322,10 @@ def table(rows: list[dict]) -> str:
         after = row["rules"]["counted dead (after verification)"]
         check = row["verification"] or {}
         own_all, own_kept = check.get("output_change_all"), check.get("output_change_counted")
-        within += after["unseen"] <= 0.01
-        for own, independent in ((own_all, before["held"]), (own_kept, after["held"])):
-            verdict = agree(own, independent)
+        within += after["unseen"] <= max(0.01, after.get("floor_unseen") or 0.0)
+        for own, independent, floor in ((own_all, before["held"], before.get("floor_held")),
+                                        (own_kept, after["held"], after.get("floor_held"))):
+            verdict = agree(own, independent, floor)
             if verdict is not None:
                 compared += 1
                 agreeing += verdict
@@ -313,15 +335,23 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| `{row['model']}` | {row['preprocess_source']} | {before['units']:,} | "
             f"{_pct(before['judged'])} / {_pct(before['held'])} / {_pct(before['unseen'])} | {after['units']:,} | "
-            f"{refused:,} ({answered:,}, {by_margin:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])} | "
+            f"{refused:,} ({answered:,}, {by_margin:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])}"
+            f"{_floors(after)} | "
             f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
     lines.append("")
-    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% on {within} of "
-                 f"{measured}; own and independent figures within 2x on {agreeing} of the {compared} comparisons "
-                 f"above 1e-4.")
+    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% (or its noise floor "
+                 f"where one was measured and larger) on {within} of {measured}; own and independent figures within 2x on "
+                 f"{agreeing} of the {compared} comparisons above 1e-4 and above the noise floor.")
     if failed:
         lines.append("Not measured: " + "; ".join(failed) + ".")
     return "\n".join(lines)
+
+
+def _floors(got: dict) -> str:
+    """" (noise floor a / b / c)" where the row measured one beside a change past 1%, else nothing."""
+    if "floor_unseen" not in got or max(got["judged"], got["held"], got["unseen"]) <= 0.01:
+        return ""
+    return f" (noise floor {_pct(got['floor_judged'])} / {_pct(got['floor_held'])} / {_pct(got['floor_unseen'])})"
 
 
 RULE_COLUMNS = ("zero after Relu", "constant", "dormant by score (tau)",
@@ -340,7 +370,8 @@ def rules_table(rows: list[dict]) -> str:
         for rule in RULE_COLUMNS:
             got = row["rules"][rule]
             cells.append("-" if not got["units"] else
-                         f"{got['units']:,}: {_pct(got['judged'])} / {_pct(got['held'])} / {_pct(got['unseen'])}")
+                         f"{got['units']:,}: {_pct(got['judged'])} / {_pct(got['held'])} / {_pct(got['unseen'])}"
+                         + _floors(got))
         lines.append(f"| `{row['model']}` ({row['preprocess_source']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -389,3 +389,75 @@ def test_the_split_is_described_in_english(held, total, every):
     from inspector.audit.verify import describe_split
 
     assert describe_split(held, total) == f"held out {held} of {total} ({every}, deterministic)"
+
+
+def _hypersensitive(save):
+    """conv1 (3->4, 3x3, linear): channels 0-2 random, channel 3 constant (bias 1, weights 1e-8: every value
+    within 2 float32 steps of 1). conv2 (4->2, 1x1, linear): y0 mixes channels 0-2; y1 another mix plus
+    1e6 * (channel 3 - 1), an amplifier of that channel's last bits (a network that amplifies rounding)."""
+    r = np.random.default_rng(11)
+    w1 = (r.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32)
+    b1 = np.full(4, 0.2, np.float32)
+    w1[3], b1[3] = 1e-8, 1.0
+    w2 = np.zeros((2, 4, 1, 1), np.float32)
+    w2[:, :3, 0, 0] = r.standard_normal((2, 3)).astype(np.float32)
+    w2[1, 3] = 1e6
+    b2 = np.array([0.0, -1e6], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["r1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2")]
+    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    graph = helper.make_graph(nodes, "amplifier", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return save(m, "amplifier.onnx"), w2, b2
+
+
+def test_a_constant_channel_whose_rounding_the_network_amplifies_is_judged_above_the_noise_floor(
+        save, tmp_path, monkeypatch):
+    from inspector.audit import verify as verify_module
+
+    path, w2, b2 = _hypersensitive(save)
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "held", 3, seed=2)
+    # Independently (onnxruntime on the unmodified model for conv1, NumPy in float64 for conv2): channel 3 is
+    # constant within 1e-6 relative, its mean ablation moves y past 1% of its range, and so does scaling it
+    # by 1 +- 2**-20 alone, more than the ablation.
+    probe = onnx.load(path)
+    probe.graph.output.append(helper.make_empty_tensor_value_info("r1"))
+    plain = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    r1_judged = plain.run(["r1"], {"x": as_input(judged)})[0].astype(np.float64)
+    r1 = plain.run(["r1"], {"x": as_input(held)})[0].astype(np.float64)
+    assert np.ptp(np.concatenate([r1_judged[:, 3], r1[:, 3]])) <= 1e-6
+    head = lambda maps: np.einsum("oc,nchw->nohw", w2[:, :, 0, 0].astype(np.float64), maps) + b2[None, :, None, None]  # noqa: E731
+    reference = head(r1)
+    span = reference.max() - reference.min()
+
+    def moved(maps):
+        return float(np.abs(head(maps) - reference).max() / span)
+
+    ablated = r1.copy()
+    ablated[:, 3] = np.float32(r1_judged[:, 3].mean())
+    scaled = [r1.copy(), r1.copy()]
+    scaled[0][:, 3] *= 1 + 2.0 ** -20
+    scaled[1][:, 3] *= 1 - 2.0 ** -20
+    removal, floor = moved(ablated), max(moved(s) for s in scaled)
+    assert removal > 0.01 and floor > removal
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    check = result.verification
+    assert 3 in result.layers[0].channel_masks()["constant"].nonzero()[0]
+    assert floor / 2 <= check.noise_floor <= floor * 2 and check.change_all > 0.01
+    assert check.status == "confirmed" and 3 in result.layers[0].dead_units() and not result.layers[0].refused
+    assert "raised to the noise floor" in check.sentence()
+    # The floor does not cover real answers: channels 0-2, dormant by score (their outgoing weights are 1e-6 of
+    # channel 3's), move y when removed, far past their own floor (scaling them by 1 +- 2**-20), and stay.
+    dormant = result.dormant_check
+    assert dormant["not_dormant"] == 3 and dormant["change_all"] > 0.1 and dormant["noise_floor"] < 1e-4
+    assert not {0, 1, 2} & set(result.layers[0].dead_units())
+    jsonschema.validate(result.to_dict(), schema())
+    assert result.to_dict()["verification"]["noise_floor"] == pytest.approx(check.noise_floor)
+    # Without the floor, the same audit refuses the channel: the floor is what counts it.
+    monkeypatch.setattr(verify_module, "NOISE_STEP", 0.0)
+    bare = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    assert bare.layers[0].refused == {3} and bare.verification.noise_floor == 0.0

@@ -223,8 +223,10 @@ class AuditResult:
             parts += [f"{count} {reason}" for reason, count in check.margin.items()]
             moved = refused - check.answered - sum(check.margin.values())
             if moved > 0:
-                parts.append(f"{moved} moved outputs on held-out images past the tolerance ({check.tolerance:g} of "
-                             "their range) when removed")
+                limit = max(check.tolerance, check.noise_floor or 0.0)
+                floor = " (the noise floor)" if limit > check.tolerance else ""
+                parts.append(f"{moved} moved outputs on held-out images past the tolerance ({limit:.2g} of "
+                             f"their range{floor}) when removed")
             out["reasons"].append(f"{refused} silent channel(s) not confirmed: " + "; ".join(parts))
         return out
 
@@ -265,7 +267,10 @@ class AuditResult:
         if check and check.get("not_dormant"):
             out.append(f"{check['not_dormant']} channel(s) small enough to be dormant by score are answers: removing "
                        f"the channels dormant by score moved the outputs on the judged images by "
-                       f"{check['change_all']:.2%} of their range, past the tolerance; they are not counted")
+                       f"{check['change_all']:.2%} of their range, past the tolerance"
+                       + (f" (raised to the noise floor, {check['noise_floor']:.2%})"
+                          if (check.get("noise_floor") or 0) > check.get("tolerance", 0) else "")
+                       + "; they are not counted")
         if self.verification is not None:
             out.append(self.verification.sentence())
         if self.channels_judged and self.dead_channel_count:
