@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import parallel, verdicts
+from . import parallel, verdicts, verify
 from .activations import ActivationStats, MapFigures, non_negative
 from .verdicts import (COLLAPSE_DEAD_FRACTION, COLLAPSE_RESPONSE, CONSTANT_RTOL, DORMANT_TAU, MIN_IMAGES,
                        MIN_IMAGES_POOLED, POOLED_POSITIONS, channel_verdicts, channels_judged, image_response)
@@ -223,10 +223,8 @@ class AuditResult:
             parts += [f"{count} {reason}" for reason, count in check.margin.items()]
             moved = refused - check.answered - sum(check.margin.values())
             if moved > 0:
-                limit = max(check.tolerance, check.noise_floor or 0.0)
-                floor = " (the noise floor)" if limit > check.tolerance else ""
-                parts.append(f"{moved} moved outputs on held-out images past the tolerance ({limit:.2g} of "
-                             f"their range{floor}) when removed")
+                parts.append(f"{moved} moved outputs on held-out images past the tolerance "
+                             f"({verify.floor_words(check.tolerance, check.noise_floor)}) when removed")
             out["reasons"].append(f"{refused} silent channel(s) not confirmed: " + "; ".join(parts))
         return out
 
@@ -267,10 +265,8 @@ class AuditResult:
         if check and check.get("not_dormant"):
             out.append(f"{check['not_dormant']} channel(s) small enough to be dormant by score are answers: removing "
                        f"the channels dormant by score moved the outputs on the judged images by "
-                       f"{check['change_all']:.2%} of their range, past the tolerance"
-                       + (f" (raised to the noise floor, {check['noise_floor']:.2%})"
-                          if (check.get("noise_floor") or 0) > check.get("tolerance", 0) else "")
-                       + "; they are not counted")
+                       f"{check['change_all']:.2%} of their range, past the tolerance "
+                       f"({verify.floor_words(check['tolerance'], check.get('noise_floor'))}); they are not counted")
         if self.verification is not None:
             out.append(self.verification.sentence())
         if self.channels_judged and self.dead_channel_count:

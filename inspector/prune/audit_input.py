@@ -76,9 +76,10 @@ def verification_line(audit: dict) -> str | None:
     change, images = check.get("output_change_counted"), check.get("images")
     if not isinstance(change, (int, float)) or not isinstance(images, int):
         return None
-    floor = check.get("noise_floor")
-    above = (f", raised to the noise floor {floor:.3g}" if isinstance(floor, (int, float))
-             and isinstance(check.get("tolerance"), (int, float)) and floor > check["tolerance"] else "")
+    from ..audit.verify import floor_words
+
+    tolerance, floor = check.get("tolerance"), check.get("noise_floor")
+    words = (floor_words(tolerance, floor if isinstance(floor, (int, float)) else None)
+             if isinstance(tolerance, (int, float)) else "tolerance unknown")
     return (f"verified by the audit: removing the {check.get('units_confirmed')} units it counts dead moved the "
-            f"outputs by {change:.3g} of their range on {images} held-out image(s) (tolerance "
-            f"{check.get('tolerance')}{above})")
+            f"outputs by {change:.3g} of their range on {images} held-out image(s) ({words})")
