@@ -42,9 +42,6 @@ MEANS_GROUP = 48  # tensors added as outputs per session when the channel means 
 # the FLOORED selections that moves any image set's outputs past FLOOR_ABOVE.
 NOISE_STEP = 2.0 ** -20
 FLOOR_ABOVE = 1e-4
-# As the audit's search: the floor raises the 1% bound at most FLOOR_MAX_RAISE times (past that the outputs
-# cannot tell a unit's effect from rounding, and the bound stays 1%).
-FLOOR_MAX_RAISE = 10.0
 # The selections whose floor is measured (docs/audit.md's main table; each floor is two more sessions over
 # every image set, 20 minutes on the nucleus detector).
 FLOORED = ("all judged verdicts (before verification)", "counted dead (after verification)")
@@ -301,8 +298,11 @@ def _pct(value: float | None) -> str:
 
 
 def raised(bound: float, floor: float | None) -> float:
-    """``bound`` raised to the noise floor, up to FLOOR_MAX_RAISE times (the audit's rule, verify.search)."""
-    return max(bound, floor) if floor is not None and floor <= FLOOR_MAX_RAISE * 0.01 else bound
+    """``bound``, or the noise floor measured beside the figure where it is larger: a change no larger than what
+    a rounding-level change of the same units does on the same images cannot be told from rounding. (The
+    audit's search caps what its floor may raise, at 10x the tolerance, because it decides what to count; this
+    script only asks whether what was counted moved the outputs beyond rounding.)"""
+    return max(bound, floor) if floor is not None else bound
 
 
 def agree(own: float | None, independent: float, floor: float | None = None) -> bool | None:
@@ -351,8 +351,8 @@ def table(rows: list[dict]) -> str:
             f"{_floors(after)} | "
             f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
     lines.append("")
-    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% (or its noise floor "
-                 f"where one was measured, larger, and under 10%) on {within} of {measured}; own and independent figures within 2x on "
+    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% (or the noise floor "
+                 f"measured beside it, where larger) on {within} of {measured}; own and independent figures within 2x on "
                  f"{agreeing} of the {compared} comparisons above 1e-4 and above the noise floor.")
     if failed:
         lines.append("Not measured: " + "; ".join(failed) + ".")
