@@ -121,6 +121,19 @@ def change(reference, ablated) -> float:
     return worst
 
 
+def moved(reference, ablated, share: float = 0.01) -> float:
+    """The fraction of output values (over every output and image) that moved by more than ``share`` of
+    their output's range: where ``change`` gives the worst value, this says how many."""
+    count = total = 0
+    for key in reference[0]:
+        ref = np.concatenate([r[key].astype(np.float64).ravel() for r in reference])
+        new = np.concatenate([a[key].astype(np.float64).ravel() for a in ablated])
+        span = ref.max() - ref.min() if ref.size else 0.0
+        count += int(np.count_nonzero(np.abs(ref - new) > share * span)) if span > 0 else int(np.any(ref != new))
+        total += ref.size
+    return count / total if total else 0.0
+
+
 def measure(name: str, path: str | None = None, photos_dir: str | None = None, extra=None) -> dict:
     """``extra``: optional ``extra(result) -> {rule: {layer name: [channels]}}``, more selections to measure."""
     import inspector
@@ -209,18 +222,24 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
         base = reference(fills)
         if key not in done:
             sess = session(model, edited(model.file.model, fills))
-            done[key] = {which: change(base[which], outputs(sess, model, xs)) for which, xs in sets}
+            done[key] = {}
+            for which, xs in sets:
+                got = outputs(sess, model, xs)
+                done[key][which] = change(base[which], got)
+                done[key][f"moved_{which}"] = moved(base[which], got)
             del sess
-        if floor and "floor_unseen" not in done[key] and max(done[key].values()) > FLOOR_ABOVE:
+        if floor and "floor_unseen" not in done[key] and max(done[key][w] for w, _ in sets) > FLOOR_ABOVE:
             # The noise floor: the same units only scaled by 1 +- 2**-20 (a rounding-level change), against the
-            # same reference; the larger of the two, per image set.
-            floors = {which: 0.0 for which, _ in sets}
+            # same reference; the larger of the two, per image set (and the larger share of values moved).
+            floors = {f"{kind}_{which}": 0.0 for which, _ in sets for kind in ("floor", "floor_moved")}
             for sign in (1, -1):
                 sess = session(model, edited(model.file.model, fills, 1 + sign * NOISE_STEP))
                 for which, xs in sets:
-                    floors[which] = max(floors[which], change(base[which], outputs(sess, model, xs)))
+                    got = outputs(sess, model, xs)
+                    floors[f"floor_{which}"] = max(floors[f"floor_{which}"], change(base[which], got))
+                    floors[f"floor_moved_{which}"] = max(floors[f"floor_moved_{which}"], moved(base[which], got))
                 del sess
-            done[key].update({f"floor_{which}": value for which, value in floors.items()})
+            done[key].update(floors)
         return {"units": count, **done[key]}
 
     def judged_channels(entry, field):
