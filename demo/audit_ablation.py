@@ -366,13 +366,13 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| `{row['model']}` | {row['preprocess_source']} | {before['units']:,} | "
             f"{_pct(before['judged'])} / {_pct(before['held'])} / {_pct(before['unseen'])} | {after['units']:,} | "
-            f"{refused:,} ({answered:,}, {by_margin:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / {_pct(after['unseen'])}"
-            f"{_floors(after)} | "
+            f"{refused:,} ({answered:,}, {by_margin:,}) | {_pct(after['judged'])} / {_pct(after['held'])} / "
+            f"{_pct(after['unseen'])}{_floors(after)} | "
             f"{_pct(own_all)} / {_pct(own_kept)} | {_pct(before['held'])} / {_pct(after['held'])} |")
     lines.append("")
-    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% (or the noise floor "
-                 f"measured beside it, where larger) on {within} of {measured}; own and independent figures within 2x on "
-                 f"{agreeing} of the {compared} comparisons above 1e-4 and above the noise floor.")
+    lines.append(f"{measured} models measured; counted dead moves unseen outputs by at most 1% (or the noise "
+                 f"floor measured beside it, where larger) on {within} of {measured}; own and independent figures "
+                 f"within 2x on {agreeing} of the {compared} comparisons above 1e-4 and above the noise floor.")
     if failed:
         lines.append("Not measured: " + "; ".join(failed) + ".")
     return "\n".join(lines)

@@ -431,7 +431,9 @@ def test_a_constant_channel_whose_rounding_the_network_amplifies_is_judged_above
     r1_judged = plain.run(["r1"], {"x": as_input(judged)})[0].astype(np.float64)
     r1 = plain.run(["r1"], {"x": as_input(held)})[0].astype(np.float64)
     assert np.ptp(np.concatenate([r1_judged[:, 3], r1[:, 3]])) <= 1e-6
-    head = lambda maps: np.einsum("oc,nchw->nohw", w2[:, :, 0, 0].astype(np.float64), maps) + b2[None, :, None, None]  # noqa: E731
+    def head(maps):
+        return np.einsum("oc,nchw->nohw", w2[:, :, 0, 0].astype(np.float64), maps) + b2[None, :, None, None]
+
     reference = head(r1)
     span = reference.max() - reference.min()
 

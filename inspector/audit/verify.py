@@ -311,23 +311,19 @@ class Verification:
             "trials": self.trials,
         }
 
-    def judged_against(self) -> str:
-        """The tolerance as the search applied it: above the noise floor where one was measured."""
-        return floor_words(self.tolerance, self.noise_floor)
-
     def sentence(self) -> str:
         if not self.ran:
             return f"verdicts not verified: {self.reason}"
         head = (f"removing the {self.units_all:,} units called dead moves the output by {_percent(self.change_all)} of "
                 f"its range on {self.images} image(s) not used to judge them ({self.source})")
         if not self.units_refused:
-            return head + f"; all confirmed ({self.judged_against()})"
+            return head + f"; all confirmed ({floor_words(self.tolerance, self.noise_floor)})"
         where = ", ".join(list(self.refused)[:3]) + (" ..." if len(self.refused) > 3 else "")
         answered = f", {self.answered:,} of them answered a held-out image" if self.answered else ""
         answered += "".join(f", {count:,} {reason}" for reason, count in self.margin.items())
         tail = (f"; {self.units_refused:,} silent but not confirmed (in {len(self.refused)} layer(s): {where}"
                 f"{answered}), not counted; the {self.units_confirmed:,} counted move it by "
-                f"{_percent(self.change_kept)} ({self.judged_against()})")
+                f"{_percent(self.change_kept)} ({floor_words(self.tolerance, self.noise_floor)})")
         if self.not_localised:
             tail += f"; {self.not_localised:,} of them refused whole after {self.trials} ablation runs"
         return head + tail
@@ -418,9 +414,9 @@ class Search:
 def search(ablation: Ablation, targets: list[Target], select, tolerance: float) -> Search:
     """Ablate every unit ``select`` names; when the outputs move past ``tolerance``, measure the noise
     floor of that removal (``Ablation.floor``; it raises the tolerance up to FLOOR_MAX_RAISE times) and,
-    when they move past the raised tolerance too,
-    bisect (tensors first, then channels) for the largest set that stays within it. ``select(layer_audit)``
-    gives (provable channels, candidate channels): provable ones are always ablated, never refused."""
+    when they move past the raised tolerance too, bisect (tensors first, then channels) for the largest
+    set that stays within it. ``select(layer_audit)`` gives (provable channels, candidate channels):
+    provable ones are always ablated, never refused."""
     provable: dict[int, np.ndarray] = {}
     candidates: list[tuple[int, int]] = []
     for t, target in enumerate(targets):
@@ -578,8 +574,9 @@ def check_dormant(model, result, judged_batches: list[tuple[np.ndarray, int]], j
     """The dormant rule checked on the images that judged it: its channels (small beside their siblings)
     mean-ablated together on ``judged_batches``; those whose removal moves the outputs past ``tolerance``
     are not dormant (small, but the network amplifies them). Sets each LayerAudit's ``not_dormant``;
-    returns {"change_all", "change_kept", "not_dormant", "trials", "noise_floor", "tolerance"} or None when there was nothing
-    to check (the noise floor: see ``search``; None where the removal stayed within the tolerance)."""
+    returns {"change_all", "change_kept", "not_dormant", "trials", "noise_floor", "tolerance"} or None when
+    there was nothing to check (the noise floor: see ``search``; None where the removal stayed within the
+    tolerance)."""
     if other_inputs(model):
         return None
 
