@@ -110,28 +110,21 @@ def outputs(sess, model, batches):
     return [dict(zip(names, sess.run(None, model.feeds(x, needed)))) for x in batches]
 
 
-def change(reference, ablated) -> float:
-    worst = 0.0
+def change(reference, ablated, share: float = 0.01) -> tuple[float, float]:
+    """(worst, moved): the largest |ablated - reference| over the output's range (max - min), the worst
+    output's; and the fraction of output values (over every output and image) that moved by more than
+    ``share`` of their output's range: where the worst value says how far, this says how many."""
+    worst, count, total = 0.0, 0, 0
     for key in reference[0]:
         ref = np.concatenate([r[key].astype(np.float64).ravel() for r in reference])
         new = np.concatenate([a[key].astype(np.float64).ravel() for a in ablated])
         span = ref.max() - ref.min() if ref.size else 0.0
-        diff = float(np.max(np.abs(ref - new))) if ref.size else 0.0
+        gap = np.abs(ref - new)
+        diff = float(np.max(gap)) if ref.size else 0.0
         worst = max(worst, diff / span if span > 0 else (0.0 if diff == 0 else 1.0))
-    return worst
-
-
-def moved(reference, ablated, share: float = 0.01) -> float:
-    """The fraction of output values (over every output and image) that moved by more than ``share`` of
-    their output's range: where ``change`` gives the worst value, this says how many."""
-    count = total = 0
-    for key in reference[0]:
-        ref = np.concatenate([r[key].astype(np.float64).ravel() for r in reference])
-        new = np.concatenate([a[key].astype(np.float64).ravel() for a in ablated])
-        span = ref.max() - ref.min() if ref.size else 0.0
-        count += int(np.count_nonzero(np.abs(ref - new) > share * span)) if span > 0 else int(np.any(ref != new))
+        count += int(np.count_nonzero(gap > share * span)) if span > 0 else int(diff != 0)
         total += ref.size
-    return count / total if total else 0.0
+    return worst, (count / total if total else 0.0)
 
 
 def measure(name: str, path: str | None = None, photos_dir: str | None = None, extra=None) -> dict:
@@ -181,6 +174,7 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
             del got
         del plain
     means = {n: np.mean(v, axis=0) for n, v in means.items()}
+    sets = (("judged", judged), ("held", held), ("unseen", unseen))
     references: dict = {}  # per set of edited tensors: the same edit with nothing ablated
 
     def reference(fills) -> dict:
@@ -193,8 +187,7 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
         if tensors not in references:
             noop = {t: (axis, rank, np.zeros_like(mask), means) for t, (axis, rank, mask, means) in fills.items()}
             sess = session(model, edited(model.file.model, noop))
-            references[tensors] = {which: outputs(sess, model, xs)
-                                   for which, xs in (("judged", judged), ("held", held), ("unseen", unseen))}
+            references[tensors] = {which: outputs(sess, model, xs) for which, xs in sets}
         return references[tensors]
 
     done: dict = {}  # the same selection (several rules often pick the same units) is measured once
@@ -218,15 +211,12 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
         if not count:
             return {"units": 0, "judged": 0.0, "held": 0.0, "unseen": 0.0}
         key = tuple(sorted((t, tuple(np.flatnonzero(f[2]))) for t, f in fills.items()))
-        sets = (("judged", judged), ("held", held), ("unseen", unseen))
         base = reference(fills)
         if key not in done:
             sess = session(model, edited(model.file.model, fills))
             done[key] = {}
             for which, xs in sets:
-                got = outputs(sess, model, xs)
-                done[key][which] = change(base[which], got)
-                done[key][f"moved_{which}"] = moved(base[which], got)
+                done[key][which], done[key][f"moved_{which}"] = change(base[which], outputs(sess, model, xs))
             del sess
         if floor and "floor_unseen" not in done[key] and max(done[key][w] for w, _ in sets) > FLOOR_ABOVE:
             # The noise floor: the same units only scaled by 1 +- 2**-20 (a rounding-level change), against the
@@ -235,9 +225,9 @@ def measure(name: str, path: str | None = None, photos_dir: str | None = None, e
             for sign in (1, -1):
                 sess = session(model, edited(model.file.model, fills, 1 + sign * NOISE_STEP))
                 for which, xs in sets:
-                    got = outputs(sess, model, xs)
-                    floors[f"floor_{which}"] = max(floors[f"floor_{which}"], change(base[which], got))
-                    floors[f"floor_moved_{which}"] = max(floors[f"floor_moved_{which}"], moved(base[which], got))
+                    worst, share = change(base[which], outputs(sess, model, xs))
+                    floors[f"floor_{which}"] = max(floors[f"floor_{which}"], worst)
+                    floors[f"floor_moved_{which}"] = max(floors[f"floor_moved_{which}"], share)
                 del sess
             done[key].update(floors)
         return {"units": count, **done[key]}
@@ -327,7 +317,7 @@ def raised(bound: float, floor: float | None) -> float:
 def agree(own: float | None, independent: float, floor: float | None = None) -> bool | None:
     """Whether the audit's own figure and the independent one agree within 2x (None: both under 1e-4, or
     under the noise floor measured beside the independent one: then both measure rounding, not the units)."""
-    if own is None or max(own, independent) <= max(1e-4, raised(1e-4, floor)):
+    if own is None or max(own, independent) <= raised(1e-4, floor):
         return None
     low, high = sorted((own, independent))
     return low > 0 and high / low <= 2
