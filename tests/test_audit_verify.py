@@ -219,6 +219,36 @@ def test_a_constant_channel_that_varies_on_held_out_images_is_refused_even_if_sm
     assert 3 not in conv2.dead_units() and result.verification.answered >= 1
 
 
+def test_when_every_silent_channel_is_refused_before_the_search_no_run_ablates_nothing(save, tmp_path, monkeypatch):
+    from inspector.audit import verify as verify_module
+
+    # make_net with channel 2 silent by its tiny weights rather than dead by them (nothing provable), and
+    # all three silent channels refuted by the held-out statistics (as on a random-weight VGG16, where every
+    # silent channel sits near its threshold): the search has nothing to remove, so the held-out images run
+    # twice, for the reference and for the figure of everything called dead, not a third time with nothing
+    # ablated.
+    m = make_net()
+    w1 = next(t for t in m.graph.initializer if t.name == "w1")
+    weights = numpy_helper.to_array(w1).copy()
+    weights[2] = 1e-3
+    w1.CopyFrom(numpy_helper.from_array(weights, "w1"))
+    path = save(m, "nothing_provable.onnx")
+    monkeypatch.setattr(verify_module, "answered", lambda result, *args: {"conv1": {2, 5, 6}})
+    judged = write_images(tmp_path / "judge", 8, seed=1)
+    held = write_images(tmp_path / "bright", 3, seed=2, bright=True)
+    result = audit(inspector.load(path), judged, preprocess="raw", device="cpu", quiet=True, confirm=held)
+    check = result.verification
+    assert result.layers[0].weights.dead_filters == []
+    assert result.layers[0].dead_channels == [2, 5, 6] and result.layers[0].dead_units() == []
+    assert check.units_all == 3 and check.units_confirmed == 0 and check.refused == {"conv1": [2, 5, 6]}
+    assert check.trials == 2
+    assert check.change_kept == 0.0
+    everything = independent_change(path, judged, held, [2, 5, 6])
+    assert everything > 0.05
+    assert everything / 2 <= check.change_all <= everything * 2
+    jsonschema.validate(result.to_dict(), schema())
+
+
 def test_truly_removable_units_keep_their_count(net, tmp_path):
     # Judged and held out on bright images alike: channel 6 fires everywhere, 2 and 5 never.
     images = write_images(tmp_path / "judge", 8, seed=1) + write_images(tmp_path / "bright", 4, seed=3, bright=True)

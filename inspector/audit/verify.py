@@ -435,6 +435,10 @@ def search(ablation: Ablation, targets: list[Target], select, tolerance: float) 
             out[t][c] = True
         return out
 
+    if not candidates and not any(m.any() for m in provable.values()):
+        # Nothing left to remove (every silent channel refused before the search): the outputs are the
+        # reference's, with no run over the held-out images.
+        return Search(0.0, None, 0.0, [], 0, ablation.runs, False)
     change_all, worst = ablation.change(masks(candidates))
     kept, accepted, refused, not_localised, floor = change_all, [], [], 0, None
     if change_all > tolerance:
