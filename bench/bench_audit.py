@@ -15,6 +15,16 @@ Both times include creating the session. ``ratio`` = plain_s / audit_s is the
 audit's throughput relative to plain inference (goal >= 0.8); ``ratio_vs_inference_only``
 compares with the session.run calls alone (no decoding, no session start).
 
+``--ceiling B`` measures, in one more process, where a batch's time goes over B batches (the ways in
+rotating order, medians): plain inference of the whole model; the conv trunk the audit runs, with one
+map out (the work no audit skips: the head is all it saves); the audit's session with every audited
+map out (its map path, the default on the CPU) and its reductions of those maps; its other path (the
+figures reduced inside the graph); and the maps out of a session without onnxruntime's NCHWc convs
+(nothing to reorder, slower convs). Plain over the cheaper of the two ways out is the best throughput
+ratio an exact audit that takes the maps out of onnxruntime can reach a batch, were its reductions
+free; ``at_images`` scales it by the images the audit judges (it does not run the held-out ones), an
+upper bound of the whole-run ratio the goal asks for (the audit's fixed costs left out).
+
 ``--map-path`` adds two ways, the same audit with each of its two paths forced: ``audit_graph``
 (the statistics reduced inside the ONNX graph, the default on CUDA) and ``audit_maps`` (every
 layer's maps copied out of onnxruntime and reduced by NumPy, the default on the CPU); see
@@ -65,7 +75,11 @@ def parse_args(argv=None):
                         help="where the generated images are kept between runs (default bench/out/audit_images)")
     parser.add_argument("--map-path", action="store_true",
                         help="also time the audit with the statistics computed by NumPy from the maps")
-    parser.add_argument("--worker", choices=("plain", "audit", "audit_graph", "audit_maps"), help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", type=int, default=0, metavar="B",
+                        help="also measure per batch, over B batches in one process, what the audit's session and "
+                             "reductions cost beside plain inference, and the best ratio an exact audit can reach")
+    parser.add_argument("--worker", choices=("plain", "audit", "audit_graph", "audit_maps", "ceiling"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.runs = max(args.batch, args.images // 4), 1
@@ -173,9 +187,111 @@ def worker_audit(model_path: str, files: list[str], batch: int, device: str, in_
             "dead_fraction": summary["dead_fraction"], "peak_rss_mb": peak_rss_mb()}
 
 
+def worker_ceiling(model_path: str, files: list[str], batch: int, device: str, batches: int) -> dict:
+    """Per batch, in one process: plain inference, the trunk with one map out, the audit's session with every
+    map out, and the audit's reductions (see the module's docstring); medians and the ratios they bound."""
+    import onnxruntime as ort
+
+    import inspector
+    from inspector.audit import audit, ingraph
+    from inspector.audit.partials import batch_partial
+    from inspector.audit.verdicts import MIN_IMAGES
+    from inspector.audit.verify import split
+    from inspector import execution
+    from inspector.execution import FeatureMapSession, one_blas_thread
+    from inspector.subgraph import cut
+
+    model = inspector.load(model_path)
+    weighed = audit(model)  # the weights alone: the layers' signedness, as the audit's partials take it
+    layers = model.require_layers()
+    signed = {layer.name for layer in weighed.layers if layer.signed}
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    plain = ort.InferenceSession(model_path, providers=providers)
+    trunk = FeatureMapSession(model.file, [layers[-1]], model.input, device)
+    # The trunk is the work no audit skips only if its cut holds every audited layer (a chain such as VGG16).
+    kept = {tensor for node in cut(model.file.model, [layers[-1].output], keep_inputs=[model.input.name]).graph.node
+            for tensor in node.output}
+    maps = ingraph.statistics_session(model, layers, signed, device, in_graph=False)
+    graph = ingraph.statistics_session(model, layers, signed, device, in_graph=True)
+    limit, execution.RELAYOUT_LIMIT = execution.RELAYOUT_LIMIT, -1  # the maps already NCHW: no NCHWc convs
+    try:
+        flat = ingraph.statistics_session(model, layers, signed, device, in_graph=False)
+    finally:
+        execution.RELAYOUT_LIMIT = limit
+    spec, name = model.preprocessing(), model.input.name
+    inputs = [model.image_batch(files[start:start + batch], spec)
+              for start in range(0, min(len(files), batches * batch), batch)]
+    inputs = [x for x in inputs if x.shape[0] == batch]
+
+    def plain_way(x):
+        plain.run(None, {name: x})
+
+    def trunk_way(x):
+        trunk.run(x)
+
+    def maps_way(x):
+        return maps.run(x)[1]
+
+    def graph_way(x):
+        graph.run(x)
+
+    def flat_way(x):
+        flat.run(x)
+
+    # maps_out and its reductions are the audit's default on the CPU; in_graph its other path (the figures
+    # reduced by onnxruntime); maps_out_without_nchwc the maps out of convs that need no reordering.
+    ways = {"plain": plain_way, "trunk": trunk_way, "maps_out": maps_way, "in_graph": graph_way,
+            "maps_out_without_nchwc": flat_way}
+    samples = {way: [] for way in (*ways, "reductions")}
+    order = list(ways)
+    with one_blas_thread():  # as the audit reduces
+        for i, x in enumerate([inputs[0], *inputs]):  # the first batch warms every way up, not counted
+            order = order[1:] + order[:1]
+            for way in order:
+                before, cpu_before = time.perf_counter(), cpu_seconds()
+                out = ways[way](x)
+                wall = time.perf_counter() - before
+                time.sleep(0.2)  # onnxruntime's threads spin a while after a run: their CPU counts to it
+                cpu = cpu_seconds() - cpu_before
+                if i:
+                    samples[way].append((wall, cpu))
+                if out is not None:
+                    before, cpu_before = time.perf_counter(), cpu_seconds()
+                    batch_partial(weighed.layers, {}, out, x.shape[0], "ceiling")
+                    if i:
+                        samples["reductions"].append((time.perf_counter() - before, cpu_seconds() - cpu_before))
+                    del out
+    median = {way: {"wall_s": round(statistics.median(w for w, _ in s), 4),
+                    "cpu_s": round(statistics.median(c for _, c in s), 4)} for way, s in samples.items()}
+    plain_s, trunk_s = median["plain"]["wall_s"], median["trunk"]["wall_s"]
+    maps_s = min(median[w]["wall_s"] for w in ("maps_out", "maps_out_without_nchwc"))  # the cheaper way out
+    reduce_s = median["reductions"]["wall_s"]
+    at_images = {}
+    for count in sorted({256, 2000, 20000, len(files)}):
+        judged = len(split(list(range(count)), MIN_IMAGES)[0])
+        at_images[str(count)] = {"judged": judged,
+                                 "ceiling": round(plain_s / maps_s * count / judged, 3),
+                                 "audit_estimate": round(plain_s / (median["maps_out"]["wall_s"] + reduce_s)
+                                                         * count / judged, 3)}
+    return {"batches": len(inputs), "batch": batch, "ways": median,
+            "trunk_holds_every_layer": all(layer.output in kept for layer in layers),
+            "paired_plain_over_maps_out": round(statistics.median(
+                p[0] / m[0] for p, m in zip(samples["plain"], samples["maps_out"])), 4),
+            "head_share": round((plain_s - trunk_s) / plain_s, 4),
+            "maps_out_share": round((median["maps_out"]["wall_s"] - trunk_s) / plain_s, 4),
+            "reductions_share": round(reduce_s / plain_s, 4),
+            "per_batch_ceiling": round(plain_s / maps_s, 4),
+            "per_batch_in_graph": round(plain_s / median["in_graph"]["wall_s"], 4),
+            "per_batch_without_nchwc": round(plain_s / median["maps_out_without_nchwc"]["wall_s"], 4),
+            "per_batch_audit": round(plain_s / (median["maps_out"]["wall_s"] + reduce_s), 4),
+            "at_images": at_images, "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 def run_worker(way: str, args, model: str, files_file: str) -> dict:
     command = [PYTHON, os.path.abspath(__file__), "--worker", way, "--model", model, "--batch", str(args.batch),
                "--device", args.device, "--json", files_file]
+    if way == "ceiling":
+        command += ["--ceiling", str(args.ceiling)]
     return common.run_json_worker(way, command)
 
 
@@ -188,6 +304,8 @@ def main(argv=None) -> int:
             files = json.load(handle)
         if args.worker == "plain":
             print(json.dumps(worker_plain(args.model, files, args.batch, args.device)))
+        elif args.worker == "ceiling":
+            print(json.dumps(worker_ceiling(args.model, files, args.batch, args.device, args.ceiling)))
         else:
             forced = {"audit": None, "audit_graph": True, "audit_maps": False}[args.worker]
             print(json.dumps(worker_audit(args.model, files, args.batch, args.device, forced)))
@@ -253,6 +371,17 @@ def main(argv=None) -> int:
                            f"paired_ratios_{key}": [round(p["seconds"] / a["seconds"], 3)
                                                     for p, a in zip(samples["plain"], samples[way])]})
         result["paired_ratios"] = [round(p["seconds"] / a["seconds"], 3) for p, a in zip(samples["plain"], samples["audit"])]
+    if args.ceiling:  # after the whole runs, in a process of its own
+        ceiling = run_worker("ceiling", args, model, files_file)
+        # Three entries so that bench/run.py's table shows each: the figures, the ways, the whole-run bounds.
+        result["ceiling"] = {k: v for k, v in ceiling.items() if k not in ("ways", "at_images")}
+        result["ceiling_ways_per_batch"], result["ceiling_at_images"] = ceiling["ways"], ceiling["at_images"]
+        whole = ceiling["at_images"].get(str(args.images)) or {}
+        print(f"per batch of {args.batch} ({ceiling['batches']} batches): plain {ceiling['ways']['plain']['wall_s']} s, "
+              f"trunk {ceiling['ways']['trunk']['wall_s']} s (head {ceiling['head_share']:.1%}), maps out "
+              f"{ceiling['ways']['maps_out']['wall_s']} s (+{ceiling['maps_out_share']:.1%}), reductions "
+              f"{ceiling['ways']['reductions']['wall_s']} s: ceiling {ceiling['per_batch_ceiling']} a batch"
+              + (f", {whole['ceiling']} at {args.images} images" if whole else ""), flush=True)
     common.write_json(os.path.abspath(args.json), result)
     print(f"plain {plain_s:.2f} s ({result['plain_images_per_s']} images/s), audit {audit_s:.2f} s "
           f"({result['audit_images_per_s']} images/s): ratio {result['ratio']} (goal >= {args.goal}), CPU-time ratio "
