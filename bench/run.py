@@ -332,7 +332,9 @@ def main(argv=None) -> int:
 
 
 def write_results() -> None:
-    results = collect(SECTIONS_DIR)
+    # A section measured on this machine replaces the recorded one; the others stay as recorded (a fresh
+    # checkout has no bench/out/sections: `--only audit` there must not drop every other section).
+    results = {**(read_json(RESULTS_JSON) or {}), **collect(SECTIONS_DIR)}
     write_json(RESULTS_JSON, results)
     with open(RESULTS_MD + ".tmp", "w") as handle:
         handle.write(render(results))
