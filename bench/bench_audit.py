@@ -193,11 +193,11 @@ def worker_ceiling(model_path: str, files: list[str], batch: int, device: str, b
     import onnxruntime as ort
 
     import inspector
+    from inspector import execution
     from inspector.audit import audit, ingraph
     from inspector.audit.partials import batch_partial
     from inspector.audit.verdicts import MIN_IMAGES
     from inspector.audit.verify import split
-    from inspector import execution
     from inspector.execution import FeatureMapSession, one_blas_thread
     from inspector.subgraph import cut
 
