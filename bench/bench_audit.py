@@ -263,27 +263,24 @@ def worker_ceiling(model_path: str, files: list[str], batch: int, device: str, b
                     del out
     median = {way: {"wall_s": round(statistics.median(w for w, _ in s), 4),
                     "cpu_s": round(statistics.median(c for _, c in s), 4)} for way, s in samples.items()}
-    plain_s, trunk_s = median["plain"]["wall_s"], median["trunk"]["wall_s"]
-    maps_s = min(median[w]["wall_s"] for w in ("maps_out", "maps_out_without_nchwc"))  # the cheaper way out
-    reduce_s = median["reductions"]["wall_s"]
+    plain_s, trunk_s, out_s, reduce_s = (median[w]["wall_s"] for w in ("plain", "trunk", "maps_out", "reductions"))
+    cheapest_s = min(out_s, median["maps_out_without_nchwc"]["wall_s"])  # the cheaper way out
     at_images = {}
     for count in sorted({256, 2000, 20000, len(files)}):
         judged = len(split(list(range(count)), MIN_IMAGES)[0])
-        at_images[str(count)] = {"judged": judged,
-                                 "ceiling": round(plain_s / maps_s * count / judged, 3),
-                                 "audit_estimate": round(plain_s / (median["maps_out"]["wall_s"] + reduce_s)
-                                                         * count / judged, 3)}
+        at_images[str(count)] = {"judged": judged, "ceiling": round(plain_s / cheapest_s * count / judged, 3),
+                                 "audit_estimate": round(plain_s / (out_s + reduce_s) * count / judged, 3)}
     return {"batches": len(inputs), "batch": batch, "ways": median,
             "trunk_holds_every_layer": all(layer.output in kept for layer in layers),
             "paired_plain_over_maps_out": round(statistics.median(
                 p[0] / m[0] for p, m in zip(samples["plain"], samples["maps_out"])), 4),
             "head_share": round((plain_s - trunk_s) / plain_s, 4),
-            "maps_out_share": round((median["maps_out"]["wall_s"] - trunk_s) / plain_s, 4),
+            "maps_out_share": round((out_s - trunk_s) / plain_s, 4),
             "reductions_share": round(reduce_s / plain_s, 4),
-            "per_batch_ceiling": round(plain_s / maps_s, 4),
+            "per_batch_ceiling": round(plain_s / cheapest_s, 4),
             "per_batch_in_graph": round(plain_s / median["in_graph"]["wall_s"], 4),
             "per_batch_without_nchwc": round(plain_s / median["maps_out_without_nchwc"]["wall_s"], 4),
-            "per_batch_audit": round(plain_s / (median["maps_out"]["wall_s"] + reduce_s), 4),
+            "per_batch_audit": round(plain_s / (out_s + reduce_s), 4),
             "at_images": at_images, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
